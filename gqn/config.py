@@ -1,0 +1,168 @@
+"""Frozen configuration dataclasses of the GQN and its pretraining, and the named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Representation = Literal["pool", "tower", "pyramid"]
+REPRESENTATIONS: tuple[str, ...] = ("pool", "tower", "pyramid")
+
+
+@dataclass(frozen=True)
+class GQNConfig:
+    """Architecture of a Generative Query Network (Eslami et al., 2018)."""
+
+    image_size: int = 64
+    """Height and width of the square images the model reads and draws."""
+    representation: Representation = "tower"
+    """Representation network: ``pool`` (1x1), ``tower`` (H/4 grid) or ``pyramid`` (1x1)."""
+    r_dim: int = 256
+    """Channels of the scene representation ``r``."""
+    h_dim: int = 128
+    """Channels of the hidden and cell states of both ConvLSTM cores."""
+    z_dim: int = 64
+    """Channels of each latent ``z_l``."""
+    L: int = 12
+    """Number of generation steps (latent layers)."""
+    shared_core: bool = False
+    """One core reused at every step (True) or one core per step (False, the paper's choice)."""
+    kernel_size: int = 5
+    """Kernel size of the cores' and the densities' convolutions."""
+    scale: int = 4
+    """Ratio of image size to the cores' latent grid (the canvas is upsampled by it)."""
+
+    def __post_init__(self) -> None:
+        if self.representation not in REPRESENTATIONS:
+            raise ValueError(
+                f"GQNConfig.representation must be one of {REPRESENTATIONS}, "
+                f"got {self.representation!r}"
+            )
+        for name in ("image_size", "r_dim", "h_dim", "z_dim", "L", "kernel_size", "scale"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"GQNConfig.{name} must be a positive int, got {value!r}")
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"GQNConfig.kernel_size must be odd, got {self.kernel_size}")
+        if self.scale != 4:
+            raise ValueError(f"GQNConfig.scale must be 4 (the tower's stride), got {self.scale}")
+        multiple = 8 if self.representation == "pyramid" else self.scale
+        if self.image_size % multiple:
+            raise ValueError(
+                f"GQNConfig.image_size must be a multiple of {multiple} for the "
+                f"{self.representation} representation, got {self.image_size}"
+            )
+
+    @property
+    def latent_size(self) -> int:
+        """Height and width of the cores' grid (image_size / scale)."""
+        return self.image_size // self.scale
+
+    @property
+    def r_size(self) -> int:
+        """Height and width of ``r``: 1 for pool and pyramid, latent_size for tower."""
+        return self.latent_size if self.representation == "tower" else 1
+
+    @property
+    def n_cores(self) -> int:
+        """Number of distinct cores of each kind (1 when shared, L otherwise)."""
+        return 1 if self.shared_core else self.L
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Pretraining: optimiser, annealing schedules, batches, logging and checkpoints."""
+
+    steps: int = 2_000_000
+    """Optimiser steps of the whole run."""
+    batch_size: int = 36
+    """Scenes per optimiser step (over all processes)."""
+    max_context: int | None = None
+    """Largest context size K drawn per batch (1..K); None means views - 1."""
+    lr_start: float = 5e-4
+    """Adam learning rate at step 0."""
+    lr_end: float = 5e-5
+    """Learning rate once annealed."""
+    lr_anneal_fraction: float = 0.8
+    """Fraction of ``steps`` over which the learning rate anneals (paper: 1.6M of 2M)."""
+    sigma_start: float = 2.0
+    """Pixel standard deviation of the observation model at step 0."""
+    sigma_end: float = 0.7
+    """Pixel standard deviation once annealed."""
+    sigma_anneal_fraction: float = 0.1
+    """Fraction of ``steps`` over which sigma anneals (paper: 200k of 2M)."""
+    seed: int = 0
+    """Seed of weights, batches and latent samples."""
+    log_every: int = 100
+    """Steps between TensorBoard scalars."""
+    eval_every: int = 1000
+    """Steps between held-out evaluations and image grids."""
+    eval_batches: int = 4
+    """Batches of the test split per evaluation."""
+    checkpoint_every: int = 1000
+    """Steps between checkpoints (one is also written at the end)."""
+    amp: bool = True
+    """Automatic mixed precision on GPU (bf16 where supported); ignored on CPU."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr_anneal_fraction", "sigma_anneal_fraction"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"TrainConfig.{name} must be in (0, 1], got {getattr(self, name)}")
+        if self.max_context is not None and self.max_context < 1:
+            raise ValueError(f"TrainConfig.max_context must be >= 1, got {self.max_context}")
+
+    @property
+    def lr_anneal_steps(self) -> int:
+        """Steps over which the learning rate anneals."""
+        return max(1, round(self.lr_anneal_fraction * self.steps))
+
+    @property
+    def sigma_anneal_steps(self) -> int:
+        """Steps over which the pixel sigma anneals."""
+        return max(1, round(self.sigma_anneal_fraction * self.steps))
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named pair of model and training configurations."""
+
+    model: GQNConfig
+    train: TrainConfig
+    description: str
+
+
+PRESETS: dict[str, Preset] = {
+    "paper": Preset(
+        GQNConfig(image_size=64, representation="tower", r_dim=256, h_dim=128, z_dim=64,
+                  L=12, shared_core=False),
+        TrainConfig(steps=2_000_000, batch_size=36),
+        "Eslami et al. 2018: 64x64, tower, r 256, h 128, z 64, L 12, unshared, batch 36.",
+    ),
+    "cpu-small": Preset(
+        GQNConfig(image_size=32, representation="pool", r_dim=64, h_dim=32, z_dim=8,
+                  L=4, shared_core=True),
+        TrainConfig(steps=20_000, batch_size=16, log_every=50, eval_every=1000,
+                    checkpoint_every=500),
+        "Trains a useful encoder in under an hour on two CPU cores (32x32, pool, L 4).",
+    ),
+}
+
+
+def config_diff(expected: Any, actual: Any) -> list[str]:
+    """Names and values of the fields where two dataclass configs differ."""
+    a, b = dataclasses.asdict(expected), dataclasses.asdict(actual)
+    return [f"{k}: {a.get(k)!r} != {b.get(k)!r}" for k in sorted(a.keys() | b.keys())
+            if a.get(k) != b.get(k)]
+
+
+def config_from_dict(cls: type, values: dict[str, Any], source: str = "config") -> Any:
+    """Build a config dataclass from a dict, naming unknown fields in the error."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown {cls.__name__} fields {unknown}")
+    return cls(**values)

@@ -1,0 +1,189 @@
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.distributions import Normal, kl_divergence
+
+from gqn import GQN, GQNConfig
+from gqn.cores import ConvLSTMCore, tiled_conv2d
+from gqn.losses import gaussian_kl, gaussian_nll
+
+SIZE, B, K = 16, 2, 3
+VARIANTS = list(itertools.product(["pool", "tower", "pyramid"], [True, False]))
+
+
+def tiny_config(representation: str = "pool", shared_core: bool = True, **kw) -> GQNConfig:
+    values = dict(image_size=SIZE, representation=representation, r_dim=16, h_dim=8, z_dim=4,
+                  L=3, shared_core=shared_core)
+    return GQNConfig(**{**values, **kw})
+
+
+def inputs(batch: int = B, context: int = K, size: int = SIZE):
+    return (torch.rand(batch, context, 3, size, size), torch.randn(batch, context, 7),
+            torch.rand(batch, 3, size, size), torch.randn(batch, 7))
+
+
+@pytest.mark.parametrize(("representation", "shared"), VARIANTS)
+def test_shapes_of_every_variant(representation: str, shared: bool) -> None:
+    config = tiny_config(representation, shared)
+    model = GQN(config)
+    cx, cv, qx, qv = inputs()
+    out = model(cx, cv, qx, qv, sigma=1.0)
+    assert out.loss.shape == ()
+    assert out.nll.shape == out.kl.shape == out.mse.shape == out.bits_per_dim.shape == (B,)
+    assert out.kl_per_step.shape == (B, config.L)
+    assert out.mean.shape == (B, 3, SIZE, SIZE)
+    assert torch.isfinite(out.loss)
+    assert torch.allclose(out.loss, (out.nll + out.kl).mean())
+    out.loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"parameters without gradient: {missing}"
+
+    r = model.represent(cx, cv)
+    assert r.shape == (B, 16, config.r_size, config.r_size)
+    assert config.r_size == (SIZE // 4 if representation == "tower" else 1)
+    assert model.generate(cx, cv, qv).shape == (B, 3, SIZE, SIZE)
+    assert model.reconstruct(cx, cv, qx, qv).shape == (B, 3, SIZE, SIZE)
+    trace = model.infer(r, qx, qv)
+    s = SIZE // 4
+    assert trace.hidden.shape == (B, config.L, 8, s, s)
+    for name in ("posterior_mean", "posterior_std", "prior_mean", "prior_std"):
+        assert getattr(trace, name).shape == (B, config.L, 4, s, s)
+    assert trace.kl.shape == (B, config.L)
+    assert (trace.kl >= 0).all()
+    assert (trace.posterior_std > 0).all()
+
+
+def test_unshared_cores_are_distinct_modules() -> None:
+    model = GQN(tiny_config("tower", shared_core=False))
+    assert len(model.generation_cores) == len(model.inference_cores) == 3
+    assert len(GQN(tiny_config("tower", shared_core=True)).generation_cores) == 1
+
+
+def test_representation_is_sum_over_views() -> None:
+    model = GQN(tiny_config("tower"))
+    cx, cv, _, _ = inputs()
+    whole = model.represent(cx, cv)
+    parts = sum(model.represent(cx[:, i:i + 1], cv[:, i:i + 1]) for i in range(K))
+    torch.testing.assert_close(whole, parts, rtol=1e-5, atol=1e-5)
+
+
+def test_kl_matches_torch_distributions() -> None:
+    q_mean, p_mean = torch.randn(5, 4, 3), torch.randn(5, 4, 3)
+    q_std, p_std = torch.rand(5, 4, 3) + 0.1, torch.rand(5, 4, 3) + 0.1
+    expected = kl_divergence(Normal(q_mean, q_std), Normal(p_mean, p_std))
+    torch.testing.assert_close(gaussian_kl(q_mean, q_std, p_mean, p_std), expected)
+
+
+def test_nll_matches_torch_distributions() -> None:
+    x, mean = torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4)
+    expected = -Normal(mean, 0.7).log_prob(x).flatten(1).sum(1)
+    torch.testing.assert_close(gaussian_nll(x, mean, 0.7), expected)
+
+
+def test_model_kl_is_kl_of_its_posterior_and_prior() -> None:
+    model = GQN(tiny_config("tower", shared_core=False))
+    cx, cv, qx, qv = inputs()
+    trace = model.infer(model.represent(cx, cv), qx, qv)
+    expected = kl_divergence(Normal(trace.posterior_mean, trace.posterior_std),
+                             Normal(trace.prior_mean, trace.prior_std)).flatten(2).sum(2)
+    torch.testing.assert_close(trace.kl, expected)
+
+
+def test_tiled_conv_equals_conv_of_tiled_input() -> None:
+    vector, weight = torch.randn(3, 6, dtype=torch.float64), torch.randn(10, 6, 5, 5,
+                                                                          dtype=torch.float64)
+    tiled = vector[:, :, None, None].expand(-1, -1, 7, 7)
+    torch.testing.assert_close(tiled_conv2d(vector, weight, 7), F.conv2d(tiled, weight, padding=2))
+
+
+def test_split_core_equals_one_convolution_over_all_inputs() -> None:
+    """The per-step / constant split is exactly the ConvLSTM over concatenated inputs."""
+    core = ConvLSTMCore(step_channels=5, spatial_channels=4, tiled_channels=3, h_dim=6,
+                        kernel_size=5).double()
+    step, spatial = torch.randn(2, 5, 8, 8, dtype=torch.float64), torch.randn(
+        2, 4, 8, 8, dtype=torch.float64)
+    tiled, cell = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 6, 8, 8,
+                                                                       dtype=torch.float64)
+    hidden, new_cell = core(step, core.constant_gates(spatial, tiled, 8), cell)
+
+    weight = torch.cat([core.step_conv.weight, core.spatial_conv.weight, core.tiled_weight], 1)
+    everything = torch.cat([step, spatial, tiled[:, :, None, None].expand(-1, -1, 8, 8)], 1)
+    i, f, o, g = F.conv2d(everything, weight, core.step_conv.bias, padding=2).chunk(4, 1)
+    expected_cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
+    torch.testing.assert_close(new_cell, expected_cell)
+    torch.testing.assert_close(hidden, torch.sigmoid(o) * torch.tanh(expected_cell))
+
+
+def test_uint8_images_equal_float_images() -> None:
+    model = GQN(tiny_config("tower"))
+    cx = torch.randint(0, 256, (B, K, 3, SIZE, SIZE), dtype=torch.uint8)
+    cv = torch.randn(B, K, 7)
+    torch.testing.assert_close(model.represent(cx, cv), model.represent(cx.float() / 255, cv))
+
+
+def test_generation_samples_from_the_prior() -> None:
+    model = GQN(tiny_config("pool", shared_core=False))
+    cx, cv, _, qv = inputs()
+    first, second = model.generate(cx, cv, qv), model.generate(cx, cv, qv)
+    assert not torch.equal(first, second), "two prior samples should differ"
+    torch.manual_seed(1)
+    again = model.generate(cx, cv, qv)
+    torch.manual_seed(1)
+    torch.testing.assert_close(model.generate(cx, cv, qv), again)
+
+
+def test_loss_falls_on_a_tiny_multi_view_problem() -> None:
+    """Scenes are one random colour seen from every viewpoint: the context tells the colour."""
+    torch.manual_seed(0)
+    model = GQN(tiny_config("pool", image_size=8, r_dim=16, h_dim=16, z_dim=2, L=2))
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+
+    def batch(n: int = 16):
+        colour = torch.rand(n, 1, 3, 1, 1)
+        images = colour.expand(n, 3, 3, 8, 8).clone()
+        return images[:, :2], torch.randn(n, 2, 7), images[:, 2], torch.randn(n, 7)
+
+    probe = batch(32)
+    mse_before = model(*probe, sigma=0.1).mse.mean().item()
+    losses = []
+    for _ in range(150):
+        loss = model(*batch(), sigma=0.1).loss
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < first - 0.5 * abs(first), (first, last)
+    assert model(*probe, sigma=0.1).mse.mean() < 0.5 * mse_before
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda m, cx, cv, qx, qv: m(cx[0], cv, qx, qv), r"context_x must have rank 5"),
+        (lambda m, cx, cv, qx, qv: m(cx[:, :, :1], cv, qx, qv), r"context_x must have 3 channels"),
+        (lambda m, cx, cv, qx, qv: m(cx[..., :8, :8], cv, qx, qv), r"16x16"),
+        (lambda m, cx, cv, qx, qv: m(cx, cv[..., :5], qx, qv), r"context_v must have shape"),
+        (lambda m, cx, cv, qx, qv: m(cx, cv[:, :2], qx, qv), r"does not match"),
+        (lambda m, cx, cv, qx, qv: m(cx, cv, qx[:, :2], qv), r"query_x must have 3 channels"),
+        (lambda m, cx, cv, qx, qv: m(cx, cv, qx[:1], qv), r"query_x has batch size 1"),
+        (lambda m, cx, cv, qx, qv: m(cx, cv, qx, qv[:, :5]), r"query_v must have shape"),
+        (lambda m, cx, cv, qx, qv: m(cx.long(), cv, qx, qv), r"float in \[0, 1\] or uint8"),
+        (lambda m, cx, cv, qx, qv: m.infer(torch.zeros(B, 16, 2, 2), qx, qv), r"r must have shape"),
+    ],
+)
+def test_bad_input_is_named(call, message: str) -> None:
+    model = GQN(tiny_config("pool"))
+    with pytest.raises(ValueError, match=message):
+        call(model, *inputs())
+
+
+def test_bad_configs_are_named() -> None:
+    with pytest.raises(ValueError, match="representation"):
+        GQNConfig(representation="grid")
+    with pytest.raises(ValueError, match="image_size must be a multiple of 8"):
+        GQNConfig(image_size=20, representation="pyramid")
+    with pytest.raises(ValueError, match="GQNConfig.L"):
+        GQNConfig(L=0)
