@@ -145,9 +145,10 @@ PRESETS: dict[str, Preset] = {
     "cpu-small": Preset(
         GQNConfig(image_size=32, representation="pool", r_dim=64, h_dim=32, z_dim=8,
                   L=4, shared_core=True),
-        TrainConfig(steps=20_000, batch_size=16, log_every=50, eval_every=1000,
+        TrainConfig(steps=16_000, batch_size=32, log_every=50, eval_every=1000,
                     checkpoint_every=500),
-        "Trains a useful encoder in under an hour on two CPU cores (32x32, pool, L 4).",
+        "32x32, pool, r 64, h 32, z 8, L 4, shared, batch 32: about 0.13 s a step on two "
+        "CPU cores, so 16k steps take about 40 minutes.",
     ),
 }
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -52,7 +53,8 @@ class ConvLSTMCore(nn.Module):
     stored as three weights over those input channels.
 
     Args:
-        step_channels: channels of the per-step input (hidden states, ``z``).
+        step_channels: channels of the per-step input (hidden states, ``z``); 0 for a core
+            that only ever sees zero states (the first of unshared cores).
         spatial_channels: channels of constant inputs given as ``[B, C, s, s]`` grids.
         tiled_channels: channels of constant inputs given as ``[B, C]`` vectors.
         h_dim: channels of the hidden and cell states.
@@ -63,7 +65,9 @@ class ConvLSTMCore(nn.Module):
                  h_dim: int, kernel_size: int) -> None:
         super().__init__()
         k, gates = kernel_size, 4 * h_dim
-        self.step_conv = nn.Conv2d(step_channels, gates, k, padding=k // 2)
+        self.step_conv = (nn.Conv2d(step_channels, gates, k, padding=k // 2, bias=False)
+                          if step_channels else None)
+        self.bias = nn.Parameter(torch.empty(gates))
         self.spatial_conv = (nn.Conv2d(spatial_channels, gates, k, padding=k // 2, bias=False)
                              if spatial_channels else None)
         self.tiled_weight = nn.Parameter(torch.empty(gates, tiled_channels, k, k))
@@ -88,19 +92,25 @@ class ConvLSTMCore(nn.Module):
             gates = gates + self.spatial_conv(spatial)
         return gates
 
-    def forward(self, step_input: torch.Tensor, const_gates: torch.Tensor, cell: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, step_input: torch.Tensor | None, const_gates: torch.Tensor,
+                cell: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """LSTM update.
 
         Args:
-            step_input: ``[B, step_channels, s, s]``.
+            step_input: ``[B, C <= step_channels, s, s]``; channels missing at the end are
+                zero (an initial hidden state) and cost nothing; None means all zero.
             const_gates: ``[B, 4 h, s, s]`` from :meth:`constant_gates`.
-            cell: ``[B, h, s, s]``.
+            cell: ``[B, h, s, s]``, or None for a zero cell.
 
         Returns:
             hidden and cell states, ``[B, h, s, s]`` each.
         """
-        gates = self.step_conv(step_input) + const_gates
+        conv = self.step_conv
+        if step_input is None:
+            gates = const_gates + self.bias[:, None, None]
+        else:
+            weight = conv.weight[:, :step_input.shape[1]]
+            gates = F.conv2d(step_input, weight, self.bias, padding=conv.padding) + const_gates
         i, f, o, g = gates.chunk(4, dim=1)
-        cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
+        cell = torch.sigmoid(i) * torch.tanh(g) + (0 if cell is None else torch.sigmoid(f) * cell)
         return torch.sigmoid(o) * torch.tanh(cell), cell

@@ -55,9 +55,15 @@ class InferenceTrace:
     """``[B, 3, H, W]`` reconstruction of the query view from the posterior samples."""
 
 
+def _cat(*states: torch.Tensor | None) -> torch.Tensor | None:
+    """Concatenate states along channels; trailing None (zero) states are left out."""
+    present = [state for state in states if state is not None]
+    return torch.cat(present, 1) if present else None
+
+
 @dataclass
 class _Rollout:
-    canvas: torch.Tensor                         # [B, h_dim, H, W]
+    mean: torch.Tensor                           # [B, 3, H, W] observation mean
     kl: torch.Tensor | None                      # [B, L], with a query image
     trace: dict[str, list[torch.Tensor]] | None  # per-step tensors, when asked for
 
@@ -77,15 +83,17 @@ class GQN(nn.Module):
         spatial_r = c.r_dim if c.r_size > 1 else 0
         self.representation = make_representation(c)
         # Generator core: reads [z, h_g] per step; r and the query viewpoint are constant.
-        self.generation_cores = nn.ModuleList(ConvLSTMCore(
-            c.z_dim + c.h_dim, spatial_channels=spatial_r,
-            tiled_channels=c.r_dim - spatial_r + VIEWPOINT_DIM, h_dim=c.h_dim,
-            kernel_size=c.kernel_size) for _ in range(c.n_cores))
+        tiled = c.r_dim - spatial_r + VIEWPOINT_DIM
+        # Generator core: reads [z, h_g] per step; r and the query viewpoint are constant.
         # Inference core: reads [h_e, h_g] per step; the query image, r, viewpoint constant.
-        self.inference_cores = nn.ModuleList(ConvLSTMCore(
-            2 * c.h_dim, spatial_channels=image_channels + spatial_r,
-            tiled_channels=c.r_dim - spatial_r + VIEWPOINT_DIM, h_dim=c.h_dim,
-            kernel_size=c.kernel_size) for _ in range(c.n_cores))
+        # Unshared first cores see zero states only, so they have no weights for them.
+        first_step = c.shared_core
+        self.generation_cores = nn.ModuleList(
+            ConvLSTMCore(c.z_dim + (c.h_dim if step or first_step else 0), spatial_r, tiled,
+                         c.h_dim, c.kernel_size) for step in range(c.n_cores))
+        self.inference_cores = nn.ModuleList(
+            ConvLSTMCore(2 * c.h_dim if step or first_step else 0, image_channels + spatial_r,
+                         tiled, c.h_dim, c.kernel_size) for step in range(c.n_cores))
         # The generator's skip connection: its hidden state, upsampled, adds to the canvas.
         self.canvas_updates = nn.ModuleList(
             nn.ConvTranspose2d(c.h_dim, c.h_dim, kernel_size=c.scale, stride=c.scale, bias=False)
@@ -108,7 +116,7 @@ class GQN(nn.Module):
         """
         query_x = self._check_query_image(query_x, len(query_v))
         rollout = self._rollout(self.represent(context_x, context_v), query_v, query_x)
-        mean = self._observe(rollout.canvas)
+        mean = rollout.mean
         nll = gaussian_nll(query_x, mean, sigma)
         kl = rollout.kl.sum(1)
         dims = query_x[0].numel()
@@ -132,7 +140,7 @@ class GQN(nn.Module):
                  query_v: torch.Tensor) -> torch.Tensor:
         """Render the scene at ``query_v [B, 7]`` with latents from the prior: ``[B, 3, H, W]``."""
         r = self.represent(context_x, context_v)
-        return self._observe(self._rollout(r, self._check_viewpoint(query_v, len(r))).canvas)
+        return self._rollout(r, self._check_viewpoint(query_v, len(r))).mean
 
     @torch.no_grad()
     def reconstruct(self, context_x: torch.Tensor, context_v: torch.Tensor,
@@ -155,40 +163,44 @@ class GQN(nn.Module):
         query_x = self._check_query_image(query_x, len(r))
         rollout = self._rollout(r, query_v, query_x, keep_trace=True)
         steps = {name: torch.stack(values, dim=1) for name, values in rollout.trace.items()}
-        return InferenceTrace(kl=rollout.kl, mean=self._observe(rollout.canvas), **steps)
+        return InferenceTrace(kl=rollout.kl, mean=rollout.mean, **steps)
 
     # -- the one core loop shared by training, reconstruction, generation and inference ------
 
     def _rollout(self, r: torch.Tensor, query_v: torch.Tensor,
                  query_x: torch.Tensor | None = None, keep_trace: bool = False) -> _Rollout:
         """Run the L steps. With ``query_x [B, 3, H, W]`` latents come from the posterior
-        (and per-step KL is returned), without it from the prior."""
+        (and per-step KL is returned), without it from the prior.
+
+        States start at zero and are kept as None until first written, so the first step
+        skips the convolutions of zero inputs (exactly: they would only add the biases).
+        """
         c = self.config
         b, s = len(r), c.latent_size
         query_v = self._check_viewpoint(query_v, b)
         spatial_r = r if c.r_size > 1 else None
         tiled = query_v if spatial_r is not None else torch.cat([r.flatten(1), query_v], 1)
         gen_gates = [core.constant_gates(spatial_r, tiled, s) for core in self.generation_cores]
-        h_g = r.new_zeros(b, c.h_dim, s, s)
-        c_g = torch.zeros_like(h_g)
-        canvas = r.new_zeros(b, c.h_dim, c.image_size, c.image_size)
         if query_x is not None:
             image = F.pixel_unshuffle(query_x, c.scale)                        # [B, 48, s, s]
             spatial = image if spatial_r is None else torch.cat([image, spatial_r], 1)
             inf_gates = [core.constant_gates(spatial, tiled, s) for core in self.inference_cores]
-            h_e, c_e = torch.zeros_like(h_g), torch.zeros_like(h_g)
-            kls = []
+        h_g = c_g = h_e = c_e = None
+        hidden_g, kls = [], []
         trace = {name: [] for name in InferenceTrace.__dataclass_fields__
                  if name not in ("kl", "mean")} if keep_trace else None
 
         for step in range(c.L):
             core = step % c.n_cores
-            p_mean, p_std = self._gaussian(self.prior_density(h_g))
+            if h_g is None:
+                prior = self.prior_density.bias[None, :, None, None].expand(b, -1, s, s)
+            else:
+                prior = self.prior_density(h_g)
+            p_mean, p_std = self._gaussian(prior)
             if query_x is None:
                 z = p_mean + p_std * torch.randn_like(p_std)
             else:
-                h_e, c_e = self.inference_cores[core](
-                    torch.cat([h_e, h_g], 1), inf_gates[core], c_e)
+                h_e, c_e = self.inference_cores[core](_cat(h_e, h_g), inf_gates[core], c_e)
                 q_mean, q_std = self._gaussian(self.posterior_density(h_e))
                 z = q_mean + q_std * torch.randn_like(q_std)
                 kls.append(gaussian_kl(q_mean, q_std, p_mean, p_std).flatten(1).sum(1))
@@ -197,11 +209,22 @@ class GQN(nn.Module):
                                         ("posterior_std", q_std), ("prior_mean", p_mean),
                                         ("prior_std", p_std)):
                         trace[name].append(value)
-            h_g, c_g = self.generation_cores[core](torch.cat([z, h_g], 1), gen_gates[core], c_g)
-            canvas = canvas + self.canvas_updates[core](h_g)                    # [B, h, H, W]
+            h_g, c_g = self.generation_cores[core](_cat(z, h_g), gen_gates[core], c_g)
+            hidden_g.append(h_g)
 
         kl = torch.stack(kls, dim=1) if query_x is not None else None
-        return _Rollout(canvas=canvas, kl=kl, trace=trace)
+        return _Rollout(mean=self._observe(self._canvas(hidden_g)), kl=kl, trace=trace)
+
+    def _canvas(self, hidden_g: list[torch.Tensor]) -> torch.Tensor:
+        """The skip-connection canvas ``u_L = sum_l upsample_l(h^g_l)``: ``[B, h, H, W]``.
+
+        The upsampling is linear, so the sum is one transposed convolution: of the summed
+        states with a shared core, of the stacked states with one core per step.
+        """
+        if self.config.shared_core:
+            return self.canvas_updates[0](torch.stack(hidden_g).sum(0))
+        weight = torch.cat([update.weight for update in self.canvas_updates])  # [L h, h, 4, 4]
+        return F.conv_transpose2d(torch.cat(hidden_g, 1), weight, stride=self.config.scale)
 
     @staticmethod
     def _gaussian(params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,78 @@
+"""Self-describing checkpoints: config, weights, optimiser, step, RNG state, package version.
+
+A checkpoint is a dict saved with ``torch.save`` under a temporary name and renamed into place:
+
+``format``, ``package_version``, ``model_config`` and ``train_config`` (dicts), ``model`` and
+``optimizer`` (state dicts), ``step`` (optimiser steps done), ``rng`` (torch and per-process
+batch-sampler states), ``metrics`` (last logged scalars), ``data`` (the dataset it trained on).
+The schedules are pure functions of ``step`` and ``train_config``, so they need no state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import gqn
+from gqn.config import GQNConfig, TrainConfig, config_diff, config_from_dict
+from gqn.fileio import atomic_write
+from gqn.model import GQN
+
+CHECKPOINT_FORMAT = "gqn-rl-checkpoint-v1"
+
+
+def save_checkpoint(path: Path, model: GQN, optimizer: torch.optim.Optimizer, step: int,
+                    train_config: TrainConfig, rng: dict[str, Any],
+                    metrics: dict[str, float] | None = None,
+                    data: dict[str, Any] | None = None) -> None:
+    """Write a checkpoint atomically (a crash mid-write keeps the previous file)."""
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "package_version": gqn.__version__,
+        "model_config": dataclasses.asdict(model.config),
+        "train_config": dataclasses.asdict(train_config),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "rng": rng,
+        "metrics": metrics or {},
+        "data": data or {},
+    }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+
+
+def load_checkpoint(path: Path, model_config: GQNConfig | None = None,
+                    train_config: TrainConfig | None = None) -> dict[str, Any]:
+    """Read a checkpoint; with configs given, fail naming every field that differs."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a gqn-rl checkpoint (field 'format' is "
+                         f"{state.get('format') if isinstance(state, dict) else type(state)!r},"
+                         f" expected {CHECKPOINT_FORMAT!r})")
+    state["model_config"] = config_from_dict(GQNConfig, state["model_config"], f"{path}")
+    state["train_config"] = config_from_dict(TrainConfig, state["train_config"], f"{path}")
+    for expected, name in ((model_config, "model_config"), (train_config, "train_config")):
+        if expected is not None and state[name] != expected:
+            raise ValueError(f"{path}: checkpoint {name} differs from the requested one in "
+                             f"{'; '.join(config_diff(state[name], expected))} "
+                             "(checkpoint != requested)")
+    return state
+
+
+def load_model(path: Path, config: GQNConfig | None = None, device: str | torch.device = "cpu"
+               ) -> GQN:
+    """The GQN stored in a checkpoint, in eval mode (``config``, if given, must match)."""
+    state = load_checkpoint(path, model_config=config)
+    model = GQN(state["model_config"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()

@@ -1,0 +1,292 @@
+"""GQN pretraining: Adam with the paper's annealing, checkpoints, resume, logging, DDP, AMP.
+
+The same function runs on one process or under ``torchrun`` (DistributedDataParallel, gloo on
+CPU, nccl on GPU): each process samples ``batch_size / world_size`` scenes from its own seeded
+stream, gradients are averaged, and process 0 writes logs and checkpoints.
+
+A run directory holds ``checkpoint.pt`` (the latest good state), ``metrics.jsonl`` (one line
+per logged step) and ``tensorboard/`` (scalars under ``train/`` and ``eval/``, image grids).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from gqn.checkpoint import load_checkpoint, save_checkpoint
+from gqn.config import GQNConfig, TrainConfig
+from gqn.data import Batch, SceneDataset
+from gqn.fileio import atomic_write
+from gqn.model import GQN, GQNOutput
+from gqn.schedules import learning_rate, pixel_sigma
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.jsonl"
+SCALARS = ("loss", "nll", "kl", "mse", "bits_per_dim")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
+
+
+@dataclass
+class PretrainResult:
+    """What :func:`pretrain` did."""
+
+    step: int
+    """Optimiser steps done, in total, when it returned."""
+    history: list[dict[str, float]]
+    """Scalars of every step this call ran (``step``, ``loss``, ``nll``, ``kl``, ...)."""
+    checkpoint: Path
+    """The checkpoint written last."""
+
+
+@dataclass
+class _Process:
+    """Where this process stands in a (possibly distributed) run."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _start_process(device: str | None) -> _Process:
+    """Join the process group when launched by torchrun; pick the device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available() and device in (None, "cuda")
+    if world_size > 1:
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if cuda else "gloo")
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        rank = dist.get_rank()
+        if cuda:
+            torch.cuda.set_device(local_rank)
+            return _Process(rank, world_size, torch.device("cuda", local_rank))
+        return _Process(rank, world_size, torch.device("cpu"))
+    return _Process(device=torch.device(device or ("cuda" if cuda else "cpu")))
+
+
+def _autocast(process: _Process, config: TrainConfig) -> tuple[Any, torch.amp.GradScaler | None]:
+    """Mixed precision on GPU: bf16 where supported, else fp16 with a gradient scaler."""
+    if not (config.amp and process.device.type == "cuda"):
+        return contextlib.nullcontext, None
+    if torch.cuda.is_bf16_supported():
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16), None
+    return lambda: torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
+
+
+def _gather(value: Any, process: _Process) -> list[Any]:
+    """The value of every process (a one-element list when not distributed)."""
+    if process.world_size == 1:
+        return [value]
+    values: list[Any] = [None] * process.world_size
+    dist.all_gather_object(values, value)
+    return values
+
+
+def _image_grid(rows: list[torch.Tensor]) -> torch.Tensor:
+    """Stack rows of images ``[N, 3, H, W]`` into one ``[3, rows H, N W]`` grid."""
+    return torch.cat([torch.cat(list(row.float().clamp(0, 1)), dim=2) for row in rows], dim=1)
+
+
+@torch.no_grad()
+def evaluate(model: GQN, dataset: SceneDataset, config: TrainConfig, sigma: float,
+             device: torch.device, seed: int) -> tuple[dict[str, float], torch.Tensor]:
+    """Mean scalars over ``config.eval_batches`` held-out batches, and an image grid.
+
+    The batches and latent samples come from ``seed`` alone, so every evaluation of a run
+    sees the same scenes, and evaluating does not disturb the training random streams.
+    The grid's rows: first context view, true query view, reconstruction, prior sample.
+    """
+    was_training = model.training
+    model.eval()
+    rng = np.random.default_rng(seed)
+    totals = dict.fromkeys(SCALARS, 0.0)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for _ in range(config.eval_batches):
+            batch = dataset.sample_batch(config.batch_size, rng, config.max_context).to(device)
+            out = model(batch.context_x, batch.context_v, batch.query_x, batch.query_v, sigma)
+            for name in SCALARS:
+                totals[name] += getattr(out, name).mean().item() / config.eval_batches
+        shown = slice(0, min(8, batch.batch_size))
+        sample = model.generate(batch.context_x[shown], batch.context_v[shown],
+                                batch.query_v[shown])
+        grid = _image_grid([batch.context_x[shown, 0].float() / 255,
+                            batch.query_x[shown].float() / 255, out.mean[shown], sample])
+    model.train(was_training)
+    return totals, grid
+
+
+def _write_metrics(path: Path, lines: list[dict[str, float]]) -> None:
+    text = "".join(json.dumps(line) + "\n" for line in lines)
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _read_metrics(path: Path, up_to_step: int) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [line for line in lines if line["step"] <= up_to_step]
+
+
+def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
+             train_config: TrainConfig, *, resume: bool = False, until: int | None = None,
+             device: str | None = None, progress: bool = True) -> PretrainResult:
+    """Train a GQN on a dataset directory, writing checkpoints and logs under ``out``.
+
+    Args:
+        data: dataset directory (``gqn.data`` format) with a ``train`` and ideally a ``test``
+            split.
+        out: run directory.
+        model_config, train_config: what to train and how; checked against the checkpoint
+            when resuming.
+        resume: continue from ``out/checkpoint.pt`` exactly where it stopped.
+        until: stop after this many total steps (default ``train_config.steps``); the
+            schedules still follow ``train_config.steps``.
+        device: ``"cpu"`` or ``"cuda"``; default: the GPU when there is one.
+        progress: show a progress bar.
+    """
+    data, out = Path(data), Path(out)
+    stop = train_config.steps if until is None else until
+    if not 0 < stop <= train_config.steps:
+        raise ValueError(f"until must be in 1..steps={train_config.steps}, got {until}")
+    process = _start_process(device)
+    if train_config.batch_size % process.world_size:
+        raise ValueError(f"TrainConfig.batch_size={train_config.batch_size} must be divisible "
+                         f"by the number of processes ({process.world_size})")
+    train_set = SceneDataset(data, "train")
+    test_set = SceneDataset(data, "test")
+    if train_set.image_size != model_config.image_size:
+        raise ValueError(f"{data}: dataset image_size {train_set.image_size} != "
+                         f"GQNConfig.image_size {model_config.image_size}")
+    checkpoint_path = out / CHECKPOINT_NAME
+    if checkpoint_path.exists() and not resume:
+        raise FileExistsError(f"{checkpoint_path} exists: pass resume=True (--resume) to "
+                              "continue that run, or choose another output directory")
+
+    torch.manual_seed(train_config.seed)
+    model = GQN(model_config).to(process.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=train_config.lr_start,
+                                 fused=process.device.type in ("cpu", "cuda"))
+    batch_rng = np.random.default_rng([train_config.seed, process.rank])
+    torch.manual_seed(train_config.seed + process.rank)
+    step = 0
+    if resume:
+        state = load_checkpoint(checkpoint_path, model_config, train_config)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+        batch_rng.bit_generator.state = state["rng"]["batches"][process.rank]
+        torch.set_rng_state(state["rng"]["torch"][process.rank])
+        if process.device.type == "cuda" and state["rng"].get("cuda"):
+            torch.cuda.set_rng_state(state["rng"]["cuda"][process.rank], process.device)
+    if step >= stop:
+        return PretrainResult(step, [], checkpoint_path)
+
+    trained = (DistributedDataParallel(model) if process.world_size > 1 else model)
+    local_batch = train_config.batch_size // process.world_size
+    autocast, scaler = _autocast(process, train_config)
+    writer = metrics_lines = None
+    if process.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        out.mkdir(parents=True, exist_ok=True)
+        writer = SummaryWriter(str(out / "tensorboard"), purge_step=step + 1 if step else None)
+        metrics_lines = _read_metrics(out / METRICS_NAME, step)
+    data_record = {"path": str(data.resolve()), "image_size": train_set.image_size,
+                   "views": train_set.views, "train_scenes": len(train_set)}
+
+    def checkpoint(metrics: dict[str, float]) -> None:
+        rng = {"batches": _gather(batch_rng.bit_generator.state, process),
+               "torch": _gather(torch.get_rng_state(), process),
+               "cuda": (_gather(torch.cuda.get_rng_state(process.device), process)
+                        if process.device.type == "cuda" else None)}
+        if process.is_main:
+            save_checkpoint(checkpoint_path, model, optimizer, step, train_config, rng,
+                            metrics, data_record)
+            _write_metrics(out / METRICS_NAME, metrics_lines)
+
+    history: list[dict[str, float]] = []
+    bar = tqdm(total=stop, initial=step, disable=not (progress and process.is_main),
+               desc="pretrain", unit="step", dynamic_ncols=True)
+    window_start, window_scenes = time.perf_counter(), 0
+    model.train()
+    while step < stop:
+        lr, sigma = learning_rate(step, train_config), pixel_sigma(step, train_config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch: Batch = train_set.sample_batch(
+            local_batch, batch_rng, train_config.max_context).to(process.device)
+        with autocast():
+            output: GQNOutput = trained(batch.context_x, batch.context_v, batch.query_x,
+                                        batch.query_v, sigma)
+        finite = torch.isfinite(output.loss.detach()).float()
+        if process.world_size > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if finite.item() < 1:
+            bar.close()
+            raise NonFiniteLossError(
+                f"loss became {output.loss.item()} at step {step + 1}; stopped without "
+                f"saving, the last good checkpoint is {checkpoint_path}")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is None:
+            output.loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(output.loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        step += 1
+        window_scenes += train_config.batch_size
+
+        scalars = {"step": step, "lr": lr, "sigma": sigma,
+                   **{name: getattr(output, name).detach().float().mean().item()
+                      for name in SCALARS}}
+        history.append(scalars)
+        bar.update(1)
+        bar.set_postfix(loss=f"{scalars['loss']:.1f}", kl=f"{scalars['kl']:.1f}")
+        if not process.is_main:
+            if step % train_config.checkpoint_every == 0 or step == stop:
+                checkpoint(scalars)
+            continue
+        if step % train_config.log_every == 0 or step == stop:
+            elapsed = time.perf_counter() - window_start
+            scalars["scenes_per_s"] = window_scenes / max(elapsed, 1e-9)
+            window_start, window_scenes = time.perf_counter(), 0
+            for name in (*SCALARS, "lr", "sigma"):
+                writer.add_scalar(f"train/{name}", scalars[name], step)
+            writer.add_scalar("charts/scenes_per_s", scalars["scenes_per_s"], step)
+            metrics_lines.append(scalars)
+        if len(test_set) and (step % train_config.eval_every == 0 or step == stop):
+            eval_scalars, grid = evaluate(model, test_set, train_config, sigma, process.device,
+                                          seed=train_config.seed + 1_000_003)
+            for name, value in eval_scalars.items():
+                writer.add_scalar(f"eval/{name}", value, step)
+            writer.add_image("eval/context_truth_reconstruction_sample", grid, step)
+            metrics_lines.append({"step": step, **{f"eval/{k}": v
+                                                   for k, v in eval_scalars.items()}})
+        if step % train_config.checkpoint_every == 0 or step == stop:
+            checkpoint(scalars)
+            writer.flush()
+    bar.close()
+    if writer is not None:
+        writer.close()
+    return PretrainResult(step, history, checkpoint_path)
+

@@ -1,0 +1,147 @@
+"""Benchmarks behind ``gqn-rl bench``: each prints its figure next to a baseline measured in
+the same run."""
+
+from __future__ import annotations
+
+import importlib.util
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from gqn import GQN, GQNConfig
+
+
+def _best_seconds(step: Callable[[], None], repeats: int, warmup: int) -> float:
+    """Fastest of ``repeats`` timed calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def matmul_gflops(size: int = 2048, seconds: float = 1.0) -> float:
+    """This machine's float32 matrix-multiply rate, GFLOP/s (the roofline we compare with)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        calls += 1
+    return 2 * size**3 * calls / (time.perf_counter() - start) / 1e9
+
+
+@dataclass
+class TrainStepResult:
+    """One implementation's training-step timing."""
+
+    name: str
+    seconds: float
+    """Best wall time of one step (forward, backward, Adam)."""
+    scenes_per_s: float
+    gflop: float | None
+    """Floating-point operations of one forward and backward, GFLOP (None if not counted)."""
+
+    @property
+    def gflops(self) -> float | None:
+        return None if self.gflop is None else self.gflop / self.seconds
+
+
+def _synthetic_batch(config: GQNConfig, batch: int, context: int):
+    s = config.image_size
+    return (torch.rand(batch, context, 3, s, s), torch.randn(batch, context, 7),
+            torch.rand(batch, 3, s, s), torch.randn(batch, 7))
+
+
+def time_gqn_step(config: GQNConfig, batch: int, context: int, repeats: int = 3,
+                  warmup: int = 1, compile: bool = False, channels_last: bool = False
+                  ) -> TrainStepResult:
+    """Time one training step of :class:`gqn.GQN` with fused Adam on synthetic data."""
+    torch.manual_seed(0)
+    model = GQN(config)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if compile else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4, fused=True)
+    cx, cv, qx, qv = _synthetic_batch(config, batch, context)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        forward(cx, cv, qx, qv, 2.0).loss.backward()
+        optimizer.step()
+
+    with FlopCounterMode(display=False) as counter:
+        model(cx, cv, qx, qv, 2.0).loss.backward()
+    seconds = _best_seconds(step, repeats, warmup + (2 if compile else 0))
+    name = "gqn-rl" + (" compiled" if compile else "") + (" channels_last" if channels_last else "")
+    return TrainStepResult(name, seconds, batch / seconds, counter.get_total_flops() / 1e9)
+
+
+def _import_wohlert(checkout: Path):
+    """Import the ``gqn`` package of a wohlert/generative-query-network-pytorch checkout
+    under another name (ours is called ``gqn`` too)."""
+    init = Path(checkout) / "gqn" / "__init__.py"
+    if not init.is_file():
+        raise FileNotFoundError(f"{init} not found: --wohlert takes the root of a checkout of "
+                                "wohlert/generative-query-network-pytorch")
+    spec = importlib.util.spec_from_file_location(
+        "wohlert_gqn", init, submodule_search_locations=[str(init.parent)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["wohlert_gqn"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def time_wohlert_step(checkout: Path, config: GQNConfig, batch: int, context: int,
+                      repeats: int = 3, warmup: int = 1) -> TrainStepResult:
+    """Time the same step in wohlert's implementation at identical hyperparameters.
+
+    Its tower with ``pool=True`` is the pool representation; its generator takes the
+    representation, L, the core sharing and the channel sizes of ``config``. The loss is its
+    training script's: Gaussian NLL plus KL, Adam (PyTorch defaults).
+    """
+    if config.representation == "pyramid" or config.image_size != 64:
+        raise ValueError("wohlert's implementation has tower/pool at 64x64 only")
+    wohlert = _import_wohlert(checkout)
+    torch.manual_seed(0)
+    representation = wohlert.TowerRepresentation(3, 7, config.r_dim,
+                                                 pool=config.representation == "pool")
+    generator = wohlert.GeneratorNetwork(3, 7, config.r_dim, config.z_dim, config.h_dim, config.L,
+                                         share=config.shared_core)
+    parameters = [*representation.parameters(), *generator.parameters()]
+    optimizer = torch.optim.Adam(parameters, lr=5e-4)
+    cx, cv, qx, qv = _synthetic_batch(config, batch, context)
+
+    def step() -> None:
+        optimizer.zero_grad()
+        phi = representation(cx.flatten(0, 1), cv.flatten(0, 1))
+        r = phi.unflatten(0, (batch, context)).sum(1)
+        mean, kl = generator(qx, qv, r)
+        nll = -torch.distributions.Normal(mean, 2.0).log_prob(qx).flatten(1).sum(1)
+        (nll + kl.flatten(1).sum(1)).mean().backward()
+        optimizer.step()
+
+    seconds = _best_seconds(step, repeats, warmup)
+    return TrainStepResult("wohlert", seconds, batch / seconds, None)
+
+
+def describe_machine() -> str:
+    """CPU model, threads and torch version, for the record."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"

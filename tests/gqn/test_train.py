@@ -1,0 +1,117 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import gqn.train
+from gqn import GQNConfig, TrainConfig
+from gqn.checkpoint import load_checkpoint, load_model
+from gqn.schedules import learning_rate, pixel_sigma
+from gqn.train import NonFiniteLossError, pretrain
+from gqn_rl.cli import main
+from tests.gqn.conftest import write_synthetic_dataset
+
+MODEL = GQNConfig(image_size=16, representation="pool", r_dim=16, h_dim=8, z_dim=4, L=2,
+                  shared_core=False)
+TRAIN = TrainConfig(steps=6, batch_size=4, log_every=2, eval_every=3, eval_batches=1,
+                    checkpoint_every=3)
+
+
+def test_schedules_follow_the_paper_scaled_to_the_run() -> None:
+    paper = TrainConfig()
+    assert learning_rate(0, paper) == pytest.approx(5e-4)
+    assert learning_rate(800_000, paper) == pytest.approx(2.75e-4)
+    assert learning_rate(1_600_000, paper) == learning_rate(1_999_999, paper) == pytest.approx(5e-5)
+    assert pixel_sigma(0, paper) == pytest.approx(2.0)
+    assert pixel_sigma(200_000, paper) == pixel_sigma(10**6, paper) == pytest.approx(0.7)
+    short = TrainConfig(steps=1000)
+    assert learning_rate(800, short) == pytest.approx(5e-5)
+    assert pixel_sigma(50, short) == pytest.approx(1.35)
+
+
+def test_pretrain_writes_checkpoint_metrics_and_tensorboard(dataset: Path, tmp_path: Path) -> None:
+    result = pretrain(dataset, tmp_path / "run", MODEL, TRAIN, progress=False)
+    assert result.step == 6 and len(result.history) == 6
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history)
+    state = load_checkpoint(result.checkpoint, MODEL, TRAIN)
+    assert state["step"] == 6 and state["model_config"] == MODEL
+    assert set(state) >= {"optimizer", "rng", "package_version", "train_config", "data"}
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "loss" in x] == [2, 4, 6]
+    assert [x["step"] for x in lines if "eval/loss" in x] == [3, 6]
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    model = load_model(result.checkpoint)
+    assert not model.training and model.config == MODEL
+
+
+def test_resumed_run_reproduces_the_uninterrupted_loss_curve(dataset: Path,
+                                                             tmp_path: Path) -> None:
+    whole = pretrain(dataset, tmp_path / "whole", MODEL, TRAIN, progress=False)
+    first = pretrain(dataset, tmp_path / "split", MODEL, TRAIN, until=3, progress=False)
+    assert first.step == 3
+    rest = pretrain(dataset, tmp_path / "split", MODEL, TRAIN, resume=True, progress=False)
+    assert [h["loss"] for h in first.history + rest.history] == [h["loss"] for h in whole.history]
+    a = load_checkpoint(whole.checkpoint)["model"]
+    b = load_checkpoint(rest.checkpoint)["model"]
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    steps = [json.loads(x)["step"]
+             for x in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps), "metrics of the resumed run continue, not repeat"
+
+
+def test_resume_with_another_config_names_the_fields(dataset: Path, tmp_path: Path) -> None:
+    pretrain(dataset, tmp_path / "run", MODEL, TRAIN, until=3, progress=False)
+    other = GQNConfig(**{**MODEL.__dict__, "h_dim": 12, "L": 3})
+    with pytest.raises(ValueError, match=r"L: 2 != 3.*h_dim: 8 != 12"):
+        pretrain(dataset, tmp_path / "run", other, TRAIN, resume=True, progress=False)
+    with pytest.raises(FileExistsError, match="resume"):
+        pretrain(dataset, tmp_path / "run", MODEL, TRAIN, progress=False)
+
+
+def test_dataset_of_another_image_size_is_refused(tmp_path: Path) -> None:
+    data = write_synthetic_dataset(tmp_path / "d32", size=32)
+    with pytest.raises(ValueError, match="image_size 32 != GQNConfig.image_size 16"):
+        pretrain(data, tmp_path / "run", MODEL, TRAIN, progress=False)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+        dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = pretrain(dataset, tmp_path / "run", MODEL, TRAIN, until=3, progress=False)
+    saved = first.checkpoint.read_bytes()
+    monkeypatch.setattr(gqn.train, "pixel_sigma", lambda step, config: float("nan"))
+    with pytest.raises(NonFiniteLossError, match="at step 4.*last good checkpoint"):
+        pretrain(dataset, tmp_path / "run", MODEL, TRAIN, resume=True, progress=False)
+    assert first.checkpoint.read_bytes() == saved
+
+
+def test_cli_pretrain_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = write_synthetic_dataset(tmp_path / "data", size=32)
+    run = tmp_path / "run"
+    args = ["pretrain", "--data", str(data), "--out", str(run), "--steps", "4",
+            "--batch-size", "2", "--no-progress"]
+    assert main([*args, "--until", "2"]) == 0
+    assert main(args) == 2
+    assert "pass resume=True (--resume)" in capsys.readouterr().err
+    assert main(["pretrain", "--data", str(data), "--out", str(run), "--resume",
+                 "--no-progress"]) == 0
+    assert "step 4: checkpoint" in capsys.readouterr().out
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 4
+
+
+def test_two_cpu_processes_train_with_ddp(tmp_path: Path) -> None:
+    data, run = write_synthetic_dataset(tmp_path / "data", size=32), tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_port", "29517", "-m", "gqn_rl.cli", "pretrain", "--data", str(data),
+               "--out", str(run), "--preset", "cpu-small", "--steps", "2", "--batch-size", "4",
+               "--no-progress", "--device", "cpu"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = load_checkpoint(run / "checkpoint.pt")
+    assert state["step"] == 2
+    assert len(state["rng"]["batches"]) == 2, "one batch stream per process"
+    assert state["rng"]["batches"][0] != state["rng"]["batches"][1]
