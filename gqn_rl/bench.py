@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -48,12 +49,14 @@ class TrainStepResult:
     seconds: float
     """Best wall time of one step (forward, backward, Adam)."""
     scenes_per_s: float
-    gflop: float | None
-    """Floating-point operations of one forward and backward, GFLOP (None if not counted)."""
+    gflop: float
+    """Floating-point operations of one forward and backward, GFLOP (counted by
+    ``torch.utils.flop_counter``: convolutions and matrix products)."""
 
     @property
-    def gflops(self) -> float | None:
-        return None if self.gflop is None else self.gflop / self.seconds
+    def gflops(self) -> float:
+        """Achieved GFLOP/s."""
+        return self.gflop / self.seconds
 
 
 def _synthetic_batch(config: GQNConfig, batch: int, context: int):
@@ -80,7 +83,7 @@ def time_gqn_step(config: GQNConfig, batch: int, context: int, repeats: int = 3,
         optimizer.step()
 
     with FlopCounterMode(display=False) as counter:
-        model(cx, cv, qx, qv, 2.0).loss.backward()
+        step()
     seconds = _best_seconds(step, repeats, warmup + (2 if compile else 0))
     name = "gqn-rl" + (" compiled" if compile else "") + (" channels_last" if channels_last else "")
     return TrainStepResult(name, seconds, batch / seconds, counter.get_total_flops() / 1e9)
@@ -130,8 +133,10 @@ def time_wohlert_step(checkout: Path, config: GQNConfig, batch: int, context: in
         (nll + kl.flatten(1).sum(1)).mean().backward()
         optimizer.step()
 
+    with FlopCounterMode(display=False) as counter:
+        step()
     seconds = _best_seconds(step, repeats, warmup)
-    return TrainStepResult("wohlert", seconds, batch / seconds, None)
+    return TrainStepResult("wohlert", seconds, batch / seconds, counter.get_total_flops() / 1e9)
 
 
 def describe_machine() -> str:
@@ -145,3 +150,77 @@ def describe_machine() -> str:
     except OSError:
         pass
     return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+@dataclass
+class RenderResult:
+    """Views per second of one scene family: the raw renderer and the dataset pipeline."""
+
+    family: str
+    raw: float
+    """``mujoco.Renderer`` (shadows off, buffer sized to the image) on one compiled scene."""
+    one_worker: float
+    """``gqn-rl data generate`` with one worker: scenes built, rendered, written."""
+    all_workers: float
+    workers: int
+
+
+def raw_render_rate(family_name: str, size: int, views: int = 300) -> float:
+    """Views/s of ``mujoco.Renderer`` re-rendering one scene of the family at random poses."""
+    import mujoco
+
+    from envs.camera import free_camera
+    from envs.scenes import FAMILIES
+
+    family = FAMILIES[family_name]
+    rng = np.random.default_rng(0)
+    spec = family.sample_spec(rng)
+    poses = family.sample_poses(spec, rng, views)
+    model = mujoco.MjModel.from_xml_string(family.xml(spec))
+    model.vis.global_.offwidth = model.vis.global_.offheight = size
+    data = mujoco.MjData(model)
+    qpos = family.initial_qpos(spec)
+    if qpos is not None:
+        data.qpos[:] = qpos
+    mujoco.mj_forward(model, data)
+    with mujoco.Renderer(model, size, size) as renderer:
+        renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+        renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        cameras = [free_camera(pose) for pose in poses]
+        renderer.update_scene(data, camera=cameras[0])
+        renderer.render()
+        start = time.perf_counter()
+        for camera in cameras:
+            renderer.update_scene(data, camera=camera)
+            renderer.render()
+        return views / (time.perf_counter() - start)
+
+
+def generate_rate(family_name: str, size: int, scenes: int, workers: int) -> float:
+    """Views/s of ``gqn-rl data generate`` into a temporary directory (process start-up of
+    the workers included)."""
+    import tempfile
+
+    from gqn_rl.datagen import GenerateConfig, generate
+
+    shard = max(1, -(-scenes // max(workers, 1)))
+    config = GenerateConfig(scene=family_name, scenes=scenes, test_scenes=0, size=size,
+                            shard_size=shard)
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        generate(config, out, workers=workers, progress=False)
+        seconds = time.perf_counter() - start
+    return scenes * config.view_count / seconds
+
+
+def reader_rate(dataset: Path, batch_size: int, batches: int = 50) -> float:
+    """Batches/s that :meth:`gqn.data.SceneDataset.sample_batch` assembles."""
+    from gqn.data import SceneDataset
+
+    data = SceneDataset(dataset, "train")
+    rng = np.random.default_rng(0)
+    data.sample_batch(batch_size, rng)
+    start = time.perf_counter()
+    for _ in range(batches):
+        data.sample_batch(batch_size, rng)
+    return batches / (time.perf_counter() - start)

@@ -63,6 +63,74 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_pretrain)
 
 
+# -- data --------------------------------------------------------------------------------
+
+def _data_generate(args: argparse.Namespace) -> int:
+    import imageio.v3 as iio
+
+    from gqn_rl.datagen import GenerateConfig, contact_sheet, default_workers, generate
+
+    config = GenerateConfig(scene=args.scene, scenes=args.scenes, test_scenes=args.test_scenes,
+                            views=args.views, size=args.size, seed=args.seed,
+                            shard_size=args.shard_size)
+    out = generate(config, args.out, workers=args.workers or default_workers(),
+                   progress=not args.no_progress)
+    sheet = out / "contact_sheet.png"
+    iio.imwrite(sheet, contact_sheet(out))
+    print(f"{config.scenes} train and {config.split_scenes('test')} test scenes of "
+          f"{config.scene} in {out}; contact sheet {sheet}")
+    return 0
+
+
+def _data_import(args: argparse.Namespace) -> int:
+    from gqn_rl.deepmind import import_deepmind
+
+    report = import_deepmind(args.src, args.out, skip_corrupt=args.skip_corrupt,
+                             workers=args.workers, scenes_per_shard=args.scenes_per_shard,
+                             progress=not args.no_progress)
+    print(f"imported {report.scenes} scenes from {report.files} files into {args.out} "
+          f"({report.shards_written} shards written, {report.shards_kept} already there)")
+    for path, count in report.skipped_per_file.items():
+        print(f"skipped {count} corrupt records of {path}")
+    return 0
+
+
+def _add_data(commands: argparse._SubParsersAction) -> None:
+    from envs.scenes import FAMILIES
+
+    p = commands.add_parser("data", help="render or import multi-view datasets")
+    which = p.add_subparsers(dest="data_command", required=True)
+    g = which.add_parser(
+        "generate", help="render a dataset of a scene family",
+        description="Render train and test splits with MuJoCo; deterministic for a seed "
+                    "whatever --workers, and resumable: run again to finish an interrupted run.")
+    g.add_argument("--scene", required=True, choices=sorted(FAMILIES), help="scene family")
+    g.add_argument("--out", type=Path, required=True, help="dataset directory")
+    g.add_argument("--scenes", type=_positive_int, required=True, help="train scenes")
+    g.add_argument("--test-scenes", type=int, help="test scenes (default: scenes / 10)")
+    g.add_argument("--views", type=_positive_int, help="views per scene (default: family's)")
+    g.add_argument("--size", type=_positive_int, default=64, help="image size (default 64)")
+    g.add_argument("--workers", type=_positive_int, help="processes (default: all cores)")
+    g.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    g.add_argument("--shard-size", type=_positive_int, default=100, help="scenes per shard")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.set_defaults(run=_data_generate)
+    i = which.add_parser(
+        "import-deepmind", help="import DeepMind's gqn-datasets TFRecords",
+        description="Read official *.tfrecord files (no TensorFlow needed), verify record "
+                    "CRCs and write the gqn-rl dataset format; resumable.")
+    i.add_argument("--src", type=Path, required=True,
+                   help="a dataset folder with train/ and test/, or a folder of *.tfrecord")
+    i.add_argument("--out", type=Path, required=True, help="dataset directory")
+    i.add_argument("--skip-corrupt", action="store_true",
+                   help="skip and count corrupt records instead of stopping")
+    i.add_argument("--workers", type=_positive_int, default=1, help="processes")
+    i.add_argument("--scenes-per-shard", type=_positive_int,
+                   help="split each file into shards of this many scenes")
+    i.add_argument("--no-progress", action="store_true", help="no progress bar")
+    i.set_defaults(run=_data_import)
+
+
 # -- bench ---------------------------------------------------------------------------------
 
 def _bench_train_step(args: argparse.Namespace) -> int:
@@ -91,13 +159,48 @@ def _bench_train_step(args: argparse.Namespace) -> int:
     if args.wohlert:
         results.append(time_wohlert_step(args.wohlert, config, args.batch, args.context,
                                          args.repeats))
-    print(f"{'implementation':<28}{'s/step':>9}{'scenes/s':>10}{'GFLOP/s':>9}{'vs gqn-rl':>11}")
+    print(f"{'implementation':<28}{'s/step':>9}{'scenes/s':>10}{'GFLOP':>8}{'GFLOP/s':>9}"
+          f"{'vs gqn-rl':>11}")
     for result in results:
-        rate = f"{result.gflops:.0f}" if result.gflops is not None else "-"
-        print(f"{result.name:<28}{result.seconds:>9.3f}{result.scenes_per_s:>10.2f}{rate:>9}"
+        print(f"{result.name:<28}{result.seconds:>9.3f}{result.scenes_per_s:>10.2f}"
+              f"{result.gflop:>8.0f}{result.gflops:>9.0f}"
               f"{results[0].seconds / result.seconds:>10.2f}x")
     if args.wohlert:
         print(f"gqn-rl is {results[-1].seconds / results[0].seconds:.2f}x as fast as wohlert")
+    return 0
+
+
+def _bench_render(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from gqn_rl.bench import (
+        describe_machine,
+        generate_rate,
+        raw_render_rate,
+        reader_rate,
+        time_gqn_step,
+    )
+    from gqn_rl.datagen import GenerateConfig, default_workers, generate
+
+    workers = args.workers or default_workers()
+    print(f"machine: {describe_machine()}; images {args.size}x{args.size}")
+    print(f"{'family':<22}{'raw views/s':>12}{'1 worker':>10}{'/raw':>7}"
+          f"{f'{workers} workers':>12}{'/1 worker':>10}")
+    for family in args.scene:
+        raw = raw_render_rate(family, args.size)
+        one = generate_rate(family, args.size, args.scenes, workers=1)
+        many = generate_rate(family, args.size, args.scenes, workers=workers)
+        print(f"{family:<22}{raw:>12.0f}{one:>10.0f}{one / raw:>7.2f}{many:>12.0f}"
+              f"{many / one:>10.2f}")
+    small = PRESETS["cpu-small"]
+    with tempfile.TemporaryDirectory() as data:
+        generate(GenerateConfig(scene=args.scene[0], scenes=64, test_scenes=0,
+                                size=small.model.image_size, shard_size=32), data,
+                 progress=False)
+        batches = reader_rate(Path(data), small.train.batch_size)
+    step = time_gqn_step(small.model, small.train.batch_size, context=5)
+    print(f"reader: {batches:.0f} batches/s of {small.train.batch_size} scenes; cpu-small "
+          f"trains {1 / step.seconds:.1f} steps/s: reader {batches * step.seconds:.0f}x faster")
     return 0
 
 
@@ -126,12 +229,25 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     t.add_argument("--wohlert", type=Path, metavar="CHECKOUT",
                    help="root of a wohlert/generative-query-network-pytorch checkout to time")
     t.set_defaults(run=_bench_train_step)
+    from envs.scenes import FAMILIES
+
+    r = which.add_parser(
+        "render", help="views/s of dataset rendering next to the raw MuJoCo renderer",
+        description="Per family: views/s of mujoco.Renderer on one compiled scene, of "
+                    "`gqn-rl data generate` with one worker and with all workers; then the "
+                    "dataset reader's batch rate next to the cpu-small preset's step rate.")
+    r.add_argument("--scene", nargs="+", choices=sorted(FAMILIES), default=sorted(FAMILIES))
+    r.add_argument("--size", type=_positive_int, default=64, help="image size")
+    r.add_argument("--scenes", type=_positive_int, default=40, help="scenes rendered per run")
+    r.add_argument("--workers", type=_positive_int, help="default: all cores")
+    r.set_defaults(run=_bench_render)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gqn-rl", description="Generative Query Networks as scene encoders for RL agents.")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_data(commands)
     _add_pretrain(commands)
     _add_bench(commands)
     return parser

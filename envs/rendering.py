@@ -1,0 +1,245 @@
+"""Offscreen rendering of MJCF scenes from raw camera poses, and the choice of GL backend.
+
+MuJoCo picks its OpenGL backend from ``MUJOCO_GL`` when ``mujoco`` is first imported, so
+:func:`configure_mujoco_gl` runs when this module is imported, before it imports ``mujoco``;
+``import envs`` imports this module first.
+
+Example::
+
+    with SceneRenderer(xml, image_size=64) as renderer:
+        renderer.set_qpos(qpos)                 # optional: joint angles, then mj_forward
+        images = renderer.render_many(poses)    # uint8 [N, 64, 64, 3]
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+
+HEADLESS_BACKENDS = ("egl", "osmesa")
+"""``MUJOCO_GL`` values that need no display: ``egl`` (default, GPU or Mesa), ``osmesa``."""
+
+
+def configure_mujoco_gl(environ: MutableMapping[str, str] | None = None) -> str:
+    """Chooses MuJoCo's OpenGL backend and returns it.
+
+    Sets ``MUJOCO_GL=egl`` in ``environ`` (default ``os.environ``) when it is unset and no
+    display is present; ``osmesa`` (software) is the fallback where EGL is missing. With a
+    display (``DISPLAY`` or ``WAYLAND_DISPLAY`` set) ``glfw`` is allowed too, and an unset
+    ``MUJOCO_GL`` is left to MuJoCo's default (``glfw``). Must run before ``mujoco`` is
+    imported anywhere in the process to take effect.
+
+    Raises:
+        ValueError: ``MUJOCO_GL`` holds any other value; the message says what to set.
+    """
+    env = os.environ if environ is None else environ
+    has_display = bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
+    allowed = HEADLESS_BACKENDS + (("glfw",) if has_display else ())
+    value = env.get("MUJOCO_GL", "").strip().lower()
+    if not value:
+        if has_display:
+            return "glfw"
+        env["MUJOCO_GL"] = "egl"
+        return "egl"
+    if value not in allowed:
+        display = "a display is present" if has_display else "no display is present"
+        raise ValueError(
+            f"MUJOCO_GL={env['MUJOCO_GL']!r} is not supported ({display}). Set MUJOCO_GL=egl "
+            f"(GPU or Mesa EGL, the default) or MUJOCO_GL=osmesa (software fallback)"
+            + (", or MUJOCO_GL=glfw (uses the display)" if has_display else "")
+            + ", or unset it; then start Python again.")
+    return value
+
+
+configure_mujoco_gl()  # before `import mujoco` below: MuJoCo reads MUJOCO_GL on import
+
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+from numpy.typing import ArrayLike  # noqa: E402
+
+from envs.camera import POSE_DIM, set_free_camera  # noqa: E402
+
+
+def _gpu_layout(model: mujoco.MjModel) -> tuple:
+    """What a GPU context holds for a model, besides texture pixels: meshes, height fields,
+    texture sizes and the offscreen buffer. Scenes of one family share it."""
+    arrays = (model.mesh_vert, model.mesh_face, model.mesh_normal, model.hfield_data)
+    return (model.nmesh, model.nhfield, model.nskin, model.nflex,
+            tuple(model.tex_width), tuple(model.tex_height), tuple(model.tex_nchannel),
+            model.vis.global_.offwidth, model.vis.global_.offheight,
+            *(hash(array.tobytes()) for array in arrays))
+
+
+class SceneRenderer:
+    """Renders compiled MJCF scenes offscreen from raw camera poses.
+
+    The model is compiled once per scene; ``model`` and ``data`` are exposed so callers can
+    move things (:meth:`set_qpos`, :meth:`set_body_pos`, or write ``data`` and call
+    :meth:`forward`) between renders. :meth:`load` switches to another scene keeping the GL
+    context, and keeping the uploaded meshes too when the new scene has the same ones (the
+    scenes of one family): creating a context costs tens of renders. Shadows and
+    reflections are off for speed.
+
+    Args:
+        xml: MJCF document (e.g. ``FAMILIES[name].xml(spec)``).
+        image_size: ``S`` for square ``S x S`` images, or ``(height, width)``.
+
+    Raises:
+        ValueError: the XML does not compile, or the image size is not positive.
+        RuntimeError: no OpenGL context could be made (the message says which
+            ``MUJOCO_GL`` to set).
+    """
+
+    def __init__(self, xml: str, image_size: int | tuple[int, int]) -> None:
+        self._gl: mujoco.GLContext | None = None
+        self._context: mujoco.MjrContext | None = None
+        self._layout: tuple | None = None
+        self._textures: list[int] = []  # hashes of the uploaded texture pixels
+        height, width = (image_size, image_size) if np.isscalar(image_size) else image_size
+        height, width = int(height), int(width)
+        if height <= 0 or width <= 0:
+            raise ValueError(f"image_size must be positive, got {image_size!r}")
+        self._height, self._width = height, width
+        self._viewport = mujoco.MjrRect(0, 0, width, height)
+        self._option = mujoco.MjvOption()
+        self._camera = mujoco.MjvCamera()
+        try:
+            self._gl = mujoco.GLContext(width, height)
+            self._gl.make_current()
+        except Exception as err:  # backend-specific errors: EGL, OSMesa, GLFW
+            raise RuntimeError(
+                f"cannot create an OpenGL context with MUJOCO_GL="
+                f"{os.environ.get('MUJOCO_GL', '')!r}: {err}. Set MUJOCO_GL=egl (or osmesa "
+                f"without a GPU) before anything imports mujoco, e.g. import envs first."
+            ) from err
+        self.load(xml)
+
+    def load(self, xml: str) -> None:
+        """Compile another scene and render it from now on (state from ``mj_forward``)."""
+        if self._gl is None:
+            raise RuntimeError("SceneRenderer.load called after close()")
+        try:
+            model = mujoco.MjModel.from_xml_string(xml)
+        except ValueError as err:
+            raise ValueError(f"scene XML does not compile: {err}") from err
+        glob = model.vis.global_
+        glob.offwidth = max(glob.offwidth, self._width)  # the framebuffer must hold the image
+        glob.offheight = max(glob.offheight, self._height)
+        self._gl.make_current()
+        layout = _gpu_layout(model)
+        textures = [hash(model.tex(i).data.tobytes()) for i in range(model.ntex)]
+        if layout != self._layout:
+            if self._context is not None:
+                self._context.free()
+            self._context = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_50)
+            mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._context)
+            self._scene = mujoco.MjvScene(model, maxgeom=1000)
+            self._scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+            self._scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+            self._layout = layout
+        else:  # same sizes: upload the textures whose pixels changed
+            for texture, (new, old) in enumerate(zip(textures, self._textures, strict=True)):
+                if new != old:
+                    mujoco.mjr_uploadTexture(model, self._context, texture)
+        self._textures = textures
+        self._model, self._data = model, mujoco.MjData(model)
+        mujoco.mj_forward(model, self._data)
+
+    @property
+    def model(self) -> mujoco.MjModel:
+        """The compiled model (owned by this renderer)."""
+        return self._model
+
+    @property
+    def data(self) -> mujoco.MjData:
+        """The state rendered; call :meth:`forward` after writing to it."""
+        return self._data
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(H, W, 3)`` of every rendered image."""
+        return (self._height, self._width, 3)
+
+    def forward(self) -> None:
+        """Recomputes positions (``mj_forward``) after ``data`` or ``model`` was changed."""
+        mujoco.mj_forward(self._model, self._data)
+
+    def set_qpos(self, qpos: ArrayLike) -> None:
+        """Sets all joint positions ``[nq]`` (e.g. an arm's angles) and runs ``mj_forward``."""
+        q = np.asarray(qpos, dtype=np.float64)
+        if q.shape != (self._model.nq,):
+            raise ValueError(f"qpos must have shape ({self._model.nq},), got {q.shape}")
+        self._data.qpos[:] = q
+        self.forward()
+
+    def set_body_pos(self, name: str, position: ArrayLike) -> None:
+        """Moves body ``name`` to ``position`` ``[3]`` (parent frame), then ``mj_forward``.
+
+        Mocap bodies move through ``data.mocap_pos``, other bodies through ``model.body_pos``
+        (for bodies with joints that shifts the joint's anchor; use :meth:`set_qpos` instead).
+        """
+        body = mujoco.mj_name2id(self._model, mujoco.mjtObj.mjOBJ_BODY, name)
+        if body < 0:
+            raise ValueError(f"no body named {name!r} in the scene")
+        pos = np.asarray(position, dtype=np.float64).reshape(3)
+        mocap = self._model.body_mocapid[body]
+        if mocap >= 0:
+            self._data.mocap_pos[mocap] = pos
+        else:
+            self._model.body_pos[body] = pos
+        self.forward()
+
+    def render(self, pose: ArrayLike | str, out: np.ndarray | None = None) -> np.ndarray:
+        """One image, uint8 ``[H, W, 3]``, a new array unless ``out`` is given.
+
+        Args:
+            pose: raw pose ``(x, y, z, yaw, pitch)`` for a free camera, or the name of a
+                camera in the model.
+            out: optional C-contiguous uint8 ``[H, W, 3]`` array to render into.
+        """
+        if self._gl is None:
+            raise RuntimeError("SceneRenderer.render called after close()")
+        if isinstance(pose, str):
+            camera_id = mujoco.mj_name2id(self._model, mujoco.mjtObj.mjOBJ_CAMERA, pose)
+            if camera_id < 0:
+                raise ValueError(f"no camera named {pose!r} in the scene")
+            self._camera.type = mujoco.mjtCamera.mjCAMERA_FIXED
+            self._camera.fixedcamid = camera_id
+        else:
+            set_free_camera(self._camera, pose)
+        if out is None:
+            out = np.empty(self.image_shape, dtype=np.uint8)
+        elif out.shape != self.image_shape or out.dtype != np.uint8:
+            raise ValueError(f"out must be uint8 {self.image_shape}, got {out.dtype} {out.shape}")
+        self._gl.make_current()
+        mujoco.mjv_updateScene(self._model, self._data, self._option, None, self._camera,
+                               mujoco.mjtCatBit.mjCAT_ALL, self._scene)
+        mujoco.mjr_render(self._viewport, self._scene, self._context)
+        mujoco.mjr_readPixels(out, None, self._viewport, self._context)
+        out[:] = out[::-1]  # OpenGL's rows run bottom-up
+        return out
+
+    def render_many(self, poses: ArrayLike) -> np.ndarray:
+        """Images uint8 ``[N, H, W, 3]`` from raw poses ``[N, 5]``."""
+        p = np.asarray(poses, dtype=np.float64)
+        if p.ndim != 2 or p.shape[1] != POSE_DIM:
+            raise ValueError(f"poses must have shape (N, 5), got {p.shape}")
+        images = np.empty((len(p), *self.image_shape), dtype=np.uint8)  # [N, H, W, 3]
+        for pose, image in zip(p, images, strict=True):
+            self.render(pose, out=image)
+        return images
+
+    def close(self) -> None:
+        """Frees the GL resources; further renders raise. Safe to call twice."""
+        if self._context is not None:
+            self._context.free()
+            self._context = None
+        if self._gl is not None:
+            self._gl.free()
+            self._gl = None
+
+    def __enter__(self) -> SceneRenderer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
