@@ -82,18 +82,19 @@ class GQN(nn.Module):
         image_channels = 3 * c.scale**2  # the query image, space-to-depth down-sampled
         spatial_r = c.r_dim if c.r_size > 1 else 0
         self.representation = make_representation(c)
-        # Generator core: reads [z, h_g] per step; r and the query viewpoint are constant.
-        tiled = c.r_dim - spatial_r + VIEWPOINT_DIM
+        tiled = c.r_dim - spatial_r + VIEWPOINT_DIM  # channels given as vectors: v (and pooled r)
         # Generator core: reads [z, h_g] per step; r and the query viewpoint are constant.
         # Inference core: reads [h_e, h_g] per step; the query image, r, viewpoint constant.
-        # Unshared first cores see zero states only, so they have no weights for them.
-        first_step = c.shared_core
+        # Unshared first cores only ever see zero states, so they carry no weights for them.
+        def state_channels(core: int, channels: int) -> int:
+            return channels if core > 0 or c.shared_core else 0
+
         self.generation_cores = nn.ModuleList(
-            ConvLSTMCore(c.z_dim + (c.h_dim if step or first_step else 0), spatial_r, tiled,
-                         c.h_dim, c.kernel_size) for step in range(c.n_cores))
+            ConvLSTMCore(c.z_dim + state_channels(i, c.h_dim), spatial_r, tiled, c.h_dim,
+                         c.kernel_size) for i in range(c.n_cores))
         self.inference_cores = nn.ModuleList(
-            ConvLSTMCore(2 * c.h_dim if step or first_step else 0, image_channels + spatial_r,
-                         tiled, c.h_dim, c.kernel_size) for step in range(c.n_cores))
+            ConvLSTMCore(state_channels(i, 2 * c.h_dim), image_channels + spatial_r, tiled,
+                         c.h_dim, c.kernel_size) for i in range(c.n_cores))
         # The generator's skip connection: its hidden state, upsampled, adds to the canvas.
         self.canvas_updates = nn.ModuleList(
             nn.ConvTranspose2d(c.h_dim, c.h_dim, kernel_size=c.scale, stride=c.scale, bias=False)
@@ -116,7 +117,7 @@ class GQN(nn.Module):
         """
         query_x = self._check_query_image(query_x, len(query_v))
         rollout = self._rollout(self.represent(context_x, context_v), query_v, query_x)
-        mean = rollout.mean
+        mean = rollout.mean                                                 # [B, 3, H, W]
         nll = gaussian_nll(query_x, mean, sigma)
         kl = rollout.kl.sum(1)
         dims = query_x[0].numel()

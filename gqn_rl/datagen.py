@@ -71,13 +71,13 @@ def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 
 def scene_views(config: GenerateConfig, split: str, index: int
-                ) -> tuple[object, str, np.ndarray | None, np.ndarray, dict]:
-    """Spec, MJCF, joint positions, raw poses ``float32 [V, 5]`` and truth of one scene."""
+                ) -> tuple[str, np.ndarray | None, np.ndarray, dict]:
+    """MJCF, joint positions, raw poses ``float32 [V, 5]`` and truth of one scene."""
     family = FAMILIES[config.scene]
     rng = scene_rng(config.seed, split, index)
     spec = family.sample_spec(rng)
     poses = family.sample_poses(spec, rng, config.view_count).astype(np.float32)
-    return spec, family.xml(spec), family.initial_qpos(spec), poses, family.truth(spec)
+    return family.xml(spec), family.initial_qpos(spec), poses, family.truth(spec)
 
 
 def _render_shard(task: tuple[GenerateConfig, str, int, str]) -> tuple[str, dict]:
@@ -91,7 +91,7 @@ def _render_shard(task: tuple[GenerateConfig, str, int, str]) -> tuple[str, dict
     renderer: SceneRenderer | None = None
     try:
         for i in range(count):
-            _, xml, qpos, poses[i], truth = scene_views(config, split, first + i)
+            xml, qpos, poses[i], truth = scene_views(config, split, first + i)
             if renderer is None:
                 renderer = SceneRenderer(xml, config.size)
             else:
