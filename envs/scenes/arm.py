@@ -14,6 +14,7 @@ import dataclasses
 import math
 from typing import Any
 
+import mujoco
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -30,6 +31,7 @@ from envs.scenes.base import (
     rounded,
     sample_colour,
     sample_room_colours,
+    set_room_colours,
 )
 
 JOINTS = ("base_yaw", "shoulder", "elbow", "wrist")
@@ -206,6 +208,16 @@ class ArmFamily(SceneFamily[ArmSpec]):
         mjcf.camera("front", poses_looking_at([(1.8, 0.0, th + 0.8)], look)[0])
         mjcf.camera("side", poses_looking_at([(0.0, 1.8, th + 0.6)], look)[0])
         return mjcf.to_xml(extras)
+
+    def apply(self, spec: ArmSpec, model: mujoco.MjModel) -> None:
+        set_room_colours(model, spec.floor_colour, spec.wall_colour)
+        for i in range(model.ngeom):
+            if model.geom(i).name.startswith("table_"):
+                model.geom_rgba[i, :3] = spec.table_colour
+        model.body("target").pos = spec.target_position
+        model.geom("target").size[0] = spec.target_radius
+        model.geom("target").rgba[:3] = spec.target_colour
+        model.site("target").rgba[:3] = spec.target_colour
 
     def initial_qpos(self, spec: ArmSpec) -> np.ndarray:
         """Joint angles ``[4]`` of the spec, in :data:`JOINTS` order."""

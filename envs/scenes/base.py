@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
+import mujoco
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -58,6 +59,15 @@ class SceneFamily(abc.ABC, Generic[SpecT]):
     @abc.abstractmethod
     def truth(self, spec: SpecT) -> dict[str, Any]:
         """JSON-serialisable ground truth of the scene (shapes, colours, positions, ...)."""
+
+    @abc.abstractmethod
+    def apply(self, spec: SpecT, model: mujoco.MjModel) -> None:
+        """Write ``spec`` into a model compiled from :meth:`xml` of any spec of this family.
+
+        Every spec of a family has the same bodies, geoms and assets, so a renderer or an
+        environment can switch scenes without compiling (call ``mj_forward`` after). The
+        result renders exactly like the model compiled from ``xml(spec)``.
+        """
 
     def initial_qpos(self, spec: SpecT) -> np.ndarray | None:
         """Joint positions ``[nq]`` of the scene as specified, or None if it has no joints.
@@ -205,6 +215,8 @@ class Mjcf:
         element(visual, "headlight", ambient=(ambient,) * 3, diffuse=(diffuse,) * 3,
                 specular=(specular,) * 3)
         element(visual, "map", znear=0.01, zfar=50)
+        # Fixed, so that clipping planes do not depend on the scene (MuJoCo scales them by it).
+        element(self.root, "statistic", center=(0.0, 0.0, 1.0), extent=4.0)
         sections = {name: element(self.root, name) for name in self.SECTIONS}
         self.asset = sections["asset"]
         self.worldbody = sections["worldbody"]
@@ -286,6 +298,13 @@ class RoomShell:
             half = (t / 2, h + t, wh / 2) if ux else (h + t, t / 2, wh / 2)
             element(mjcf.worldbody, "geom", name=f"wall_{side}", type="box", size=half,
                     pos=(ux * (h + t / 2), uy * (h + t / 2), wh / 2), rgba=(*wall, 1.0))
+
+
+def set_room_colours(model: mujoco.MjModel, floor: RGB, wall: RGB) -> None:
+    """Recolour the floor and walls that :meth:`RoomShell.build` made."""
+    model.mat("floor").rgba[:3] = floor
+    for side in ("east", "north", "west", "south"):
+        model.geom(f"wall_{side}").rgba[:3] = wall
 
 
 def sample_room_colours(rng: np.random.Generator) -> tuple[RGB, RGB]:

@@ -13,6 +13,7 @@ import dataclasses
 import math
 from typing import Any, Literal
 
+import mujoco
 import numpy as np
 
 from envs.camera import poses_looking_at
@@ -29,6 +30,7 @@ from envs.scenes.base import (
     sample_distinct_colours,
     sample_room_colours,
     sample_separated_points,
+    set_room_colours,
 )
 
 SHAPES = ("box", "sphere", "cylinder", "capsule", "cone", "icosahedron", "prism")
@@ -102,41 +104,83 @@ class RoomSpec:
     """1 to 3 objects."""
 
 
+HIDDEN = RoomObject("box", (0.0, 0.0, -5.0), 0.1, 0.0, (0.0, 0.0, 0.0))
+"""What an unused object slot holds: a small box under the floor, invisible, not colliding."""
+
+
 MESH_SIZE = 0.375
 """Size of every cone, icosahedron and prism. Fixed, so that every room declares the same
 mesh assets and a renderer keeps them uploaded from one scene to the next."""
 
 
 def add_shape_meshes(mjcf: Mjcf) -> None:
-    """Declares the mesh of every mesh shape (all of them, used or not), named by shape."""
+    """Declares the mesh of every mesh shape (all of them, used or not), named by shape, and
+    a hidden prototype geom ``mesh_{shape}`` of each: the compiler gives a mesh geom the
+    frame and bounds of its mesh, which :func:`set_objects` copies from there."""
+    prototypes = element(mjcf.worldbody, "body", name="mesh_prototypes", pos=HIDDEN.position)
     for shape in SHAPES:
         vertices = shape_vertices(shape, MESH_SIZE)
         if vertices is not None:
             element(mjcf.asset, "mesh", name=shape, vertex=vertices)
+            element(prototypes, "geom", name=f"mesh_{shape}", type="mesh", mesh=shape,
+                    rgba=(0.0, 0.0, 0.0, 0.0), contype=0, conaffinity=0)
 
 
-def add_objects(mjcf: Mjcf, objects: tuple[RoomObject, ...]) -> None:
-    """Adds bodies ``object_{i}`` (static, one geom of the same name each)."""
+def object_geom(shape: str, size: float) -> dict[str, Any]:
+    """MJCF ``type`` with ``size`` or ``mesh`` of an object geom."""
+    if shape_vertices(shape, size) is not None:
+        return {"type": "mesh", "mesh": shape}
+    sizes = {"box": (size, size, size), "sphere": (size,), "cylinder": (size, size),
+             "capsule": (0.6 * size, 0.4 * size)}
+    if shape not in sizes:
+        raise ValueError(f"unknown object shape {shape!r}; expected one of {SHAPES}")
+    return {"type": shape, "size": sizes[shape]}
+
+
+def add_objects(mjcf: Mjcf, objects: tuple[RoomObject, ...], slots: int) -> None:
+    """Adds bodies ``object_{i}`` (static, one geom of the same name each) for ``slots``
+    objects, so that every room has the same bodies; unused slots are :data:`HIDDEN`."""
     add_shape_meshes(mjcf)
-    for i, obj in enumerate(objects):
-        name = f"object_{i}"
-        body = element(mjcf.worldbody, "body", name=name, pos=obj.position,
+    for i in range(slots):
+        obj = objects[i] if i < len(objects) else HIDDEN
+        body = element(mjcf.worldbody, "body", name=f"object_{i}", pos=obj.position,
                        euler=(0.0, 0.0, obj.yaw))
-        s = obj.size
-        geom: dict[str, Any] = {"name": name, "rgba": (*obj.colour, 1.0)}
-        if shape_vertices(obj.shape, s) is not None:
-            geom.update(type="mesh", mesh=obj.shape)
-        elif obj.shape == "box":
-            geom.update(type="box", size=(s, s, s))
-        elif obj.shape == "sphere":
-            geom.update(type="sphere", size=(s,))
-        elif obj.shape == "cylinder":
-            geom.update(type="cylinder", size=(s, s))
-        elif obj.shape == "capsule":
-            geom.update(type="capsule", size=(0.6 * s, 0.4 * s))
+        used = i < len(objects)
+        element(body, "geom", name=f"object_{i}", rgba=(*obj.colour, 1.0 if used else 0.0),
+                contype=int(used), conaffinity=int(used), **object_geom(obj.shape, obj.size))
+
+
+def set_objects(model: mujoco.MjModel, objects: tuple[RoomObject, ...]) -> None:
+    """Write ``objects`` into the slots that :func:`add_objects` made (the rest hidden)."""
+    slot = 0
+    while (body := mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, f"object_{slot}")) >= 0:
+        used = slot < len(objects)
+        obj = objects[slot] if used else HIDDEN
+        model.body_pos[body] = obj.position
+        model.body_quat[body] = (math.cos(obj.yaw / 2), 0.0, 0.0, math.sin(obj.yaw / 2))
+        geom = model.geom(f"object_{slot}")
+        spec = object_geom(obj.shape, obj.size)
+        if spec["type"] == "mesh":
+            prototype = model.geom(f"mesh_{obj.shape}").id
+            for field in ("type", "dataid", "pos", "quat", "size", "rbound", "aabb"):
+                array = getattr(model, f"geom_{field}")
+                array[geom.id] = array[prototype]
         else:
-            raise ValueError(f"object {i}: unknown shape {obj.shape!r}; expected one of {SHAPES}")
-        element(body, "geom", **geom)
+            size = np.zeros(3)
+            size[:len(spec["size"])] = spec["size"]
+            half = {"box": size, "sphere": size[[0, 0, 0]], "cylinder": size[[0, 0, 1]],
+                    "capsule": size[[0, 0, 0]] + (0, 0, size[1])}[obj.shape]
+            geom.type = getattr(mujoco.mjtGeom, f"mjGEOM_{obj.shape.upper()}")
+            geom.dataid, geom.pos, geom.quat, geom.size = -1, 0.0, (1.0, 0.0, 0.0, 0.0), size
+            model.geom_aabb[geom.id] = (0.0, 0.0, 0.0, *half)
+            geom.rbound = {"box": np.linalg.norm(size), "sphere": size[0],
+                           "cylinder": np.hypot(size[0], size[1]),
+                           "capsule": size[0] + size[1]}[obj.shape]
+        geom.rgba = (*obj.colour, 1.0 if used else 0.0)
+        geom.contype = geom.conaffinity = int(used)
+        # The compiler's shortcut flags for frames depend on the shape: compute in full.
+        model.geom_sameframe[geom.id] = mujoco.mjtSameFrame.mjSAMEFRAME_NONE
+        slot += 1
 
 
 def sample_objects(rng: np.random.Generator, *, count: tuple[int, int], size: tuple[float, float],
@@ -205,12 +249,16 @@ class RoomsFamily(SceneFamily[RoomSpec]):
         mjcf = Mjcf(self.name)
         mjcf.skybox(top=(0.45, 0.6, 0.85), bottom=(0.85, 0.9, 0.95))
         self.shell.build(mjcf, spec.floor_colour, spec.wall_colour)
-        add_objects(mjcf, spec.objects)
+        add_objects(mjcf, spec.objects, slots=self.object_count[1])
         r, h = self.ring_radius, self.eye_height
         target = (0.0, 0.0, self.ring_target_height)
         mjcf.camera("ring_south", poses_looking_at([(0.0, -r, h)], target)[0])
         mjcf.camera("corner", poses_looking_at([(0.85 * r, 0.85 * r, 2.0)], target)[0])
         return mjcf.to_xml(extras)
+
+    def apply(self, spec: RoomSpec, model: mujoco.MjModel) -> None:
+        set_room_colours(model, spec.floor_colour, spec.wall_colour)
+        set_objects(model, spec.objects)
 
     def sample_poses(self, spec: RoomSpec, rng: np.random.Generator, n: int) -> np.ndarray:
         n = check_count(n)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import mujoco
 import numpy as np
 
 from envs.camera import poses_looking_at
@@ -92,6 +93,11 @@ class ShepardMetzlerFamily(SceneFamily[ShepardMetzlerSpec]):
         mjcf.camera("front", poses_looking_at([(d, 0.0, h)], (0, 0, 0))[0])
         mjcf.camera("side", poses_looking_at([(0.0, d, 0.0)], (0, 0, 0))[0])
         return mjcf.to_xml(extras)
+
+    def apply(self, spec: ShepardMetzlerSpec, model: mujoco.MjModel) -> None:
+        for i, (pos, rgb) in enumerate(zip(spec.positions, spec.colours, strict=True)):
+            geom = model.geom(f"cube_{i}")
+            geom.pos, geom.rgba[:3] = pos, rgb
 
     def sample_poses(self, spec: ShepardMetzlerSpec, rng: np.random.Generator,
                      n: int) -> np.ndarray:

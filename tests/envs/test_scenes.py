@@ -144,3 +144,25 @@ def test_bad_gl_backend_names_what_to_set() -> None:
 def test_unknown_family_lists_the_known_ones() -> None:
     with pytest.raises(ValueError, match="rooms_ring"):
         get_family("rooms_square")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_apply_renders_exactly_like_compiling_the_spec(name: str) -> None:
+    """Every spec of a family fits the model of any other: write it in, same pixels."""
+    family = FAMILIES[name]
+    rng = np.random.default_rng(5)
+    specs = [family.sample_spec(rng) for _ in range(6)]
+    with SceneRenderer(family.xml(specs[0]), 24) as renderer:
+        for spec in specs[1:]:
+            poses = family.sample_poses(spec, rng, 3)
+            qpos = family.initial_qpos(spec)
+            renderer.load(family.xml(specs[0]))
+            family.apply(spec, renderer.model)
+            renderer.forward()
+            if qpos is not None:
+                renderer.set_qpos(qpos)
+            applied = renderer.render_many(poses)
+            renderer.load(family.xml(spec))
+            if qpos is not None:
+                renderer.set_qpos(qpos)
+            np.testing.assert_array_equal(applied, renderer.render_many(poses))
