@@ -123,9 +123,9 @@ class ArmFamily(SceneFamily[ArmSpec]):
     """Radius of the target sphere."""
     target_distance: tuple[float, float] = (0.3, 0.9)
     """Range of the target's distance from the shoulder, as fractions of the reach."""
-    camera_radius: tuple[float, float] = (1.6, 2.0)
+    camera_radius: tuple[float, float] = (1.3, 1.7)
     """Range of camera distances from the table's vertical axis."""
-    camera_height: tuple[float, float] = (0.4, 1.1)
+    camera_height: tuple[float, float] = (0.3, 1.0)
     """Range of camera heights above the table top."""
     look_height: float = 0.35
     """Cameras look at the point this far above the table's centre."""
@@ -205,8 +205,8 @@ class ArmFamily(SceneFamily[ArmSpec]):
                     ctrlrange=(-2.0, 2.0))
 
         look = (0.0, 0.0, th + self.look_height)
-        mjcf.camera("front", poses_looking_at([(1.8, 0.0, th + 0.8)], look)[0])
-        mjcf.camera("side", poses_looking_at([(0.0, 1.8, th + 0.6)], look)[0])
+        mjcf.camera("front", poses_looking_at([(1.6, 0.0, th + 0.7)], look)[0])
+        mjcf.camera("side", poses_looking_at([(0.0, 1.6, th + 0.5)], look)[0])
         return mjcf.to_xml(extras)
 
     def apply(self, spec: ArmSpec, model: mujoco.MjModel) -> None:

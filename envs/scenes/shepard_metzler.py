@@ -118,6 +118,6 @@ class ShepardMetzlerFamily(SceneFamily[ShepardMetzlerSpec]):
 
 
 FAMILIES = (
-    ShepardMetzlerFamily("shepard_metzler_5", n_cubes=5),
+    ShepardMetzlerFamily("shepard_metzler_5", n_cubes=5, camera_distance=6.0),
     ShepardMetzlerFamily("shepard_metzler_7", n_cubes=7),
 )
