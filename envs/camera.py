@@ -74,15 +74,17 @@ def wrap_angle(angle: ArrayLike) -> np.ndarray:
 
 
 def set_free_camera(camera: mujoco.MjvCamera, pose: ArrayLike,
-                    distance: float = FREE_CAMERA_DISTANCE) -> mujoco.MjvCamera:
+                    distance: float = FREE_CAMERA_DISTANCE, checked: bool = False
+                    ) -> mujoco.MjvCamera:
     """Points a free ``MjvCamera`` along ``pose`` and returns it.
 
     MuJoCo places a free camera at ``lookat - distance * forward(azimuth, elevation)`` with
     azimuth and elevation in degrees and the same forward vector as ours, so
     ``lookat = position + distance * forward``, ``azimuth = degrees(yaw)``,
-    ``elevation = degrees(pitch)``.
+    ``elevation = degrees(pitch)``. ``checked=True`` skips validating ``pose`` (a float
+    ``[5]`` array the caller has checked).
     """
-    x, y, z, yaw, pitch = check_pose(pose)
+    x, y, z, yaw, pitch = pose if checked else check_pose(pose)
     camera.type = mujoco.mjtCamera.mjCAMERA_FREE
     camera.fixedcamid = -1
     camera.trackbodyid = -1

@@ -57,7 +57,7 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 from numpy.typing import ArrayLike  # noqa: E402
 
-from envs.camera import POSE_DIM, set_free_camera  # noqa: E402
+from envs.camera import POSE_DIM, check_pose, set_free_camera  # noqa: E402
 
 
 def _gpu_layout(model: mujoco.MjModel) -> tuple:
@@ -197,37 +197,54 @@ class SceneRenderer:
                 camera in the model.
             out: optional C-contiguous uint8 ``[H, W, 3]`` array to render into.
         """
-        if self._gl is None:
-            raise RuntimeError("SceneRenderer.render called after close()")
         if isinstance(pose, str):
             camera_id = mujoco.mj_name2id(self._model, mujoco.mjtObj.mjOBJ_CAMERA, pose)
             if camera_id < 0:
                 raise ValueError(f"no camera named {pose!r} in the scene")
             self._camera.type = mujoco.mjtCamera.mjCAMERA_FIXED
             self._camera.fixedcamid = camera_id
-        else:
-            set_free_camera(self._camera, pose)
+            self._make_current()
+            return self._draw(self._output(out, ()))
+        pose = check_pose(pose)
+        return self.render_many(pose[None], None if out is None else out[None])[0]
+
+    def render_many(self, poses: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
+        """Images uint8 ``[N, H, W, 3]`` from raw poses ``[N, 5]`` (into ``out`` if given)."""
+        p = np.asarray(poses, dtype=np.float64)
+        if p.ndim != 2 or p.shape[1] != POSE_DIM:
+            raise ValueError(f"poses must have shape (N, 5), got {p.shape}")
+        if not np.isfinite(p).all():
+            raise ValueError(f"camera poses must be finite, got {p.tolist()}")
+        images = self._output(out, (len(p),))
+        self._make_current()
+        for pose, image in zip(p, images, strict=True):
+            set_free_camera(self._camera, pose, checked=True)
+            self._draw(image)
+        return images
+
+    def _output(self, out: np.ndarray | None, batch: tuple[int, ...]) -> np.ndarray:
+        """``out`` checked to be uint8 ``[*batch, H, W, 3]``, or a new such array."""
+        shape = (*batch, *self.image_shape)
         if out is None:
-            out = np.empty(self.image_shape, dtype=np.uint8)
-        elif out.shape != self.image_shape or out.dtype != np.uint8:
-            raise ValueError(f"out must be uint8 {self.image_shape}, got {out.dtype} {out.shape}")
+            return np.empty(shape, dtype=np.uint8)
+        if out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be C-contiguous uint8 {shape}, got {out.dtype} "
+                             f"{out.shape}")
+        return out
+
+    def _make_current(self) -> None:
+        if self._gl is None:
+            raise RuntimeError("SceneRenderer.render called after close()")
         self._gl.make_current()
+
+    def _draw(self, out: np.ndarray) -> np.ndarray:
+        """Render the current camera into ``out`` ``[H, W, 3]`` (GL context current)."""
         mujoco.mjv_updateScene(self._model, self._data, self._option, None, self._camera,
                                mujoco.mjtCatBit.mjCAT_ALL, self._scene)
         mujoco.mjr_render(self._viewport, self._scene, self._context)
         mujoco.mjr_readPixels(out, None, self._viewport, self._context)
         out[:] = out[::-1]  # OpenGL's rows run bottom-up
         return out
-
-    def render_many(self, poses: ArrayLike) -> np.ndarray:
-        """Images uint8 ``[N, H, W, 3]`` from raw poses ``[N, 5]``."""
-        p = np.asarray(poses, dtype=np.float64)
-        if p.ndim != 2 or p.shape[1] != POSE_DIM:
-            raise ValueError(f"poses must have shape (N, 5), got {p.shape}")
-        images = np.empty((len(p), *self.image_shape), dtype=np.uint8)  # [N, H, W, 3]
-        for pose, image in zip(p, images, strict=True):
-            self.render(pose, out=image)
-        return images
 
     def close(self) -> None:
         """Frees the GL resources; further renders raise. Safe to call twice."""

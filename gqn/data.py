@@ -107,9 +107,10 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")
 
 
-def _to_json_bytes(obj: Any, what: str) -> bytes:
+def _to_json_bytes(obj: Any, what: str, indent: int | None = None) -> bytes:
+    """JSON of ``obj``; without ``indent`` Python's fast C encoder writes it."""
     try:
-        return json.dumps(obj, default=_json_default, allow_nan=False, indent=1).encode()
+        return json.dumps(obj, default=_json_default, allow_nan=False, indent=indent).encode()
     except (TypeError, ValueError) as err:
         raise ValueError(f"{what} must be JSON-serialisable (no NaN/inf): {err}") from err
 
@@ -514,7 +515,7 @@ class DatasetWriter:
 
     def _write_manifest(self) -> None:
         final = self._root / _MANIFEST
-        data = _to_json_bytes(self._manifest, "manifest")
+        data = _to_json_bytes(self._manifest, "manifest", indent=1)
         atomic_write(final, lambda f: f.write(data), tmp=final.with_name(_MANIFEST + ".tmp"))
 
 

@@ -165,7 +165,7 @@ class RenderResult:
     workers: int
 
 
-def raw_render_rate(family_name: str, size: int, views: int = 300) -> float:
+def raw_render_rate(family_name: str, size: int, views: int = 2000) -> float:
     """Views/s of ``mujoco.Renderer`` re-rendering one scene of the family at random poses."""
     import mujoco
 

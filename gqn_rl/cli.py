@@ -184,6 +184,7 @@ def _bench_render(args: argparse.Namespace) -> int:
 
     workers = args.workers or default_workers()
     print(f"machine: {describe_machine()}; images {args.size}x{args.size}")
+    generate_rate(args.scene[0], args.size, scenes=workers, workers=workers)  # start the pool
     print(f"{'family':<22}{'raw views/s':>12}{'1 worker':>10}{'/raw':>7}"
           f"{f'{workers} workers':>12}{'/1 worker':>10}")
     for family in args.scene:
@@ -238,7 +239,8 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
                     "dataset reader's batch rate next to the cpu-small preset's step rate.")
     r.add_argument("--scene", nargs="+", choices=sorted(FAMILIES), default=sorted(FAMILIES))
     r.add_argument("--size", type=_positive_int, default=64, help="image size")
-    r.add_argument("--scenes", type=_positive_int, default=40, help="scenes rendered per run")
+    r.add_argument("--scenes", type=_positive_int, default=1000,
+                   help="scenes rendered per run (default 1000)")
     r.add_argument("--workers", type=_positive_int, help="default: all cores")
     r.set_defaults(run=_bench_render)
 

@@ -104,8 +104,7 @@ def _render_shard(task: tuple[GenerateConfig, str, int, str]) -> tuple[str, dict
                 renderer.forward()
             if qpos is not None:
                 renderer.set_qpos(qpos)
-            for view, pose in enumerate(poses[i]):
-                renderer.render(pose, out=images[i, view])
+            renderer.render_many(poses[i], out=images[i])
             truths.append(truth)
     finally:
         if renderer is not None:
