@@ -73,11 +73,12 @@ def _gpu_layout(model: mujoco.MjModel) -> tuple:
 class SceneRenderer:
     """Renders compiled MJCF scenes offscreen from raw camera poses.
 
-    The model is compiled once per scene; ``model`` and ``data`` are exposed so callers can
-    move things (:meth:`set_qpos`, :meth:`set_body_pos`, or write ``data`` and call
-    :meth:`forward`) between renders. :meth:`load` switches to another scene keeping the GL
-    context, and keeping the uploaded meshes too when the new scene has the same ones (the
-    scenes of one family): creating a context costs tens of renders. Shadows and
+    ``model`` and ``data`` are exposed so callers can move things (:meth:`set_qpos`,
+    :meth:`set_body_pos`, or write ``data`` and call :meth:`forward`) between renders.
+    Another scene of the same family is a write into ``model`` (``family.apply(spec,
+    renderer.model)``, then :meth:`forward`); any other scene is :meth:`load`, which compiles
+    it and keeps the GL context, and the uploaded meshes when they are the same: creating a
+    context costs tens of renders. Shadows and
     reflections are off for speed.
 
     Args:

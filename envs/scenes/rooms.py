@@ -159,15 +159,15 @@ def set_objects(model: mujoco.MjModel, objects: tuple[RoomObject, ...]) -> None:
         model.body_pos[body] = obj.position
         model.body_quat[body] = (math.cos(obj.yaw / 2), 0.0, 0.0, math.sin(obj.yaw / 2))
         geom = model.geom(f"object_{slot}")
-        spec = object_geom(obj.shape, obj.size)
-        if spec["type"] == "mesh":
+        mjcf_geom = object_geom(obj.shape, obj.size)
+        if mjcf_geom["type"] == "mesh":
             prototype = model.geom(f"mesh_{obj.shape}").id
             for field in ("type", "dataid", "pos", "quat", "size", "rbound", "aabb"):
                 array = getattr(model, f"geom_{field}")
                 array[geom.id] = array[prototype]
         else:
             size = np.zeros(3)
-            size[:len(spec["size"])] = spec["size"]
+            size[:len(mjcf_geom["size"])] = mjcf_geom["size"]
             half = {"box": size, "sphere": size[[0, 0, 0]], "cylinder": size[[0, 0, 1]],
                     "capsule": size[[0, 0, 0]] + (0, 0, size[1])}[obj.shape]
             geom.type = getattr(mujoco.mjtGeom, f"mjGEOM_{obj.shape.upper()}")
