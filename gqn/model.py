@@ -141,7 +141,7 @@ class GQN(nn.Module):
                  query_v: torch.Tensor) -> torch.Tensor:
         """Render the scene at ``query_v [B, 7]`` with latents from the prior: ``[B, 3, H, W]``."""
         r = self.represent(context_x, context_v)
-        return self._rollout(r, self._check_viewpoint(query_v, len(r))).mean
+        return self._rollout(r, query_v).mean
 
     @torch.no_grad()
     def reconstruct(self, context_x: torch.Tensor, context_v: torch.Tensor,

@@ -6,9 +6,15 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+from typing import Any
 
 from gqn import PRESETS, GQNConfig
 from gqn_rl.allocator import keep_freed_memory
+
+
+def _with_given(config: Any, **overrides: Any) -> Any:
+    """``config`` with the fields given on the command line (not None) replaced."""
+    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def _positive_int(text: str) -> int:
@@ -31,10 +37,8 @@ def _pretrain(args: argparse.Namespace) -> int:
     else:
         preset = PRESETS[args.preset or "cpu-small"]
         model_config, train_config = preset.model, preset.train
-    overrides = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
-                 "max_context": args.max_context}
-    train_config = dataclasses.replace(
-        train_config, **{k: v for k, v in overrides.items() if v is not None})
+    train_config = _with_given(train_config, steps=args.steps, batch_size=args.batch_size,
+                               seed=args.seed, max_context=args.max_context)
     result = pretrain(args.data, args.out, model_config, train_config, resume=args.resume,
                       until=args.until, device=args.device, progress=not args.no_progress)
     last = result.history[-1] if result.history else {}
@@ -141,10 +145,9 @@ def _bench_train_step(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     base = PRESETS[args.preset].model if args.preset else GQNConfig()
-    config = dataclasses.replace(base, **{k: v for k, v in {
-        "image_size": args.image_size, "representation": args.representation,
-        "r_dim": args.r_dim, "h_dim": args.h_dim, "z_dim": args.z_dim, "L": args.L,
-        "shared_core": args.shared_core}.items() if v is not None})
+    config = _with_given(base, image_size=args.image_size, representation=args.representation,
+                         r_dim=args.r_dim, h_dim=args.h_dim, z_dim=args.z_dim, L=args.L,
+                         shared_core=args.shared_core)
     print(f"machine: {describe_machine()}")
     print(f"config: {config}, batch {args.batch}, context {args.context}")
     peak = matmul_gflops()
