@@ -1,9 +1,29 @@
 """MuJoCo scene families and gymnasium environments (mujoco + gymnasium + numpy only).
 
 Importing ``envs`` first chooses MuJoCo's GL backend (see
-:func:`envs.rendering.configure_mujoco_gl`), before any submodule imports ``mujoco``.
+:func:`envs.rendering.configure_mujoco_gl`), before any submodule imports ``mujoco``, and
+registers the environments::
+
+    import gymnasium as gym
+    import envs  # noqa: F401
+
+    env = gym.make("gqn_rl/ArmReach-v0", image_size=64, context_cameras=2)
 """
 
 from envs.rendering import configure_mujoco_gl  # first: sets MUJOCO_GL before mujoco loads
 
-__all__ = ["configure_mujoco_gl"]
+# isort: split
+import gymnasium as gym
+
+ENVIRONMENTS = {
+    "gqn_rl/ArmReach-v0": ("envs.arm_reach:ArmReachEnv", 100),
+    "gqn_rl/RoomNavigation-v0": ("envs.room_navigation:RoomNavigationEnv", 200),
+    "gqn_rl/MentalRotation-v0": ("envs.mental_rotation:MentalRotationEnv", 100),
+}
+"""Gymnasium id -> (entry point, max_episode_steps) of every environment."""
+
+for _id, (_entry_point, _steps) in ENVIRONMENTS.items():
+    if _id not in gym.registry:
+        gym.register(id=_id, entry_point=_entry_point, max_episode_steps=_steps)
+
+__all__ = ["ENVIRONMENTS", "configure_mujoco_gl"]

@@ -22,6 +22,9 @@ from numpy.typing import ArrayLike
 POSE_DIM = 5
 """Length of a raw camera pose ``(x, y, z, yaw, pitch)``."""
 
+VIEWPOINT_DIM = 7
+"""Length of the paper's viewpoint ``(x, y, z, cos yaw, sin yaw, cos pitch, sin pitch)``."""
+
 FREE_CAMERA_DISTANCE = 1.0
 """Distance from a pose's position to the ``lookat`` point of the free camera made from it.
 
@@ -98,6 +101,22 @@ def set_free_camera(camera: mujoco.MjvCamera, pose: ArrayLike,
 def free_camera(pose: ArrayLike) -> mujoco.MjvCamera:
     """A new free ``MjvCamera`` looking along ``pose``."""
     return set_free_camera(mujoco.MjvCamera(), pose)
+
+
+def pose_to_viewpoint(poses: ArrayLike) -> np.ndarray:
+    """The paper's 7-D viewpoints float32 ``[..., 7]`` of raw poses ``[..., 5]``.
+
+    What environments put in their observations. ``gqn.viewpoint.pose_to_viewpoint`` is the
+    model's twin of this function (``gqn`` and ``envs`` may not import each other); a test in
+    ``tests/gqn_rl`` holds the two equal.
+    """
+    p = np.asarray(poses, dtype=np.float32)
+    if p.shape[-1:] != (POSE_DIM,):
+        raise ValueError(f"poses must end in {POSE_DIM} numbers (x, y, z, yaw, pitch), "
+                         f"got shape {p.shape}")
+    yaw, pitch = p[..., 3], p[..., 4]
+    return np.concatenate([p[..., :3], np.stack(
+        [np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch)], axis=-1)], axis=-1)
 
 
 def camera_xyaxes(yaw: float, pitch: float) -> np.ndarray:

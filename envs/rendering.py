@@ -248,13 +248,26 @@ class SceneRenderer:
         return out
 
     def close(self) -> None:
-        """Frees the GL resources; further renders raise. Safe to call twice."""
+        """Frees the GL resources; further renders raise. Safe to call twice.
+
+        The MuJoCo context is freed with this renderer's GL context current: GL object ids
+        are per context, so freeing it under another renderer's context would delete that
+        renderer's framebuffer and textures.
+        """
+        if self._gl is None:
+            return
         if self._context is not None:
+            self._gl.make_current()
             self._context.free()
             self._context = None
-        if self._gl is not None:
-            self._gl.free()
-            self._gl = None
+        self._gl.free()
+        self._gl = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - at interpreter exit EGL may already be gone
+            pass
 
     def __enter__(self) -> SceneRenderer:
         return self

@@ -3,6 +3,9 @@
 A raw pose is ``(x, y, z, yaw, pitch)``: position in world coordinates (z up) and the
 camera's yaw and pitch in radians. Datasets store raw poses; the model reads the paper's
 7-D viewpoint ``(x, y, z, cos yaw, sin yaw, cos pitch, sin pitch)``.
+
+Environments build the same vectors with ``envs.camera.pose_to_viewpoint`` (numpy only, since
+``envs`` may not import ``gqn``); a test in ``tests/gqn_rl`` holds the two equal.
 """
 
 from __future__ import annotations

@@ -224,3 +224,40 @@ def reader_rate(dataset: Path, batch_size: int, batches: int = 50) -> float:
     for _ in range(batches):
         data.sample_batch(batch_size, rng)
     return batches / (time.perf_counter() - start)
+
+
+@dataclass
+class EnvRate:
+    """Steps/s of one environment, with the rates that bound it."""
+
+    env_id: str
+    image: float
+    """Steps/s with one image per observation (random actions, resets included)."""
+    state: float
+    """Steps/s of ``obs_mode="state"``: the task and physics without rendering."""
+    raw_render: float
+    """Views/s of ``mujoco.Renderer`` on the environment's scene family."""
+
+
+def env_rate(env_id: str, image_size: int = 64, steps: int = 2000) -> EnvRate:
+    """Times ``steps`` random steps of ``env_id`` in image and in state mode."""
+    import gymnasium as gym
+
+    import envs  # noqa: F401  (registers the environments)
+
+    def rate(**kwargs: object) -> float:
+        env = gym.make(env_id, **kwargs)
+        env.action_space.seed(0)
+        env.reset(seed=0)
+        start = time.perf_counter()
+        for _ in range(steps):
+            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+            if terminated or truncated:
+                env.reset()
+        seconds = time.perf_counter() - start
+        env.close()
+        return steps / seconds
+
+    family = gym.envs.registration.load_env_creator(gym.spec(env_id).entry_point).family.name
+    return EnvRate(env_id, rate(image_size=image_size), rate(obs_mode="state"),
+                   raw_render_rate(family, image_size, views=steps))

@@ -208,6 +208,25 @@ def _bench_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_env(args: argparse.Namespace) -> int:
+    import os
+
+    from gqn_rl.bench import describe_machine, env_rate
+
+    if args.one_core:  # before the first GL context: Mesa reads LP_NUM_THREADS then
+        os.environ["LP_NUM_THREADS"] = "1"
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    cores = "one core" if args.one_core else f"{len(os.sched_getaffinity(0))} cores"
+    print(f"machine: {describe_machine()}; {cores}; images {args.size}x{args.size}; "
+          f"{args.steps} random steps each")
+    print(f"{'environment':<28}{'steps/s':>9}{'state steps/s':>15}{'raw renders/s':>15}")
+    for env_id in args.env:
+        result = env_rate(env_id, args.size, args.steps)
+        print(f"{env_id:<28}{result.image:>9.0f}{result.state:>15.0f}"
+              f"{result.raw_render:>15.0f}")
+    return 0
+
+
 def _add_bench(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("bench", help="benchmarks")
     which = p.add_subparsers(dest="benchmark", required=True)
@@ -246,6 +265,61 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
                    help="scenes rendered per run (default 1000)")
     r.add_argument("--workers", type=_positive_int, help="default: all cores")
     r.set_defaults(run=_bench_render)
+    from envs import ENVIRONMENTS
+
+    e = which.add_parser(
+        "env", help="environment steps/s with one image per step",
+        description="Per environment: steps/s with one image observation, next to the same "
+                    "task without rendering (obs_mode=state) and the raw MuJoCo renderer on "
+                    "its scene family.")
+    e.add_argument("--env", nargs="+", choices=list(ENVIRONMENTS), default=list(ENVIRONMENTS))
+    e.add_argument("--size", type=_positive_int, default=64, help="image size (default 64)")
+    e.add_argument("--steps", type=_positive_int, default=2000, help="steps timed per mode")
+    e.add_argument("--one-core", action=argparse.BooleanOptionalAction, default=True,
+                   help="pin to one core with one Mesa rasteriser thread (default)")
+    e.set_defaults(run=_bench_env)
+
+
+def _episode(args: argparse.Namespace) -> int:
+    import gymnasium as gym
+    import numpy as np
+
+    from gqn_rl.episodes import reference_policy, run_episode, save_gif
+
+    env = gym.make(args.env, image_size=args.size, render_mode="rgb_array")
+    env.action_space.seed(args.seed)
+    policy = reference_policy(env, args.policy)
+    episodes = [run_episode(env, policy, seed=args.seed + i, record=args.out is not None and i == 0)
+                for i in range(args.episodes)]
+    env.close()
+    returns = [e.ret for e in episodes]
+    print(f"{args.env} {args.policy}, {args.episodes} episodes from seed {args.seed}: return "
+          f"{np.mean(returns):.2f} +- {np.std(returns):.2f}, success "
+          f"{np.mean([e.success for e in episodes]):.2f}, "
+          f"length {np.mean([e.length for e in episodes]):.1f}")
+    if args.out is not None:
+        save_gif(episodes[0].frames, args.out, scale=args.scale)
+        print(f"wrote {args.out} (seed {args.seed})")
+    return 0
+
+
+def _add_episode(commands: argparse._SubParsersAction) -> None:
+    from envs import ENVIRONMENTS
+    from gqn_rl.episodes import POLICIES
+
+    p = commands.add_parser(
+        "episode", help="play episodes with a reference policy, optionally saving a GIF",
+        description="Episodes of an environment with its scripted (true-state) policy or a "
+                    "random one: prints mean and std of return and the success rate, and can "
+                    "save the first episode's frames as a GIF.")
+    p.add_argument("--env", required=True, choices=list(ENVIRONMENTS))
+    p.add_argument("--policy", choices=POLICIES, default="scripted")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first episode (default 0)")
+    p.add_argument("--episodes", type=_positive_int, default=1, help="episodes (default 1)")
+    p.add_argument("--size", type=_positive_int, default=64, help="image size (default 64)")
+    p.add_argument("--out", type=Path, help="GIF to write")
+    p.add_argument("--scale", type=_positive_int, default=2, help="GIF pixel scale (default 2)")
+    p.set_defaults(run=_episode)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -255,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(commands)
     _add_pretrain(commands)
     _add_bench(commands)
+    _add_episode(commands)
     return parser
 
 

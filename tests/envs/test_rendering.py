@@ -21,6 +21,18 @@ def sample(name: str, seed: int = 0, views: int = 3):
     return family, spec, family.sample_poses(spec, rng, views)
 
 
+def test_dropping_a_renderer_leaves_the_others_intact() -> None:
+    # GL object ids are per context: a renderer dropped without close() must free its MuJoCo
+    # context under its own GL context, not under the one that happens to be current.
+    family, spec, poses = sample("rooms_free")
+    first = SceneRenderer(family.xml(spec), 32)
+    expected = first.render(poses[0])
+    second = SceneRenderer(family.xml(spec), 32)
+    del first
+    np.testing.assert_array_equal(second.render(poses[0]), expected)
+    second.close()
+
+
 def test_renders_are_fresh_arrays_and_close_is_final() -> None:
     family, spec, poses = sample("shepard_metzler_5")
     renderer = SceneRenderer(family.xml(spec), (24, 32))

@@ -1,0 +1,127 @@
+"""``gqn_rl/ArmReach-v0``: drive a four-joint arm's hand to a target sphere (family ``arm``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from numpy.typing import ArrayLike
+
+from envs.scene_env import SceneEnv
+from envs.scenes.arm import FAMILY, JOINTS, ArmGeometry
+
+
+class ArmReachEnv(SceneEnv):
+    """Reach the target with the hand: the GQN paper's control task, in the ``arm`` scenes.
+
+    Each episode draws an ``arm`` scene (joint angles, target, colours) and a camera from the
+    family's dataset cameras, which stays put for the episode. The target is not in the
+    observation: the agent must see it.
+
+    **Action**: ``Box(-1, 1, (4,))``, the velocity of each joint (``base_yaw``, ``shoulder``,
+    ``elbow``, ``wrist``) as a fraction of ``max_joint_speed``; one step lasts
+    ``frame_skip`` physics steps of 0.01 s.
+
+    **Observation**: ``image`` and ``viewpoint`` of the episode's camera (see
+    :class:`~envs.scene_env.SceneEnv`). With ``obs_mode="state"``, float32 ``[14]``: joint
+    angles [4], joint velocities [4], hand position [3], target position [3].
+
+    **Reward** (terms in ``info`` as ``reward_<term>``):
+
+    ============ ===================================================================
+    ``distance`` ``-|hand - target|`` in metres, every step
+    ``reach``    ``reach_bonus`` on every step the hand touches the target
+                 (distance below ``reach_distance``)
+    ============ ===================================================================
+
+    Episodes have a fixed length (``max_episode_steps`` 100, never terminated early);
+    ``info["is_success"]`` says whether the hand touches the target.
+    """
+
+    family = FAMILY
+    state_size = 14
+
+    def __init__(self, *, frame_skip: int = 5, max_joint_speed: float = 2.0,
+                 reach_distance: float = 0.1, reach_bonus: float = 1.0, **kwargs: Any) -> None:
+        self.frame_skip, self.max_joint_speed = int(frame_skip), float(max_joint_speed)
+        self.reach_distance, self.reach_bonus = float(reach_distance), float(reach_bonus)
+        super().__init__(**kwargs)
+        self._hand = self.model.site("hand").id
+        self._target = self.model.site("target").id
+        self._camera = np.zeros(5, dtype=np.float32)
+
+    def _action_space(self) -> gym.spaces.Box:
+        return gym.spaces.Box(-1.0, 1.0, (len(JOINTS),), np.float32)
+
+    def _reset_task(self, rng: np.random.Generator) -> None:
+        self.data.qpos[:] = self.family.initial_qpos(self.scene)
+        self._camera = self.family.sample_poses(self.scene, rng, 1)[0]
+        self._goal_angles: np.ndarray | None = None  # the scripted policy's plan
+
+    def _step_task(self, action: Any) -> tuple[dict[str, float], bool, dict[str, Any]]:
+        self.data.ctrl[:] = np.asarray(action, dtype=np.float64) * self.max_joint_speed
+        mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
+        distance = self.distance()
+        reached = distance < self.reach_distance
+        terms = {"distance": -distance, "reach": self.reach_bonus * reached}
+        return terms, False, {}
+
+    def _info(self) -> dict[str, Any]:
+        distance = self.distance()
+        return {"distance": distance, "is_success": distance < self.reach_distance}
+
+    def _camera_pose(self) -> np.ndarray:
+        return self._camera
+
+    def _state(self) -> np.ndarray:
+        d = self.data
+        return np.concatenate([d.qpos, d.qvel, d.site_xpos[self._hand],
+                               d.site_xpos[self._target]]).astype(np.float32)
+
+    def distance(self) -> float:
+        """Distance from the hand to the target's centre, metres."""
+        return float(np.linalg.norm(self.data.site_xpos[self._hand]
+                                    - self.data.site_xpos[self._target]))
+
+    def scripted_action(self) -> np.ndarray:
+        """Joint velocities towards joint angles that put the hand on the target.
+
+        The angles come from a grid search over the arm's kinematics within its joint limits
+        (elbow, wrist and hand above the table), once per episode.
+        """
+        if self._goal_angles is None:
+            self._goal_angles = reaching_angles(self.family.arm, self.scene.target_position,
+                                                self.family.arm.table_height
+                                                + self.family.clearance)
+        velocity = 5.0 * (self._goal_angles - self.data.qpos)
+        return np.clip(velocity / self.max_joint_speed, -1.0, 1.0).astype(np.float32)
+
+
+def reaching_angles(arm: ArmGeometry, target: ArrayLike, floor_z: float,
+                    resolution: int = 48) -> np.ndarray:
+    """Joint angles ``[4]`` within limits whose hand lies nearest ``target`` ``[3]``.
+
+    The base turns towards the target (or away, reaching over the top); the three pitch
+    hinges then form a planar chain searched on a ``resolution``-cubed grid. Configurations
+    with a joint below ``floor_z`` are skipped.
+    """
+    offset = np.asarray(target, dtype=np.float64) - arm.shoulder
+    rho, height = float(np.hypot(*offset[:2])), float(offset[2])
+    grids = [np.linspace(low, high, resolution) for low, high in arm.limits[1:]]
+    pitch = np.stack(np.meshgrid(*grids, indexing="ij"), axis=-1).reshape(-1, 3)  # [G, 3]
+    theta = np.cumsum(pitch, axis=-1)  # absolute tilt of each link from vertical
+    lengths = np.asarray(arm.links)
+    radial = np.cumsum(lengths * np.sin(theta), axis=-1)  # [G, 3] elbow, wrist, hand
+    up = arm.shoulder[2] + np.cumsum(lengths * np.cos(theta), axis=-1)
+    clear = (up >= floor_z).all(axis=-1)
+    best, best_error = None, np.inf
+    yaw = float(np.arctan2(offset[1], offset[0]))
+    for base, sign in ((yaw, 1.0), (yaw - np.sign(yaw or 1.0) * np.pi, -1.0)):
+        error = np.hypot(radial[:, -1] - sign * rho, up[:, -1] - arm.shoulder[2] - height)
+        error[~clear] = np.inf
+        i = int(np.argmin(error))
+        if error[i] < best_error:
+            best, best_error = np.concatenate([[base], pitch[i]]), error[i]
+    return best
