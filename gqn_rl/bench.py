@@ -261,3 +261,4 @@ def env_rate(env_id: str, image_size: int = 64, steps: int = 2000) -> EnvRate:
     family = gym.envs.registration.load_env_creator(gym.spec(env_id).entry_point).family.name
     return EnvRate(env_id, rate(image_size=image_size), rate(obs_mode="state"),
                    raw_render_rate(family, image_size, views=steps))
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import sys
 from pathlib import Path
@@ -25,6 +26,17 @@ def _positive_int(text: str) -> int:
 
 
 # -- pretrain ------------------------------------------------------------------------------
+
+def _key_value(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE a Python literal (a bare word stays a string)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
 
 def _pretrain(args: argparse.Namespace) -> int:
     from gqn.checkpoint import load_checkpoint
@@ -227,6 +239,24 @@ def _bench_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_wrapper(args: argparse.Namespace) -> int:
+    from agents.bench import wrapper_rates
+    from gqn_rl.bench import describe_machine
+
+    print(f"machine: {describe_machine()}; {args.env}, {args.envs} envs (DummyVecEnv), "
+          f"{args.steps} env-steps each, fresh cpu-small GQN (32x32), pixels at 64x64")
+    rates = wrapper_rates(args.env, args.envs, args.steps)
+    rows = [("bare environment (32x32, random actions)", rates.bare),
+            ("frozen-GQN vector wrapper (random actions)", rates.wrapped),
+            ("PPO training, gqn-frozen", rates.ppo_frozen),
+            ("PPO training, pixels (NatureCNN)", rates.ppo_pixels)]
+    for name, rate in rows:
+        print(f"{name:<46}{rate:>10.0f} env-steps/s")
+    print(f"gqn-frozen PPO / pixels PPO: {rates.ppo_frozen / rates.ppo_pixels:.2f}x (target 3x); "
+          f"wrapper / bare: {rates.wrapped / rates.bare:.2f} (target at least 0.5)")
+    return 0
+
+
 def _add_bench(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("bench", help="benchmarks")
     which = p.add_subparsers(dest="benchmark", required=True)
@@ -278,6 +308,15 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     e.add_argument("--one-core", action=argparse.BooleanOptionalAction, default=True,
                    help="pin to one core with one Mesa rasteriser thread (default)")
     e.set_defaults(run=_bench_env)
+    w = which.add_parser(
+        "wrapper", help="PPO env-steps/s: frozen GQN vs pixels vs the bare environment",
+        description="Env-steps/s of the bare vector environment, of it behind the batched "
+                    "frozen-GQN wrapper, and of PPO training on the frozen encoder and on pixels, "
+                    "in one run.")
+    w.add_argument("--env", choices=list(ENVIRONMENTS), default="gqn_rl/ArmReach-v0")
+    w.add_argument("--envs", type=_positive_int, default=8, help="environments (default 8)")
+    w.add_argument("--steps", type=_positive_int, default=8192, help="env-steps timed per row")
+    w.set_defaults(run=_bench_wrapper)
 
 
 def _episode(args: argparse.Namespace) -> int:
@@ -322,6 +361,87 @@ def _add_episode(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_episode)
 
 
+def _train(args: argparse.Namespace) -> int:
+    from agents.train import RunConfig, train
+
+    run = RunConfig(env=args.env, encoder=args.encoder, algo=args.algo, steps=args.steps,
+                    seed=args.seed, checkpoint=str(args.checkpoint) if args.checkpoint else None,
+                    fresh_encoder=args.fresh_encoder, eval_every=args.eval_every,
+                    eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
+                    overrides=dict(args.hyperparams or []))
+    final = train(run, args.out, resume=args.resume, progress=not args.no_progress)
+    print(f"wrote {final}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from agents.train import evaluate
+
+    report = evaluate(args.run_dir, args.episodes, args.gif)
+    print(f"{report['env']} {report['encoder']} {report['algo']}, {report['train_steps']} steps: "
+          f"return {report['mean_return']:.2f} +- {report['std_return']:.2f}, success "
+          f"{report['success_rate']:.2f} over {report['episodes']} episodes "
+          f"-> {args.run_dir / 'evaluation.json'}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from agents.demo import DemoConfig, run_demo
+
+    config = _with_given(DemoConfig(), scenes=args.scenes, pretrain_steps=args.pretrain_steps,
+                         agent_steps=args.agent_steps)
+    print(f"report: {run_demo(args.out, config, progress=not args.no_progress)}")
+    return 0
+
+
+def _add_agents(commands: argparse._SubParsersAction) -> None:
+    from agents.hyperparams import ALGOS, ENCODER_KINDS
+
+    t = commands.add_parser(
+        "train", help="train an SB3 agent on an encoder kind",
+        description="Train PPO or SAC on a gymnasium environment (ours, or any MuJoCo one seen "
+                    "through the camera adapter) with the chosen encoder; hyperparameters from "
+                    "agents/hyperparams.py. GQN kinds use --checkpoint, else the shipped "
+                    "checkpoint of the scene family, else a fresh encoder (the log says which).")
+    t.add_argument("--env", required=True, help="gymnasium id, e.g. gqn_rl/ArmReach-v0")
+    t.add_argument("--encoder", required=True, choices=ENCODER_KINDS)
+    t.add_argument("--algo", choices=ALGOS, default="ppo")
+    t.add_argument("--steps", type=_positive_int, required=True, help="environment steps")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", type=Path, required=True, help="run directory")
+    t.add_argument("--checkpoint", type=Path, help="GQN pretraining checkpoint")
+    t.add_argument("--fresh-encoder", action="store_true",
+                   help="a freshly initialised GQN (the random-encoder control)")
+    t.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    t.add_argument("--eval-every", type=_positive_int, default=5000, help="steps between evals")
+    t.add_argument("--eval-episodes", type=_positive_int, default=10)
+    t.add_argument("--checkpoint-every", type=_positive_int, default=10000,
+                   help="steps between resume points")
+    t.add_argument("--hyperparams", nargs="+", type=_key_value, metavar="KEY=VALUE",
+                   help="override settings of agents/hyperparams.py, e.g. n_steps=64")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(run=_train)
+    e = commands.add_parser("evaluate", help="evaluate a trained run",
+                            description="Mean/std of return and success rate over N episodes "
+                                        "(deterministic actions) into RUN/evaluation.json.")
+    e.add_argument("run_dir", type=Path, metavar="RUN", help="run directory of gqn-rl train")
+    e.add_argument("--episodes", type=_positive_int, default=20)
+    e.add_argument("--gif", type=Path, help="save the first episode as a GIF")
+    e.set_defaults(run=_evaluate)
+    d = commands.add_parser(
+        "demo", help="the whole pipeline, small: dataset, GQN, two PPO agents, report",
+        description="Render an arm dataset, pretrain cpu-small, train PPO on ArmReach with the "
+                    "frozen GQN encoder and on pixels for the same steps, evaluate both and "
+                    "write OUT/report.md (about 15 minutes on two cores). Run it again to "
+                    "finish an interrupted demo.")
+    d.add_argument("--out", type=Path, default=Path("runs/demo"), help="default runs/demo")
+    d.add_argument("--scenes", type=_positive_int, help="arm scenes to render (default 2000)")
+    d.add_argument("--pretrain-steps", type=_positive_int, help="GQN steps (default 3000)")
+    d.add_argument("--agent-steps", type=_positive_int, help="PPO steps each (default 100000)")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    d.set_defaults(run=_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gqn-rl", description="Generative Query Networks as scene encoders for RL agents.")
@@ -330,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pretrain(commands)
     _add_bench(commands)
     _add_episode(commands)
+    _add_agents(commands)
     return parser
 
 

@@ -1,0 +1,60 @@
+"""Agent-side benchmark behind ``gqn-rl bench wrapper``: the frozen-GQN wrapper's cost and the
+PPO training speed it buys, each next to its baseline in the same run."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from stable_baselines3 import PPO
+
+from agents.train import RunConfig, make_venv, prepare_run
+
+
+@dataclass
+class WrapperRates:
+    """Env-steps/s on one environment: bare, behind the frozen-GQN vector wrapper, and PPO
+    training on the frozen encoder and on pixels."""
+
+    bare: float
+    wrapped: float
+    ppo_frozen: float
+    ppo_pixels: float
+
+
+def wrapper_rates(env_id: str = "gqn_rl/ArmReach-v0", n_envs: int = 8, steps: int = 4096,
+                  seed: int = 0) -> WrapperRates:
+    """Times ``steps`` env-steps of each (random actions for bare and wrapped), with a fresh
+    ``cpu-small`` GQN; PPO with the project's hyperparameters for the environment."""
+
+    def vec_rate(venv) -> float:
+        venv.seed(seed)
+        venv.reset()
+        actions = [np.stack([venv.action_space.sample() for _ in range(n_envs)])
+                   for _ in range(steps // n_envs)]
+        start = time.perf_counter()
+        for action in actions:
+            venv.step(action)
+        return len(actions) * n_envs / (time.perf_counter() - start)
+
+    def ppo_rate(encoder: str) -> float:
+        run = RunConfig(env_id, encoder, "ppo", steps, seed, fresh_encoder=True)
+        gqn = prepare_run(run)
+        params = {k: v for k, v in run.hyperparams.items()
+                  if k not in ("n_envs", "policy", "encoder_kwargs", "env_kwargs", "image_size")}
+        venv = make_venv(run, n_envs, seed, gqn)
+        model = PPO(run.hyperparams["policy"], venv, seed=seed, device="cpu", **params)
+        model.learn(params["n_steps"] * n_envs)  # warm-up: one rollout and update
+        start = time.perf_counter()
+        model.learn(steps, reset_num_timesteps=False)
+        venv.close()
+        return steps / (time.perf_counter() - start)
+
+    run = RunConfig(env_id, "gqn-frozen", "ppo", steps, seed, fresh_encoder=True)
+    gqn = prepare_run(run)
+    bare = make_venv(dataclasses.replace(run, encoder="pixels"), n_envs, seed, None)
+    wrapped = make_venv(run, n_envs, seed, gqn)
+    return WrapperRates(vec_rate(bare), vec_rate(wrapped), ppo_rate("gqn-frozen"),
+                        ppo_rate("pixels"))

@@ -1,0 +1,70 @@
+"""Hyperparameters per (environment, encoder, algorithm), in one place (rl-baselines3-zoo style).
+
+``ALGORITHMS`` holds each algorithm's settings per environment; ``ENCODERS`` the changes an
+encoder kind makes to them and to the environment. :func:`hyperparams` merges the two.
+Keys besides SB3's constructor arguments: ``n_envs`` (parallel environments), ``env_kwargs``
+(for ``gym.make``), ``encoder_kwargs`` (for the GQN encoder) and ``policy``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+ENVIRONMENTS = ("gqn_rl/ArmReach-v0", "gqn_rl/RoomNavigation-v0", "gqn_rl/MentalRotation-v0")
+ENCODER_KINDS = ("pixels", "state", "gqn-frozen", "gqn-joint", "gqn-aux")
+ALGOS = ("ppo", "sac")
+
+_PPO = dict(n_envs=8, n_steps=128, batch_size=256, n_epochs=4, learning_rate=3e-4,
+            gamma=0.98, gae_lambda=0.95, clip_range=0.2, ent_coef=0.0,
+            policy_kwargs=dict(net_arch=[128, 128]))
+_SAC = dict(n_envs=1, buffer_size=100_000, learning_starts=1_000, batch_size=256,
+            learning_rate=3e-4, gamma=0.98, tau=0.01, train_freq=1, gradient_steps=1,
+            policy_kwargs=dict(net_arch=[128, 128]))
+
+ALGORITHMS: dict[str, dict[str, dict[str, Any]]] = {
+    "ppo": {
+        "gqn_rl/ArmReach-v0": _PPO,
+        "gqn_rl/RoomNavigation-v0": {**_PPO, "gamma": 0.99, "ent_coef": 0.01},
+        "gqn_rl/MentalRotation-v0": {**_PPO, "gamma": 0.95},
+        "default": _PPO,  # any other gymnasium id, e.g. Reacher-v5 through the camera adapter
+    },
+    "sac": {
+        "gqn_rl/ArmReach-v0": _SAC,
+        "gqn_rl/RoomNavigation-v0": {**_SAC, "gamma": 0.99,
+                                     "env_kwargs": {"continuous": True}},
+        "gqn_rl/MentalRotation-v0": {**_SAC, "gamma": 0.95},
+        "default": _SAC,
+    },
+}
+
+ENCODERS: dict[str, dict[str, Any]] = {
+    # SB3's NatureCNN on the 64x64 image (it needs at least 36x36).
+    "pixels": {"env_kwargs": {"image_size": 64}, "policy": "MultiInputPolicy"},
+    # The oracle: the true low-dimensional state.
+    "state": {"env_kwargs": {"obs_mode": "state"}, "policy": "MlpPolicy"},
+    # r from a frozen GQN, computed in the vector env (VecGQNObservation).
+    "gqn-frozen": {"policy": "MultiInputPolicy", "encoder_kwargs": {"context": "current"}},
+    # The GQN's representation network inside the policy, trained by the RL loss.
+    "gqn-joint": {"policy": "MultiInputPolicy",
+                  "encoder_kwargs": {"context": "current", "lr_scale": 0.3}},
+    # As gqn-joint, plus the GQN's negative ELBO on the step's views (context cameras).
+    "gqn-aux": {"policy": "MultiInputPolicy", "env_kwargs": {"context_cameras": 2},
+                "encoder_kwargs": {"context": "current", "lr_scale": 0.3,
+                                   "aux_weight": 1e-3}},
+}
+
+
+def hyperparams(env_id: str, encoder: str, algo: str) -> dict[str, Any]:
+    """The merged settings of one (environment, encoder, algorithm); a fresh copy."""
+    if encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder {encoder!r}; expected one of {ENCODER_KINDS}")
+    if algo not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {algo!r}; expected one of {ALGOS}")
+    per_env = ALGORITHMS[algo]
+    base = copy.deepcopy(per_env.get(env_id, per_env["default"]))
+    extra = copy.deepcopy(ENCODERS[encoder])
+    env_kwargs = {**base.pop("env_kwargs", {}), **extra.pop("env_kwargs", {})}
+    if not env_id.startswith("gqn_rl/"):
+        env_kwargs = {}  # other environments take their own arguments
+    return {**base, **extra, "env_kwargs": env_kwargs}

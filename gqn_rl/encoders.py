@@ -1,0 +1,167 @@
+"""GQN encoders for agents: where one comes from (a checkpoint, the shipped one, or fresh),
+and how it turns an environment's Dict observation into scene representations.
+
+:class:`SceneEncoder` is the one place that knows which observation entries are images, which
+viewpoint belongs to each, and what the context modes mean; the gymnasium wrapper, the vector
+wrapper and the SB3 features extractors all use it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from envs.scene_env import viewpoint_key
+from gqn import GQN, PRESETS, GQNConfig
+from gqn.checkpoint import load_model
+
+ContextMode = Literal["current", "cameras", "episode"]
+CONTEXT_MODES = ("current", "cameras", "episode")
+
+SHIPPED_CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+"""Pretrained checkpoints shipped with the project: ``<dir>/<scene family>/checkpoint.pt``."""
+
+
+def shipped_checkpoint(family: str | None) -> Path | None:
+    """The shipped checkpoint for a scene family, if there is one."""
+    if family is None:
+        return None
+    path = SHIPPED_CHECKPOINTS / family / "checkpoint.pt"
+    return path if path.is_file() else None
+
+
+def load_encoder(checkpoint: Path | None = None, *, family: str | None = None,
+                 image_size: int | None = None, fresh: bool = False,
+                 device: str | torch.device = "cpu", seed: int = 0) -> tuple[GQN, str]:
+    """A GQN for an agent and a line saying where it came from.
+
+    ``checkpoint`` if given (its config checked on load); else the shipped checkpoint of
+    ``family`` unless ``fresh``; else a freshly initialised ``cpu-small`` model at
+    ``image_size`` (the "random encoder" control, seeded by ``seed``).
+    """
+    source = Path(checkpoint) if checkpoint is not None else (
+        None if fresh else shipped_checkpoint(family))
+    if source is not None:
+        model = load_model(source, device=device)
+        if image_size is not None and model.config.image_size != image_size:
+            raise ValueError(f"{source}: the GQN was trained on {model.config.image_size}x"
+                             f"{model.config.image_size} images, the environment gives "
+                             f"{image_size}x{image_size}")
+        return model, f"GQN encoder from {source}"
+    config = PRESETS["cpu-small"].model
+    if image_size is not None:
+        config = GQNConfig(**{**config.__dict__, "image_size": image_size})
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = GQN(config).to(device).eval()
+    return model, f"freshly initialised GQN encoder ({config.representation}, r {config.r_dim})"
+
+
+def is_image_space(space: gym.Space) -> bool:
+    """uint8 ``[H, W, 3]`` boxes (or ``[3, H, W]``, as SB3 hands them to a policy): the
+    images of an observation."""
+    return (isinstance(space, gym.spaces.Box) and space.dtype == np.uint8
+            and len(space.shape) == 3 and 3 in (space.shape[0], space.shape[-1]))
+
+
+class SceneEncoder:
+    """Turns Dict observations into scene representations with a GQN's representation network.
+
+    Images are the uint8 ``[H, W, 3]`` entries. ``image`` (the agent's view) becomes ``r``;
+    another image (MentalRotation's ``goal``) becomes the representation of that image under
+    its own key; ``context_image_{k}`` and their viewpoints are consumed by ``cameras`` mode and
+    dropped otherwise; every other entry (``viewpoint``, a goal colour) passes through.
+
+    Each image is encoded with its viewpoint (``viewpoint_key``), or, where the observation has
+    none (the goal view), with the agent's current viewpoint: the question is then "what would
+    the scene look like from here", and the two representations coincide when the views match.
+
+    Context modes for ``r``: ``current`` (this view only), ``cameras`` (this view plus the
+    context cameras), ``episode`` (the running sum over the episode's views, the GQN's additive
+    scene memory; the caller keeps the memory, see :meth:`encode`).
+
+    Args:
+        observation_space: the environment's Dict space.
+        r_shape: ``(r_dim, h, w)`` of the model's representation.
+        context: ``current``, ``cameras`` or ``episode``.
+        spatial: keep ``r`` as ``[r_dim, h, w]`` instead of flat ``[r_dim * h * w]``.
+    """
+
+    def __init__(self, observation_space: gym.Space, r_shape: tuple[int, int, int],
+                 context: ContextMode = "current", spatial: bool = False) -> None:
+        if context not in CONTEXT_MODES:
+            raise ValueError(f"context must be one of {CONTEXT_MODES}, got {context!r}")
+        if not isinstance(observation_space, gym.spaces.Dict) or not {
+                "image", "viewpoint"} <= set(observation_space.spaces):
+            raise ValueError(f"a GQN encoder needs a Dict observation with 'image' and "
+                             f"'viewpoint' entries, got {observation_space}")
+        spaces = observation_space.spaces
+        self.context, self.spatial, self.r_shape = context, spatial, tuple(r_shape)
+        self.context_keys = [k for k in spaces if k.startswith("context_image_")]
+        if context == "cameras" and not self.context_keys:
+            raise ValueError("context='cameras' needs an environment with context cameras "
+                             "(e.g. gym.make(..., context_cameras=2))")
+        self.image_keys = ["image"] + [k for k, s in spaces.items() if is_image_space(s)
+                                       and k != "image" and k not in self.context_keys]
+        consumed = set(self.image_keys) | set(self.context_keys) | {
+            viewpoint_key(k) for k in self.context_keys}
+        self.passed = [k for k in spaces if k not in consumed]
+        shape = self.r_shape if spatial else (int(np.prod(self.r_shape)),)
+        r_space = gym.spaces.Box(-np.inf, np.inf, shape, np.float32)
+        self.observation_space = gym.spaces.Dict(
+            {**{self.output_key(k): r_space for k in self.image_keys},
+             **{k: spaces[k] for k in self.passed}})
+
+    @staticmethod
+    def output_key(image_key: str) -> str:
+        return "r" if image_key == "image" else image_key
+
+    def viewpoints(self, obs: dict[str, torch.Tensor], image_key: str) -> torch.Tensor:
+        """Viewpoints ``[N, 7]`` to encode ``obs[image_key]`` with."""
+        key = viewpoint_key(image_key)
+        return obs[key] if key != image_key and key in obs else obs["viewpoint"]
+
+    def represent(self, model: GQN, obs: dict[str, torch.Tensor],
+                  memory: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Representations ``{output key: [N, r_dim, h, w]}`` of batched observations.
+
+        Images are float ``[N, 3, H, W]`` in [0, 1] or uint8 (channels first), viewpoints
+        ``[N, 7]``. ``memory`` ``[N, r_dim, h, w]`` is the sum over the episode's earlier views
+        (``episode`` mode); the new sum is the returned ``r``.
+        """
+        keys = ["image", *self.context_keys] if self.context == "cameras" else ["image"]
+        r = model.represent(torch.stack([obs[k] for k in keys], dim=1),
+                            torch.stack([obs[viewpoint_key(k)] for k in keys], dim=1))
+        if self.context == "episode" and memory is not None:
+            r = r + memory
+        out = {"r": r}
+        for key in self.image_keys[1:]:  # the goal view
+            out[self.output_key(key)] = model.represent(obs[key][:, None],
+                                                        self.viewpoints(obs, key)[:, None])
+        return out
+
+    def flatten(self, representations: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``[N, r_dim, h, w]`` entries as the observation space has them."""
+        return representations if self.spatial else {
+            k: v.flatten(1) for k, v in representations.items()}
+
+
+def to_tensors(obs: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    """Batched numpy observations to tensors; HWC images to CHW."""
+    out = {}
+    for key, value in obs.items():
+        tensor = torch.as_tensor(np.asarray(value), device=device)
+        if tensor.dtype == torch.uint8 and tensor.dim() == 4 and tensor.shape[-1] == 3:
+            tensor = tensor.permute(0, 3, 1, 2)
+        out[key] = tensor.float() if tensor.dtype == torch.float64 else tensor
+    return out
+
+
+def r_shape(model: GQN) -> tuple[int, int, int]:
+    """``(r_dim, h, w)`` of the model's representation."""
+    c = model.config
+    return (c.r_dim, c.r_size, c.r_size)

@@ -1,0 +1,123 @@
+"""Agents: the GQN extractor and its auxiliary loss, hyperparameters, train / evaluate smoke
+runs of every encoder kind, resume, and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from agents.extractors import GQNExtractor, ScaledAdam
+from agents.hyperparams import ENCODER_KINDS, hyperparams
+from agents.train import RunConfig, evaluate, train
+from gqn import GQNConfig
+from gqn_rl.cli import main
+
+CONFIG = GQNConfig(image_size=16, representation="pool", r_dim=8, h_dim=8, z_dim=2, L=2)
+TINY = {"ppo": {"n_envs": 2, "n_steps": 32, "batch_size": 32, "n_epochs": 1},
+        "sac": {"learning_starts": 40, "batch_size": 8, "buffer_size": 500}}
+ENVS = {"gqn_rl/ArmReach-v0": ("ppo", "sac"), "gqn_rl/MentalRotation-v0": ("ppo", "sac"),
+        "gqn_rl/RoomNavigation-v0": ("ppo", "sac")}  # SAC on the continuous variant
+
+
+def torch_batch(env: gym.Env, n: int = 3) -> dict[str, torch.Tensor]:
+    """``n`` observations as SB3 hands them to a policy: images CHW float in [0, 1]."""
+    obs = [env.reset(seed=i)[0] for i in range(n)]
+    batch = {}
+    for key in obs[0]:
+        value = torch.as_tensor(np.stack([o[key] for o in obs]))
+        batch[key] = value.permute(0, 3, 1, 2).float() / 255 if value.dtype == torch.uint8 \
+            else value
+    return batch
+
+
+def test_aux_loss_joins_the_rl_gradient_exactly() -> None:
+    env = gym.make("gqn_rl/ArmReach-v0", image_size=16, context_cameras=2)
+    obs = torch_batch(env)
+    weight = 0.25
+
+    def grads(inject: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        extractor = GQNExtractor(env.observation_space, vars(CONFIG),
+                                 aux_weight=weight if inject else 0.0)
+        torch.manual_seed(1)  # the same posterior samples in both
+        features = extractor(obs)
+        loss = features.pow(2).sum()
+        if not inject:
+            loss = loss + weight * extractor.aux_loss(obs)
+        loss.backward()
+        return [p.grad.clone() for p in extractor.gqn.parameters() if p.grad is not None]
+
+    injected, summed = grads(True), grads(False)
+    assert len(injected) == len(summed) > 10  # the generator gets gradients too
+    for a, b in zip(injected, summed, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_extractor_features_and_errors() -> None:
+    env = gym.make("gqn_rl/MentalRotation-v0", image_size=16)
+    extractor = GQNExtractor(env.observation_space, vars(CONFIG), freeze=True)
+    features = extractor(torch_batch(env, 2))
+    assert features.shape == (2, extractor.features_dim) and extractor.features_dim == 8 + 8 + 7
+    assert not any(p.requires_grad for p in extractor.gqn.parameters())
+    with pytest.raises(ValueError, match="context_cameras"):
+        GQNExtractor(env.observation_space, vars(CONFIG), aux_weight=1.0)
+
+
+def test_scaled_adam_keeps_each_parameters_fraction_of_the_rate() -> None:
+    fast, slow = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
+    slow.lr_scale = 0.0
+    optimizer = ScaledAdam([fast, slow], lr=0.1)
+    (fast.sum() + slow.sum()).backward()
+    optimizer.step()
+    assert torch.all(fast < 1) and torch.all(slow == 1)
+    assert all(group["lr"] == 0.1 for group in optimizer.param_groups)
+
+
+def test_hyperparams_merge_encoder_and_environment() -> None:
+    aux = hyperparams("gqn_rl/ArmReach-v0", "gqn-aux", "ppo")
+    assert aux["env_kwargs"]["context_cameras"] == 2 and aux["encoder_kwargs"]["aux_weight"] > 0
+    assert hyperparams("Reacher-v5", "pixels", "sac")["env_kwargs"] == {}
+    with pytest.raises(ValueError, match="unknown encoder"):
+        hyperparams("gqn_rl/ArmReach-v0", "cnn", "ppo")
+
+
+@pytest.mark.parametrize("encoder", ENCODER_KINDS)
+@pytest.mark.parametrize(("env_id", "algo"), [(e, a) for e, algos in ENVS.items()
+                                              for a in algos])
+def test_every_encoder_trains_and_evaluates(tmp_path: Path, env_id: str, algo: str,
+                                            encoder: str) -> None:
+    run = RunConfig(env_id, encoder, algo, steps=256 if algo == "ppo" else 160, eval_every=128,
+                    eval_episodes=1, checkpoint_every=128, overrides=TINY[algo],
+                    fresh_encoder=True)
+    train(run, tmp_path, progress=False)
+    assert (tmp_path / "eval" / "evaluations.npz").is_file()
+    report = evaluate(tmp_path, episodes=1)
+    assert report["train_steps"] >= run.steps and np.isfinite(report["mean_return"])
+
+
+def test_cli_train_resume_and_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--env", "gqn_rl/MentalRotation-v0", "--encoder", "gqn-frozen",
+            "--fresh-encoder", "--out", str(run), "--checkpoint-every", "64", "--eval-every",
+            "64", "--eval-episodes", "1", "--no-progress", "--hyperparams", "n_envs=2",
+            "n_steps=32", "batch_size=32"]
+    assert main([*args, "--steps", "128"]) == 0
+    assert "freshly initialised" in capsys.readouterr().out
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "model_128_steps.zip", "model_64_steps.zip"]
+    assert main([*args, "--steps", "128"]) == 2  # the run exists: --resume or another --out
+    assert "--resume" in capsys.readouterr().err
+    assert main([*args, "--steps", "256", "--resume"]) == 0
+    assert "resuming from" in capsys.readouterr().out
+    assert (run / "checkpoints" / "model_256_steps.zip").is_file()
+    assert main(["evaluate", str(run), "--episodes", "2", "--gif", str(tmp_path / "e.gif")]) == 0
+    report = json.loads((run / "evaluation.json").read_text())
+    assert report["train_steps"] == 256 and report["episodes"] == 2
+    assert {"mean_return", "std_return", "success_rate"} <= set(report)
+    assert (tmp_path / "e.gif").stat().st_size > 0
+    assert main(["evaluate", str(tmp_path)]) == 2  # not a run directory
