@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import re
 from collections.abc import Callable
@@ -33,8 +32,6 @@ from gqn.fileio import atomic_write
 from gqn_rl.encoders import load_encoder, shipped_checkpoint
 from gqn_rl.episodes import run_episode, save_gif
 from gqn_rl.wrappers import GQNObservation, VecGQNObservation
-
-log = logging.getLogger(__name__)
 
 ALGORITHM_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
 GQN_KINDS = ("gqn-frozen", "gqn-joint", "gqn-aux")
@@ -135,13 +132,24 @@ def load_gqn(run: RunConfig) -> GQN | None:
     return gqn
 
 
-def _latest_checkpoint(folder: Path) -> tuple[Path, int] | None:
-    found = [(int(m.group(1)), p) for p in folder.glob("model_*_steps.zip")
-             if (m := re.fullmatch(r"model_(\d+)_steps\.zip", p.name))]
-    if not found:
-        return None
-    steps, path = max(found)
-    return path, steps
+def _load_latest(algo: type[BaseAlgorithm], out: Path, venv: VecEnv) -> BaseAlgorithm | None:
+    """The newest resume point in ``out/checkpoints`` that loads (a file cut short by a crash
+    is skipped), with its replay buffer for off-policy algorithms; None if there is none."""
+    found = sorted(((int(m.group(1)), p) for p in (out / "checkpoints").glob("model_*_steps.zip")
+                    if (m := re.fullmatch(r"model_(\d+)_steps\.zip", p.name))), reverse=True)
+    for steps, path in found:
+        try:
+            model = algo.load(path, env=venv, device="cpu",
+                              tensorboard_log=str(out / "tensorboard"))
+        except Exception as error:  # noqa: BLE001 - any unreadable file: try the one before
+            print(f"skipping {path}: {error}")
+            continue
+        buffer = path.with_name(f"model_replay_buffer_{steps}_steps.pkl")
+        if buffer.is_file() and hasattr(model, "load_replay_buffer"):
+            model.load_replay_buffer(buffer)
+        print(f"resuming from {path} ({model.num_timesteps} steps)")
+        return model
+    return None
 
 
 def _save_json(path: Path, value: Any) -> None:
@@ -171,13 +179,7 @@ def train(run: RunConfig, out: Path, resume: bool = False, progress: bool = True
         if run_file.exists():
             raise FileExistsError(f"{run_file} exists: use --resume or another --out")
         gqn = prepare_run(run)
-        if run.algo == "sac" and not isinstance(
-                gym.make(run.env, **run.hyperparams["env_kwargs"]).action_space, gym.spaces.Box):
-            raise ValueError(f"SAC needs continuous actions; {run.env} has discrete ones")
-        out.mkdir(parents=True, exist_ok=True)
-        _save_json(run_file, dataclasses.asdict(run))
     if gqn is not None:
-        log.info("%s", run.encoder_source)
         print(f"encoder: {run.encoder_source}")
 
     params = dict(run.hyperparams)
@@ -187,16 +189,14 @@ def train(run: RunConfig, out: Path, resume: bool = False, progress: bool = True
     for key in ("env_kwargs", "image_size"):
         params.pop(key)
     venv = make_venv(run, n_envs, run.seed, gqn)
+    if run.algo == "sac" and not isinstance(venv.action_space, gym.spaces.Box):
+        raise ValueError(f"SAC needs continuous actions; {run.env} has {venv.action_space}")
+    if not resume:
+        out.mkdir(parents=True, exist_ok=True)
+        _save_json(run_file, dataclasses.asdict(run))
     algo = ALGORITHM_CLASSES[run.algo]
-    latest = _latest_checkpoint(out / "checkpoints") if resume else None
-    if latest is not None:
-        path, steps = latest
-        model = algo.load(path, env=venv, device="cpu", tensorboard_log=str(out / "tensorboard"))
-        buffer = path.with_name(f"model_replay_buffer_{steps}_steps.pkl")
-        if run.algo == "sac" and buffer.is_file():
-            model.load_replay_buffer(buffer)
-        print(f"resuming from {path} ({model.num_timesteps} steps)")
-    else:
+    model = _load_latest(algo, out, venv) if resume else None
+    if model is None:
         policy_kwargs = params.pop("policy_kwargs", {})
         if run.encoder in ("gqn-joint", "gqn-aux"):
             policy_kwargs.update(
@@ -222,7 +222,7 @@ def train(run: RunConfig, out: Path, resume: bool = False, progress: bool = True
     remaining = run.steps - model.num_timesteps
     if remaining > 0:
         model.learn(remaining, callback=callbacks, progress_bar=progress,
-                    reset_num_timesteps=latest is None, tb_log_name=run.encoder)
+                    reset_num_timesteps=not resume, tb_log_name=run.encoder)
     final = out / "final_model.zip"
     tmp = out / "final_model.tmp.zip"
     model.save(tmp)

@@ -69,6 +69,19 @@ def load_checkpoint(path: Path, model_config: GQNConfig | None = None,
     return state
 
 
+def export_weights(src: Path, dst: Path) -> None:
+    """Write the model part of checkpoint ``src`` to ``dst``: configs, weights, step and
+    metrics, without optimiser and RNG state (a third of the size; loads with
+    :func:`load_model`, cannot be resumed)."""
+    state = torch.load(Path(src), map_location="cpu", weights_only=False)
+    load_checkpoint(src)  # validates the format and configs
+    state.update(optimizer=None, rng=None)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(Path(dst), lambda f: f.write(buffer.getbuffer()))
+
+
 def load_model(path: Path, config: GQNConfig | None = None, device: str | torch.device = "cpu"
                ) -> GQN:
     """The GQN stored in a checkpoint, in eval mode (``config``, if given, must match)."""

@@ -190,6 +190,9 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
     step = 0
     if resume:
         state = load_checkpoint(checkpoint_path, model_config, train_config)
+        if state["optimizer"] is None:
+            raise ValueError(f"{checkpoint_path} holds weights only (exported): it cannot be "
+                             "resumed")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]

@@ -60,6 +60,14 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from gqn.checkpoint import export_weights
+
+    export_weights(args.checkpoint, args.out)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 def _add_pretrain(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("pretrain", help="train a GQN on a dataset directory",
                             description="Train a GQN; --resume continues a run exactly.")
@@ -77,6 +85,13 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: GPU when present")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_pretrain)
+    e = commands.add_parser(
+        "export", help="a pretraining checkpoint's weights only, e.g. to ship under checkpoints/",
+        description="Write CHECKPOINT without optimiser and RNG state: loads as an encoder "
+                    "(gqn-rl train --checkpoint), cannot be resumed.")
+    e.add_argument("--checkpoint", type=Path, required=True, help="RUN/checkpoint.pt")
+    e.add_argument("--out", type=Path, required=True, help="file to write")
+    e.set_defaults(run=_export)
 
 
 # -- data --------------------------------------------------------------------------------

@@ -112,8 +112,10 @@ def test_cli_train_resume_and_evaluate(tmp_path: Path, capsys: pytest.CaptureFix
         "model_128_steps.zip", "model_64_steps.zip"]
     assert main([*args, "--steps", "128"]) == 2  # the run exists: --resume or another --out
     assert "--resume" in capsys.readouterr().err
+    (run / "checkpoints" / "model_192_steps.zip").write_bytes(b"cut short by a crash")
     assert main([*args, "--steps", "256", "--resume"]) == 0
-    assert "resuming from" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "skipping" in out and "resuming from" in out and "model_128_steps.zip" in out
     assert (run / "checkpoints" / "model_256_steps.zip").is_file()
     assert main(["evaluate", str(run), "--episodes", "2", "--gif", str(tmp_path / "e.gif")]) == 0
     report = json.loads((run / "evaluation.json").read_text())

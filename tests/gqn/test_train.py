@@ -48,6 +48,19 @@ def test_pretrain_writes_checkpoint_metrics_and_tensorboard(dataset: Path, tmp_p
     assert not model.training and model.config == MODEL
 
 
+def test_exported_weights_load_but_do_not_resume(dataset: Path, tmp_path: Path) -> None:
+    result = pretrain(dataset, tmp_path / "run", MODEL, TRAIN, until=3, progress=False)
+    exported = tmp_path / "shipped" / "checkpoint.pt"
+    assert main(["export", "--checkpoint", str(result.checkpoint), "--out", str(exported)]) == 0
+    assert exported.stat().st_size < result.checkpoint.stat().st_size
+    for a, b in zip(load_model(exported).parameters(), load_model(result.checkpoint).parameters(),
+                    strict=True):
+        assert torch.equal(a, b)
+    exported.replace(result.checkpoint)
+    with pytest.raises(ValueError, match="weights only"):
+        pretrain(dataset, tmp_path / "run", MODEL, TRAIN, resume=True, progress=False)
+
+
 def test_resumed_run_reproduces_the_uninterrupted_loss_curve(dataset: Path,
                                                              tmp_path: Path) -> None:
     whole = pretrain(dataset, tmp_path / "whole", MODEL, TRAIN, progress=False)
