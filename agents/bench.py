@@ -8,9 +8,8 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from stable_baselines3 import PPO
 
-from agents.train import RunConfig, make_venv, prepare_run
+from agents.train import RunConfig, build_model, make_venv, prepare_run
 
 
 @dataclass
@@ -37,16 +36,16 @@ def wrapper_rates(env_id: str = "gqn_rl/ArmReach-v0", n_envs: int = 8, steps: in
         start = time.perf_counter()
         for action in actions:
             venv.step(action)
-        return len(actions) * n_envs / (time.perf_counter() - start)
+        rate = len(actions) * n_envs / (time.perf_counter() - start)
+        venv.close()
+        return rate
 
     def ppo_rate(encoder: str) -> float:
         run = RunConfig(env_id, encoder, "ppo", steps, seed, fresh_encoder=True)
         gqn = prepare_run(run)
-        params = {k: v for k, v in run.hyperparams.items()
-                  if k not in ("n_envs", "policy", "encoder_kwargs", "env_kwargs", "image_size")}
         venv = make_venv(run, n_envs, seed, gqn)
-        model = PPO(run.hyperparams["policy"], venv, seed=seed, device="cpu", **params)
-        model.learn(params["n_steps"] * n_envs)  # warm-up: one rollout and update
+        model = build_model(run, venv, gqn)
+        model.learn(model.n_steps * n_envs)  # warm-up: one rollout and update
         start = time.perf_counter()
         model.learn(steps, reset_num_timesteps=False)
         venv.close()

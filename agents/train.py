@@ -132,6 +132,30 @@ def load_gqn(run: RunConfig) -> GQN | None:
     return gqn
 
 
+RUN_SETTINGS = ("n_envs", "policy", "env_kwargs", "encoder_kwargs", "image_size")
+"""Hyperparameter keys that are not SB3 constructor arguments."""
+
+
+def build_model(run: RunConfig, venv: VecEnv, gqn: GQN | None, **kwargs: Any) -> BaseAlgorithm:
+    """A new agent for ``run`` on ``venv``: SB3's arguments from the run's hyperparameters (and
+    ``kwargs``), with the GQN extractor for ``gqn-joint`` / ``gqn-aux``, starting from
+    ``gqn``'s weights."""
+    params = {k: v for k, v in run.hyperparams.items() if k not in RUN_SETTINGS}
+    policy_kwargs = dict(params.pop("policy_kwargs", {}))
+    if run.encoder in ("gqn-joint", "gqn-aux"):
+        policy_kwargs.update(
+            features_extractor_class=GQNExtractor, optimizer_class=ScaledAdam,
+            features_extractor_kwargs={"gqn_config": dataclasses.asdict(gqn.config),
+                                       **run.hyperparams.get("encoder_kwargs", {})})
+    model = ALGORITHM_CLASSES[run.algo](
+        run.hyperparams.get("policy", "MultiInputPolicy"), venv, seed=run.seed, device="cpu",
+        policy_kwargs=policy_kwargs, verbose=0, **params, **kwargs)
+    for module in model.policy.modules():
+        if isinstance(module, GQNExtractor):
+            module.load_gqn(gqn)
+    return model
+
+
 def _load_latest(algo: type[BaseAlgorithm], out: Path, venv: VecEnv) -> BaseAlgorithm | None:
     """The newest resume point in ``out/checkpoints`` that loads (a file cut short by a crash
     is skipped), with its replay buffer for off-policy algorithms; None if there is none."""
@@ -182,32 +206,16 @@ def train(run: RunConfig, out: Path, resume: bool = False, progress: bool = True
     if gqn is not None:
         print(f"encoder: {run.encoder_source}")
 
-    params = dict(run.hyperparams)
-    n_envs = params.pop("n_envs")
-    policy = params.pop("policy", "MultiInputPolicy")
-    encoder_kwargs = params.pop("encoder_kwargs", {})
-    for key in ("env_kwargs", "image_size"):
-        params.pop(key)
+    n_envs = run.hyperparams["n_envs"]
     venv = make_venv(run, n_envs, run.seed, gqn)
     if run.algo == "sac" and not isinstance(venv.action_space, gym.spaces.Box):
         raise ValueError(f"SAC needs continuous actions; {run.env} has {venv.action_space}")
     if not resume:
         out.mkdir(parents=True, exist_ok=True)
         _save_json(run_file, dataclasses.asdict(run))
-    algo = ALGORITHM_CLASSES[run.algo]
-    model = _load_latest(algo, out, venv) if resume else None
+    model = _load_latest(ALGORITHM_CLASSES[run.algo], out, venv) if resume else None
     if model is None:
-        policy_kwargs = params.pop("policy_kwargs", {})
-        if run.encoder in ("gqn-joint", "gqn-aux"):
-            policy_kwargs.update(
-                features_extractor_class=GQNExtractor, optimizer_class=ScaledAdam,
-                features_extractor_kwargs={"gqn_config": dataclasses.asdict(gqn.config),
-                                           **encoder_kwargs})
-        model = algo(policy, venv, seed=run.seed, device="cpu", policy_kwargs=policy_kwargs,
-                     tensorboard_log=str(out / "tensorboard"), verbose=0, **params)
-        for module in model.policy.modules():
-            if isinstance(module, GQNExtractor):
-                module.load_gqn(gqn)
+        model = build_model(run, venv, gqn, tensorboard_log=str(out / "tensorboard"))
     eval_env = make_venv(run, 1, run.seed + 10_000, gqn)
     if isinstance(model.get_env(), VecTransposeImage):  # as SB3 did to the training env
         eval_env = VecTransposeImage(eval_env)

@@ -122,3 +122,18 @@ def test_fresh_encoders_are_seeded_and_state_observations_refused() -> None:
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="needs a Dict observation"):
         GQNObservation(gym.make("gqn_rl/ArmReach-v0", obs_mode="state"), fresh)
+
+
+def test_frozen_wrapper_on_reacher_through_the_camera_adapter(model: GQN) -> None:
+    from envs.camera import pose_looking_at
+    from envs.camera_adapter import MujocoCameraObservation
+
+    camera = pose_looking_at((0.0, -0.5, 0.6), (0.0, 0.0, 0.0))  # close above the arm
+    env = GQNObservation(MujocoCameraObservation(gym.make("Reacher-v5"), [camera], 16), model)
+    obs, _ = env.reset(seed=0)
+    assert set(obs) == {"r", "viewpoint"} and obs["r"].shape == (8,)
+    for _ in range(5):
+        moved, *_ = env.step(np.ones(2, dtype=np.float32))
+    assert env.observation_space.contains(moved)
+    assert not np.allclose(obs["r"], moved["r"])  # the arm moved in the image
+    env.close()
