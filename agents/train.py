@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
@@ -30,7 +29,7 @@ from envs.camera_adapter import MujocoCameraObservation
 from gqn import GQN
 from gqn.fileio import atomic_write
 from gqn_rl.encoders import load_encoder, shipped_checkpoint
-from gqn_rl.episodes import run_episode, save_gif
+from gqn_rl.episodes import run_episode, save_gif, summarize
 from gqn_rl.wrappers import GQNObservation, VecGQNObservation
 
 ALGORITHM_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
@@ -63,13 +62,10 @@ class RunConfig:
     encoder_source: str = ""
     """Where the GQN came from (filled in by :func:`train`)."""
 
-
-def family_of(env_id: str) -> str | None:
-    """The scene family of one of our environments, None for any other."""
-    if env_id not in envs.ENVIRONMENTS:
-        return None
-    entry = gym.envs.registration.load_env_creator(gym.spec(env_id).entry_point)
-    return entry.family.name
+    @classmethod
+    def load(cls, path: Path) -> RunConfig:
+        """The run saved in ``path`` (a ``run.json``)."""
+        return cls(**json.loads(Path(path).read_text()))
 
 
 def env_factory(run: RunConfig, render_mode: str | None = None) -> Callable[[], gym.Env]:
@@ -111,7 +107,7 @@ def prepare_run(run: RunConfig) -> GQN | None:
     if run.encoder not in GQN_KINDS:
         return None
     if run.checkpoint is None and not run.fresh_encoder:
-        shipped = shipped_checkpoint(family_of(run.env))
+        shipped = shipped_checkpoint(envs.family_of(run.env))
         run.checkpoint = None if shipped is None else str(shipped)
     run.fresh_encoder = run.checkpoint is None
     gqn = load_gqn(run)
@@ -191,7 +187,7 @@ def train(run: RunConfig, out: Path, resume: bool = False, progress: bool = True
     if resume:
         if not run_file.is_file():
             raise FileNotFoundError(f"{run_file}: nothing to resume")
-        saved = RunConfig(**json.loads(run_file.read_text()))
+        saved = RunConfig.load(run_file)
         for field in ("env", "encoder", "algo", "seed"):
             if getattr(saved, field) != getattr(run, field):
                 raise ValueError(f"{run_file}: {field} is {getattr(saved, field)!r}, "
@@ -250,7 +246,7 @@ def evaluate(run_dir: Path, episodes: int = 20, gif: Path | None = None,
     for path in (run_file, model_file):
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: is {run_dir} a finished gqn-rl train run?")
-    run = RunConfig(**json.loads(run_file.read_text()))
+    run = RunConfig.load(run_file)
     model = ALGORITHM_CLASSES[run.algo].load(model_file, device="cpu")
     env = env_factory(run, render_mode="rgb_array" if gif else None)()
     gqn = load_gqn(run) if run.encoder == "gqn-frozen" else None
@@ -264,12 +260,8 @@ def evaluate(run_dir: Path, episodes: int = 20, gif: Path | None = None,
     results = [run_episode(env, policy, seed=seed + i, record=gif is not None and i == 0)
                for i in range(episodes)]
     env.close()
-    returns = np.array([r.ret for r in results])
     report = {"env": run.env, "encoder": run.encoder, "algo": run.algo,
-              "train_steps": int(model.num_timesteps), "episodes": episodes,
-              "mean_return": float(returns.mean()), "std_return": float(returns.std()),
-              "success_rate": float(np.mean([r.success for r in results])),
-              "mean_length": float(np.mean([r.length for r in results]))}
+              "train_steps": int(model.num_timesteps), **summarize(results)}
     _save_json(run_dir / "evaluation.json", report)
     if gif is not None:
         save_gif(results[0].frames, gif, scale=2)

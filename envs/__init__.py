@@ -22,8 +22,16 @@ ENVIRONMENTS = {
 }
 """Gymnasium id -> (entry point, max_episode_steps) of every environment."""
 
+
+def family_of(env_id: str) -> str | None:
+    """The scene family name of one of :data:`ENVIRONMENTS`, None for any other id."""
+    if env_id not in ENVIRONMENTS:
+        return None
+    return gym.envs.registration.load_env_creator(ENVIRONMENTS[env_id][0]).family.name
+
+
 for _id, (_entry_point, _steps) in ENVIRONMENTS.items():
     if _id not in gym.registry:
         gym.register(id=_id, entry_point=_entry_point, max_episode_steps=_steps)
 
-__all__ = ["ENVIRONMENTS", "configure_mujoco_gl"]
+__all__ = ["ENVIRONMENTS", "configure_mujoco_gl", "family_of"]

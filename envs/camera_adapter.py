@@ -25,7 +25,13 @@ from envs.camera import (
     pose_to_viewpoint,
     set_free_camera,
 )
-from envs.scene_env import WORLD_BOUND, image_space, viewpoint_key, viewpoint_space
+from envs.scene_env import (
+    WORLD_BOUND,
+    check_image_size,
+    image_space,
+    viewpoint_key,
+    viewpoint_space,
+)
 
 Camera = str | ArrayLike
 """A camera: the name of a camera in the model, or a raw pose ``(x, y, z, yaw, pitch)``."""
@@ -56,14 +62,6 @@ def camera_world_pose(data: mujoco.MjData, camera_id: int) -> np.ndarray:
     yaw = math.atan2(forward[1], forward[0])
     pitch = math.asin(min(1.0, max(-1.0, forward[2])))
     return np.array([*data.cam_xpos[camera_id], yaw, pitch])
-
-
-def _viewpoint_space(bounded: bool) -> gym.spaces.Box:
-    """:func:`~envs.scene_env.viewpoint_space`, with an unbounded position unless ``bounded``."""
-    if bounded:
-        return viewpoint_space()
-    high = np.array([np.inf] * 3 + [1.0] * 4, dtype=np.float32)
-    return gym.spaces.Box(-high, high, dtype=np.float32)
 
 
 class MujocoCameraObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
@@ -120,14 +118,12 @@ class MujocoCameraObservation(gym.ObservationWrapper, gym.utils.RecordConstructo
             raise TypeError(f"MujocoCameraObservation wraps MuJoCo environments, whose "
                             f"unwrapped env holds an MjModel `model` and an MjData `data`; "
                             f"{env} does not")
-        if isinstance(image_size, bool) or int(image_size) != image_size or image_size < 8:
-            raise ValueError(f"image_size must be an integer of at least 8, got {image_size!r}")
         if keep_state and not isinstance(env.observation_space, gym.spaces.Box):
             raise TypeError(f"keep_state needs a Box observation space, {env} has "
                             f"{env.observation_space}")
         if cameras is not None and len(cameras) == 0:
             raise ValueError("cameras must name at least one camera (or be None)")
-        self.image_size, self.keep_state = int(image_size), bool(keep_state)
+        self.image_size, self.keep_state = check_image_size(image_size), bool(keep_state)
         self._data = data
         # Per camera: what update_scene takes (a model camera's id or a free MjvCamera), and the
         # raw pose of a free camera (None for a model camera: read from `data` every step).
@@ -149,7 +145,7 @@ class MujocoCameraObservation(gym.ObservationWrapper, gym.utils.RecordConstructo
         spaces: dict[str, gym.spaces.Space] = {}
         for key, is_bounded in zip(self._keys(), bounded, strict=True):
             spaces[key] = image_space(self.image_size)
-            spaces[viewpoint_key(key)] = _viewpoint_space(is_bounded)
+            spaces[viewpoint_key(key)] = viewpoint_space(WORLD_BOUND if is_bounded else np.inf)
         if self.keep_state:
             spaces["state"] = env.observation_space
         self.observation_space = gym.spaces.Dict(spaces)

@@ -33,10 +33,17 @@ def image_space(image_size: int) -> gym.spaces.Box:
     return gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
 
 
-def viewpoint_space() -> gym.spaces.Box:
-    """7-D viewpoints float32 ``[7]``: position within :data:`WORLD_BOUND`, then cosines and
-    sines."""
-    high = np.array([WORLD_BOUND] * 3 + [1.0] * 4, dtype=np.float32)
+def check_image_size(image_size: int) -> int:
+    """``image_size`` as an int; raises ValueError unless it is an integer of at least 8."""
+    if isinstance(image_size, bool) or int(image_size) != image_size or image_size < 8:
+        raise ValueError(f"image_size must be an integer of at least 8, got {image_size!r}")
+    return int(image_size)
+
+
+def viewpoint_space(position_bound: float = WORLD_BOUND) -> gym.spaces.Box:
+    """7-D viewpoints float32 ``[7]``: position within ``position_bound`` (default
+    :data:`WORLD_BOUND`; ``np.inf`` for cameras that go anywhere), then cosines and sines."""
+    high = np.array([position_bound] * 3 + [1.0] * 4, dtype=np.float32)
     return gym.spaces.Box(-high, high, dtype=np.float32)
 
 
@@ -86,8 +93,6 @@ class SceneEnv(gym.Env[Any, Any], abc.ABC):
                  context_cameras: int = 0, render_mode: str | None = None) -> None:
         if obs_mode not in OBS_MODES:
             raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
-        if isinstance(image_size, bool) or int(image_size) != image_size or image_size < 8:
-            raise ValueError(f"image_size must be an integer of at least 8, got {image_size!r}")
         if isinstance(context_cameras, bool) or int(context_cameras) != context_cameras \
                 or context_cameras < 0:
             raise ValueError(f"context_cameras must be a non-negative integer, "
@@ -97,7 +102,7 @@ class SceneEnv(gym.Env[Any, Any], abc.ABC):
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be None or one of "
                              f"{self.metadata['render_modes']}, got {render_mode!r}")
-        self.image_size, self.obs_mode = int(image_size), obs_mode
+        self.image_size, self.obs_mode = check_image_size(image_size), obs_mode
         self.context_cameras, self.render_mode = int(context_cameras), render_mode
         # Any spec of the family compiles to the same structure; reset writes its own.
         self._scene = self.family.sample_spec(np.random.default_rng(0))

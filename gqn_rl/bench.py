@@ -243,7 +243,7 @@ def env_rate(env_id: str, image_size: int = 64, steps: int = 2000) -> EnvRate:
     """Times ``steps`` random steps of ``env_id`` in image and in state mode."""
     import gymnasium as gym
 
-    import envs  # noqa: F401  (registers the environments)
+    import envs  # registers the environments
 
     def rate(**kwargs: object) -> float:
         env = gym.make(env_id, **kwargs)
@@ -258,7 +258,6 @@ def env_rate(env_id: str, image_size: int = 64, steps: int = 2000) -> EnvRate:
         env.close()
         return steps / seconds
 
-    family = gym.envs.registration.load_env_creator(gym.spec(env_id).entry_point).family.name
     return EnvRate(env_id, rate(image_size=image_size), rate(obs_mode="state"),
-                   raw_render_rate(family, image_size, views=steps))
+                   raw_render_rate(envs.family_of(env_id), image_size, views=steps))
 

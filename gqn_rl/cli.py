@@ -336,9 +336,8 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
 
 def _episode(args: argparse.Namespace) -> int:
     import gymnasium as gym
-    import numpy as np
 
-    from gqn_rl.episodes import reference_policy, run_episode, save_gif
+    from gqn_rl.episodes import reference_policy, run_episode, save_gif, summarize
 
     env = gym.make(args.env, image_size=args.size, render_mode="rgb_array")
     env.action_space.seed(args.seed)
@@ -346,11 +345,10 @@ def _episode(args: argparse.Namespace) -> int:
     episodes = [run_episode(env, policy, seed=args.seed + i, record=args.out is not None and i == 0)
                 for i in range(args.episodes)]
     env.close()
-    returns = [e.ret for e in episodes]
+    summary = summarize(episodes)
     print(f"{args.env} {args.policy}, {args.episodes} episodes from seed {args.seed}: return "
-          f"{np.mean(returns):.2f} +- {np.std(returns):.2f}, success "
-          f"{np.mean([e.success for e in episodes]):.2f}, "
-          f"length {np.mean([e.length for e in episodes]):.1f}")
+          f"{summary['mean_return']:.2f} +- {summary['std_return']:.2f}, success "
+          f"{summary['success_rate']:.2f}, length {summary['mean_length']:.1f}")
     if args.out is not None:
         save_gif(episodes[0].frames, args.out, scale=args.scale)
         print(f"wrote {args.out} (seed {args.seed})")

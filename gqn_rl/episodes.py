@@ -60,6 +60,15 @@ def run_episode(env: gym.Env, policy: Policy, seed: int | None = None,
     return Episode(ret, length, bool(info.get("is_success", False)), frames)
 
 
+def summarize(episodes: list[Episode]) -> dict[str, float]:
+    """Mean and std of return, success rate and mean length of ``episodes``."""
+    returns = np.array([e.ret for e in episodes])
+    return {"episodes": len(episodes), "mean_return": float(returns.mean()),
+            "std_return": float(returns.std()),
+            "success_rate": float(np.mean([e.success for e in episodes])),
+            "mean_length": float(np.mean([e.length for e in episodes]))}
+
+
 def save_gif(frames: list[np.ndarray], path: Path, fps: int = 10, scale: int = 1) -> None:
     """Writes uint8 ``[H, W, 3]`` frames as a looping GIF (atomically), each pixel
     ``scale`` times bigger."""
