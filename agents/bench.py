@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -24,9 +25,10 @@ class WrapperRates:
 
 
 def wrapper_rates(env_id: str = "gqn_rl/ArmReach-v0", n_envs: int = 8, steps: int = 4096,
-                  seed: int = 0) -> WrapperRates:
+                  seed: int = 0, overrides: dict[str, Any] | None = None) -> WrapperRates:
     """Times ``steps`` env-steps of each (random actions for bare and wrapped), with a fresh
-    ``cpu-small`` GQN; PPO with the project's hyperparameters for the environment."""
+    ``cpu-small`` GQN; PPO with the project's hyperparameters for the environment, changed
+    by ``overrides`` (as ``--hyperparams``) for both agents."""
 
     def vec_rate(venv) -> float:
         venv.seed(seed)
@@ -41,7 +43,8 @@ def wrapper_rates(env_id: str = "gqn_rl/ArmReach-v0", n_envs: int = 8, steps: in
         return rate
 
     def ppo_rate(encoder: str) -> float:
-        run = RunConfig(env_id, encoder, "ppo", steps, seed, fresh_encoder=True)
+        run = RunConfig(env_id, encoder, "ppo", steps, seed, fresh_encoder=True,
+                        overrides=dict(overrides or {}))
         gqn = prepare_run(run)
         venv = make_venv(run, n_envs, seed, gqn)
         model = build_model(run, venv, gqn)

@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import MutableMapping
 
 HEADLESS_BACKENDS = ("egl", "osmesa")
@@ -59,6 +60,34 @@ from numpy.typing import ArrayLike  # noqa: E402
 
 from envs.camera import POSE_DIM, check_pose, set_free_camera  # noqa: E402
 
+_gl_contexts: dict[tuple[int, int], list] = {}  # (pid, thread) -> [GLContext, renderers]
+
+
+def _acquire_gl_context(width: int, height: int) -> tuple[tuple[int, int], mujoco.GLContext]:
+    """The GL context shared by this thread's renderers (made on first use), and its key.
+
+    One context per process and thread: switching contexts makes a software rasteriser flush
+    every render (0.14 ms of a 0.6 ms render at 32x32), and GL object ids stay unique within
+    it, so each renderer's MuJoCo context keeps its own framebuffer and textures.
+    """
+    key = (os.getpid(), threading.get_ident())
+    entry = _gl_contexts.get(key)
+    if entry is None:
+        entry = _gl_contexts[key] = [mujoco.GLContext(width, height), 0]
+    entry[1] += 1
+    return key, entry[0]
+
+
+def _release_gl_context(key: tuple[int, int]) -> None:
+    """One renderer fewer on the shared context; the last one frees it."""
+    entry = _gl_contexts.get(key)
+    if entry is None:
+        return
+    entry[1] -= 1
+    if entry[1] == 0:
+        del _gl_contexts[key]
+        entry[0].free()
+
 
 def _gpu_layout(model: mujoco.MjModel) -> tuple:
     """What a GPU context holds for a model, besides texture pixels: meshes, height fields,
@@ -79,7 +108,8 @@ class SceneRenderer:
     renderer.model)``, then :meth:`forward`); any other scene is :meth:`load`, which compiles
     it and keeps the GL context, and the uploaded meshes when they are the same: creating a
     context costs tens of renders. Shadows and
-    reflections are off for speed.
+    reflections are off for speed. The renderers of one thread share one GL context, so use a
+    renderer in the thread that made it.
 
     Args:
         xml: MJCF document (e.g. ``FAMILIES[name].xml(spec)``).
@@ -93,6 +123,7 @@ class SceneRenderer:
 
     def __init__(self, xml: str, image_size: int | tuple[int, int]) -> None:
         self._gl: mujoco.GLContext | None = None
+        self._gl_key: tuple[int, int] | None = None
         self._context: mujoco.MjrContext | None = None
         self._layout: tuple | None = None
         self._textures: list[int] = []  # hashes of the uploaded texture pixels
@@ -105,7 +136,7 @@ class SceneRenderer:
         self._option = mujoco.MjvOption()
         self._camera = mujoco.MjvCamera()
         try:
-            self._gl = mujoco.GLContext(width, height)
+            self._gl_key, self._gl = _acquire_gl_context(width, height)
             self._gl.make_current()
         except Exception as err:  # backend-specific errors: EGL, OSMesa, GLFW
             raise RuntimeError(
@@ -237,6 +268,7 @@ class SceneRenderer:
         if self._gl is None:
             raise RuntimeError("SceneRenderer.render called after close()")
         self._gl.make_current()
+        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._context)
 
     def _draw(self, out: np.ndarray) -> np.ndarray:
         """Render the current camera into ``out`` ``[H, W, 3]`` (GL context current)."""
@@ -251,8 +283,8 @@ class SceneRenderer:
         """Frees the GL resources; further renders raise. Safe to call twice.
 
         The MuJoCo context is freed with this renderer's GL context current: GL object ids
-        are per context, so freeing it under another renderer's context would delete that
-        renderer's framebuffer and textures.
+        are per context, so freeing it under another context would delete that context's
+        framebuffer and textures.
         """
         if self._gl is None:
             return
@@ -260,7 +292,7 @@ class SceneRenderer:
             self._gl.make_current()
             self._context.free()
             self._context = None
-        self._gl.free()
+        _release_gl_context(self._gl_key)
         self._gl = None
 
     def __del__(self) -> None:

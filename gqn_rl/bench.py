@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -104,13 +105,30 @@ def _import_wohlert(checkout: Path):
     return module
 
 
+def _reading_hidden_state(cell_class: type) -> type:
+    """wohlert's ConvLSTM cell made to read its hidden state as the paper's cells (and
+    gqn-rl's) do: its gates see ``[hidden, input]`` instead of ``input`` alone."""
+
+    class CellReadingHiddenState(cell_class):
+        def __init__(self, in_channels: int, out_channels: int, **kwargs: Any) -> None:
+            super().__init__(in_channels + out_channels, out_channels, **kwargs)
+
+        def forward(self, input: torch.Tensor, states: list) -> tuple:  # noqa: A002
+            return super().forward(torch.cat([states[0], input], dim=1), states)
+
+    return CellReadingHiddenState
+
+
 def time_wohlert_step(checkout: Path, config: GQNConfig, batch: int, context: int,
-                      repeats: int = 3, warmup: int = 1) -> TrainStepResult:
+                      repeats: int = 3, warmup: int = 1,
+                      hidden_state: bool = False) -> TrainStepResult:
     """Time the same step in wohlert's implementation at identical hyperparameters.
 
     Its tower with ``pool=True`` is the pool representation; its generator takes the
     representation, L, the core sharing and the channel sizes of ``config``. The loss is its
-    training script's: Gaussian NLL plus KL, Adam (PyTorch defaults).
+    training script's: Gaussian NLL plus KL, Adam (PyTorch defaults). Its ConvLSTM cells
+    compute their gates from the input alone; ``hidden_state=True`` times them reading their
+    hidden state too, the paper's architecture, which is gqn-rl's.
     """
     if config.representation == "pyramid" or config.image_size != 64:
         raise ValueError("wohlert's implementation has tower/pool at 64x64 only")
@@ -120,6 +138,14 @@ def time_wohlert_step(checkout: Path, config: GQNConfig, batch: int, context: in
                                                  pool=config.representation == "pool")
     generator = wohlert.GeneratorNetwork(3, 7, config.r_dim, config.z_dim, config.h_dim, config.L,
                                          share=config.shared_core)
+    if hidden_state:
+        variant = _reading_hidden_state(sys.modules["wohlert_gqn.generator"].Conv2dLSTMCell)
+        for name in ("inference_core", "generator_core"):
+            cores = getattr(generator, name)
+            shared = not isinstance(cores, torch.nn.ModuleList)
+            new = [variant(c.in_channels, c.out_channels, kernel_size=c.forget.kernel_size,
+                           padding=c.forget.padding) for c in ([cores] if shared else cores)]
+            setattr(generator, name, new[0] if shared else torch.nn.ModuleList(new))
     parameters = [*representation.parameters(), *generator.parameters()]
     optimizer = torch.optim.Adam(parameters, lr=5e-4)
     cx, cv, qx, qv = _synthetic_batch(config, batch, context)
@@ -136,7 +162,8 @@ def time_wohlert_step(checkout: Path, config: GQNConfig, batch: int, context: in
     with FlopCounterMode(display=False) as counter:
         step()
     seconds = _best_seconds(step, repeats, warmup)
-    return TrainStepResult("wohlert", seconds, batch / seconds, counter.get_total_flops() / 1e9)
+    name = "wohlert, cells read hidden" if hidden_state else "wohlert"
+    return TrainStepResult(name, seconds, batch / seconds, counter.get_total_flops() / 1e9)
 
 
 def describe_machine() -> str:

@@ -189,6 +189,8 @@ def _bench_train_step(args: argparse.Namespace) -> int:
     if args.wohlert:
         results.append(time_wohlert_step(args.wohlert, config, args.batch, args.context,
                                          args.repeats))
+        results.append(time_wohlert_step(args.wohlert, config, args.batch, args.context,
+                                         args.repeats, hidden_state=True))
     print(f"{'implementation':<28}{'s/step':>9}{'scenes/s':>10}{'GFLOP':>8}{'GFLOP/s':>9}"
           f"{'vs gqn-rl':>11}")
     for result in results:
@@ -196,7 +198,9 @@ def _bench_train_step(args: argparse.Namespace) -> int:
               f"{result.gflop:>8.0f}{result.gflops:>9.0f}"
               f"{results[0].seconds / result.seconds:>10.2f}x")
     if args.wohlert:
-        print(f"gqn-rl is {results[-1].seconds / results[0].seconds:.2f}x as fast as wohlert")
+        print(f"gqn-rl is {results[-2].seconds / results[0].seconds:.2f}x as fast as wohlert, "
+              f"{results[-1].seconds / results[0].seconds:.2f}x as fast as wohlert with cells "
+              f"that read their hidden state (the paper's architecture, gqn-rl's)")
     return 0
 
 
@@ -240,8 +244,7 @@ def _bench_env(args: argparse.Namespace) -> int:
 
     from gqn_rl.bench import describe_machine, env_rate
 
-    if args.one_core:  # before the first GL context: Mesa reads LP_NUM_THREADS then
-        os.environ["LP_NUM_THREADS"] = "1"
+    if args.one_core:  # Mesa rasterises in the calling thread (envs.rendering)
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     cores = "one core" if args.one_core else f"{len(os.sched_getaffinity(0))} cores"
     print(f"machine: {describe_machine()}; {cores}; images {args.size}x{args.size}; "
@@ -260,7 +263,10 @@ def _bench_wrapper(args: argparse.Namespace) -> int:
 
     print(f"machine: {describe_machine()}; {args.env}, {args.envs} envs (DummyVecEnv), "
           f"{args.steps} env-steps each, fresh cpu-small GQN (32x32), pixels at 64x64")
-    rates = wrapper_rates(args.env, args.envs, args.steps)
+    overrides = dict(args.hyperparams or [])
+    if overrides:
+        print(f"PPO settings changed for both agents: {overrides}")
+    rates = wrapper_rates(args.env, args.envs, args.steps, overrides=overrides)
     rows = [("bare environment (32x32, random actions)", rates.bare),
             ("frozen-GQN vector wrapper (random actions)", rates.wrapped),
             ("PPO training, gqn-frozen", rates.ppo_frozen),
@@ -321,7 +327,7 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     e.add_argument("--size", type=_positive_int, default=64, help="image size (default 64)")
     e.add_argument("--steps", type=_positive_int, default=2000, help="steps timed per mode")
     e.add_argument("--one-core", action=argparse.BooleanOptionalAction, default=True,
-                   help="pin to one core with one Mesa rasteriser thread (default)")
+                   help="pin the process to one core (default)")
     e.set_defaults(run=_bench_env)
     w = which.add_parser(
         "wrapper", help="PPO env-steps/s: frozen GQN vs pixels vs the bare environment",
@@ -331,6 +337,9 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     w.add_argument("--env", choices=list(ENVIRONMENTS), default="gqn_rl/ArmReach-v0")
     w.add_argument("--envs", type=_positive_int, default=8, help="environments (default 8)")
     w.add_argument("--steps", type=_positive_int, default=8192, help="env-steps timed per row")
+    w.add_argument("--hyperparams", nargs="+", type=_key_value, metavar="KEY=VALUE",
+                   help="override PPO settings of agents/hyperparams.py for both agents, "
+                        "e.g. n_epochs=10")
     w.set_defaults(run=_bench_wrapper)
 
 

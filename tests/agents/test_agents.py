@@ -123,3 +123,11 @@ def test_cli_train_resume_and_evaluate(tmp_path: Path, capsys: pytest.CaptureFix
     assert {"mean_return", "std_return", "success_rate"} <= set(report)
     assert (tmp_path / "e.gif").stat().st_size > 0
     assert main(["evaluate", str(tmp_path)]) == 2  # not a run directory
+
+
+def test_bench_wrapper_times_every_row_with_changed_settings() -> None:
+    from agents.bench import wrapper_rates
+
+    rates = wrapper_rates(n_envs=2, steps=64, overrides={"n_steps": 32, "batch_size": 32,
+                                                         "n_epochs": 1})
+    assert all(np.isfinite(rate) and rate > 0 for rate in vars(rates).values())
