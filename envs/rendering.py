@@ -60,6 +60,14 @@ from numpy.typing import ArrayLike  # noqa: E402
 
 from envs.camera import POSE_DIM, check_pose, set_free_camera  # noqa: E402
 
+
+def default_rasteriser_threads(threads: int) -> None:
+    """Sets Mesa's software-rasteriser threads (``LP_NUM_THREADS``) unless the user set them;
+    0 rasterises in the calling thread. Mesa reads it when the process makes its first GL
+    context, so call this before; a GPU driver ignores it."""
+    os.environ.setdefault("LP_NUM_THREADS", str(threads))
+
+
 _gl_contexts: dict[tuple[int, int], list] = {}  # (pid, thread) -> [GLContext, renderers]
 
 

@@ -9,7 +9,6 @@ renderer settings, so a GQN pretrained on the family's dataset sees familiar ima
 from __future__ import annotations
 
 import abc
-import os
 from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
@@ -17,7 +16,7 @@ import mujoco
 import numpy as np
 
 from envs.camera import pose_to_viewpoint
-from envs.rendering import SceneRenderer
+from envs.rendering import SceneRenderer, default_rasteriser_threads
 from envs.scenes import MjcfExtras, SceneFamily
 
 ObsMode = Literal["image", "state"]
@@ -107,9 +106,7 @@ class SceneEnv(gym.Env[Any, Any], abc.ABC):
         self.context_cameras, self.render_mode = int(context_cameras), render_mode
         # Any spec of the family compiles to the same structure; reset writes its own.
         self._scene = self.family.sample_spec(np.random.default_rng(0))
-        # One small image a step: Mesa's software rasteriser is fastest in the calling thread
-        # (read when the process makes its first GL context; GPU drivers ignore it).
-        os.environ.setdefault("LP_NUM_THREADS", "0")
+        default_rasteriser_threads(0)  # one small image a step: fastest in this thread
         self._renderer = SceneRenderer(self.family.xml(self._scene, self._extras()),
                                        self.image_size)
         self._context_poses = np.zeros((self.context_cameras, 5), dtype=np.float32)

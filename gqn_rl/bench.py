@@ -139,7 +139,7 @@ def time_wohlert_step(checkout: Path, config: GQNConfig, batch: int, context: in
     generator = wohlert.GeneratorNetwork(3, 7, config.r_dim, config.z_dim, config.h_dim, config.L,
                                          share=config.shared_core)
     if hidden_state:
-        variant = _reading_hidden_state(sys.modules["wohlert_gqn.generator"].Conv2dLSTMCell)
+        variant = _reading_hidden_state(sys.modules[f"{wohlert.__name__}.generator"].Conv2dLSTMCell)
         for name in ("inference_core", "generator_core"):
             cores = getattr(generator, name)
             shared = not isinstance(cores, torch.nn.ModuleList)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from envs.rendering import SceneRenderer
+from envs.rendering import SceneRenderer, default_rasteriser_threads
 from envs.scenes import FAMILIES
 from gqn.data import DatasetWriter, SceneDataset, write_shard_files
 
@@ -153,7 +153,7 @@ def generate(config: GenerateConfig, out: Path | str, workers: int = 1,
 def _single_thread_rasteriser() -> None:
     """Worker initialiser: Mesa's software rasteriser would use every core in each worker;
     the workers are the parallelism (a GPU driver ignores the variable)."""
-    os.environ.setdefault("LP_NUM_THREADS", "1")
+    default_rasteriser_threads(1)
 
 
 def _register(writer: DatasetWriter, results: Iterator[tuple[str, dict]], bar: tqdm) -> None:
