@@ -3,14 +3,13 @@ PPO training speed it buys, each next to its baseline in the same run."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from agents.train import RunConfig, build_model, make_venv, prepare_run
+from agents.train import RunConfig, build_model, load_gqn, make_venv, resolve_run
 
 
 @dataclass
@@ -43,9 +42,9 @@ def wrapper_rates(env_id: str = "gqn_rl/ArmReach-v0", n_envs: int = 8, steps: in
         return rate
 
     def ppo_rate(encoder: str) -> float:
-        run = RunConfig(env_id, encoder, "ppo", steps, seed, fresh_encoder=True,
-                        overrides=dict(overrides or {}))
-        gqn = prepare_run(run)
+        run = resolve_run(RunConfig(env_id, encoder, "ppo", steps, seed, fresh_encoder=True,
+                                    overrides=dict(overrides or {})))
+        gqn = load_gqn(run)
         venv = make_venv(run, n_envs, seed, gqn)
         model = build_model(run, venv, gqn)
         model.learn(model.n_steps * n_envs)  # warm-up: one rollout and update
@@ -54,9 +53,9 @@ def wrapper_rates(env_id: str = "gqn_rl/ArmReach-v0", n_envs: int = 8, steps: in
         venv.close()
         return steps / (time.perf_counter() - start)
 
-    run = RunConfig(env_id, "gqn-frozen", "ppo", steps, seed, fresh_encoder=True)
-    gqn = prepare_run(run)
-    bare = make_venv(dataclasses.replace(run, encoder="pixels"), n_envs, seed, None)
+    run = resolve_run(RunConfig(env_id, "gqn-frozen", "ppo", steps, seed, fresh_encoder=True))
+    gqn = load_gqn(run)
+    bare = make_venv(run, n_envs, seed, None)  # without the GQN: the bare environment
     wrapped = make_venv(run, n_envs, seed, gqn)
     return WrapperRates(vec_rate(bare), vec_rate(wrapped), ppo_rate("gqn-frozen"),
                         ppo_rate("pixels"))

@@ -18,7 +18,7 @@ import matplotlib
 import numpy as np
 import torch
 
-from agents.train import RunConfig, evaluate, train
+from agents.train import RUN_FILE, RunConfig, evaluate, train
 from gqn import PRESETS
 from gqn.checkpoint import load_model
 from gqn.data import SceneDataset
@@ -75,11 +75,15 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), progress: bool = True
     for encoder in ("gqn-frozen", "pixels"):
         stage(f"train PPO, {encoder}")
         run_dir = out / encoder
+        evaluation = run_dir / "evaluation.json"
+        if evaluation.is_file():  # trained and evaluated by an earlier call
+            reports[encoder] = json.loads(evaluation.read_text())
+            continue
         run = RunConfig(ENV, encoder, "ppo", config.agent_steps, config.seed,
                         checkpoint=str(checkpoint) if encoder == "gqn-frozen" else None,
                         eval_every=min(config.eval_every, max(1, config.agent_steps // 4)),
                         eval_episodes=config.eval_episodes)
-        train(run, run_dir, resume=(run_dir / "run.json").exists(), progress=progress)
+        train(run, run_dir, resume=(run_dir / RUN_FILE).exists(), progress=progress)
         stage(f"evaluate {encoder}")
         reports[encoder] = evaluate(run_dir, config.final_episodes,
                                     gif=out / f"episode_{encoder}.gif")
@@ -104,10 +108,8 @@ def plot_curves(runs: dict[str, Path], path: Path) -> None:
     axes.set_title(ENV)
     axes.legend()
     figure.tight_layout()
-    tmp = path.with_name(f"{path.stem}.tmp.png")
-    figure.savefig(tmp)
+    atomic_write(path, lambda f: figure.savefig(f, format="png"))
     plt.close(figure)
-    tmp.replace(path)
 
 
 def sample_grid(checkpoint: Path, data: Path, path: Path, scenes: int = 6,

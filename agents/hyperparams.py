@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-ENVIRONMENTS = ("gqn_rl/ArmReach-v0", "gqn_rl/RoomNavigation-v0", "gqn_rl/MentalRotation-v0")
 ENCODER_KINDS = ("pixels", "state", "gqn-frozen", "gqn-joint", "gqn-aux")
 ALGOS = ("ppo", "sac")
 

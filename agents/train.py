@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,128 +22,163 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecTransposeImage
 
 import envs
-from agents.extractors import GQNExtractor, ScaledAdam
 from agents.hyperparams import hyperparams
 from envs.camera_adapter import MujocoCameraObservation
 from gqn import GQN
 from gqn.fileio import atomic_write
-from gqn_rl.encoders import load_encoder, shipped_checkpoint
+from gqn.seeding import derive_seed
+from gqn_rl.encoders import encoder_config, encoder_source, load_encoder, shipped_checkpoint
 from gqn_rl.episodes import run_episode, save_gif, summarize
+from gqn_rl.extractors import GQNExtractor, ScaledAdam
 from gqn_rl.wrappers import GQNObservation, VecGQNObservation
 
 ALGORITHM_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
 GQN_KINDS = ("gqn-frozen", "gqn-joint", "gqn-aux")
+RUN_FILE = "run.json"
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """One agent run; saved as ``run.json``."""
+    """One agent run as asked for (``gqn-rl train``'s flags); :func:`resolve_run` settles
+    everything it leaves open."""
 
     env: str
+    """Gymnasium id: one of ours (``gqn_rl/...``) or any MuJoCo one (through the camera adapter)."""
     encoder: str
+    """Encoder kind, one of :data:`agents.hyperparams.ENCODER_KINDS`."""
     algo: str
+    """``ppo`` or ``sac``."""
     steps: int
+    """Environment steps of the whole run."""
     seed: int = 0
+    """Seed of the agent, its environments and a fresh encoder."""
     checkpoint: str | None = None
-    """GQN checkpoint (``--checkpoint``; for GQN kinds :func:`train` fills in the shipped
-    one of the scene family when there is one)."""
+    """GQN checkpoint (``--checkpoint``); None: the shipped one of the scene family, if any."""
     fresh_encoder: bool = False
     """A freshly initialised GQN (seeded by ``seed``) instead of a checkpoint."""
     eval_every: int = 5_000
     """Environment steps between evaluations."""
     eval_episodes: int = 10
+    """Episodes per evaluation."""
     checkpoint_every: int = 10_000
     """Environment steps between resume points."""
-    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """Changes to the settings of :mod:`agents.hyperparams` (``--hyperparams k=v``)."""
-    hyperparams: dict[str, Any] = dataclasses.field(default_factory=dict)
-    """Filled in by :func:`train` from :mod:`agents.hyperparams` and ``overrides``."""
-    encoder_source: str = ""
-    """Where the GQN came from (filled in by :func:`train`)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedRun:
+    """A run with everything settled (:func:`resolve_run`); saved as ``run.json``."""
+
+    config: RunConfig
+    """The run as asked for."""
+    hyperparams: Mapping[str, Any]
+    """The recipe of :mod:`agents.hyperparams` with the overrides, image size settled."""
+    checkpoint: str | None
+    """The GQN checkpoint the run uses; None for a fresh GQN or an encoder without one."""
+    encoder_source: str
+    """Where the GQN comes from, in words (empty for encoders without one)."""
+
+    @property
+    def has_gqn(self) -> bool:
+        """Whether the encoder kind holds a GQN."""
+        return self.config.encoder in GQN_KINDS
+
+    def save(self, path: Path) -> None:
+        """Write the run as JSON, atomically."""
+        _save_json(path, dataclasses.asdict(self))
 
     @classmethod
-    def load(cls, path: Path) -> RunConfig:
+    def load(cls, path: Path) -> ResolvedRun:
         """The run saved in ``path`` (a ``run.json``)."""
-        return cls(**json.loads(Path(path).read_text()))
+        saved = json.loads(Path(path).read_text())
+        if not isinstance(saved, dict) or set(saved) != {f.name for f in dataclasses.fields(cls)}:
+            raise ValueError(f"{path}: not a run.json of this gqn-rl version (expected the "
+                             f"fields {[f.name for f in dataclasses.fields(cls)]})")
+        return cls(**{**saved, "config": RunConfig(**saved["config"])})
 
 
-def env_factory(run: RunConfig, render_mode: str | None = None) -> Callable[[], gym.Env]:
+def resolve_run(config: RunConfig) -> ResolvedRun:
+    """Settle what ``config`` leaves open, changing nothing: the hyperparameters (recipe, then
+    overrides), and for GQN kinds which GQN (the given checkpoint, else the shipped one of the
+    scene family, else a fresh one) and the image size it was trained on."""
+    if config.checkpoint is not None and config.fresh_encoder:
+        raise ValueError("--checkpoint and --fresh-encoder exclude each other")
+    params = hyperparams(config.env, config.encoder, config.algo)
+    for key, value in config.overrides.items():  # dicts (env_kwargs, ...) are merged one level
+        old = params.get(key)
+        params[key] = {**old, **value} if isinstance(old, dict) else value
+    params.setdefault("image_size", params["env_kwargs"].get("image_size", 64))
+    if config.encoder not in GQN_KINDS:
+        return ResolvedRun(config, params, None, "")
+    checkpoint = config.checkpoint
+    if checkpoint is None and not config.fresh_encoder:
+        shipped = shipped_checkpoint(envs.family_of(config.env))
+        checkpoint = None if shipped is None else str(shipped)
+    gqn_config = encoder_config(None if checkpoint is None else Path(checkpoint))
+    params["image_size"] = gqn_config.image_size
+    if config.env in envs.ENVIRONMENTS:
+        params["env_kwargs"]["image_size"] = gqn_config.image_size
+    return ResolvedRun(config, params, checkpoint, encoder_source(
+        None if checkpoint is None else Path(checkpoint), gqn_config))
+
+
+def load_gqn(run: ResolvedRun) -> GQN | None:
+    """The run's GQN (None for encoders without one); fresh ones are seeded by the run."""
+    if not run.has_gqn:
+        return None
+    gqn, _ = load_encoder(None if run.checkpoint is None else Path(run.checkpoint),
+                          fresh=run.checkpoint is None, seed=run.config.seed)
+    return gqn
+
+
+def env_factory(run: ResolvedRun, render_mode: str | None = None) -> Callable[[], gym.Env]:
     """A function making one environment of the run, before any GQN wrapper.
 
     Our environments get the run's ``env_kwargs``; any other MuJoCo environment is seen
     through :class:`~envs.camera_adapter.MujocoCameraObservation` unless the encoder is
     ``state``.
     """
-    kwargs = dict(run.hyperparams["env_kwargs"])
+    env_id, kwargs = run.config.env, dict(run.hyperparams["env_kwargs"])
 
     def make() -> gym.Env:
-        if run.env in envs.ENVIRONMENTS:
-            return gym.make(run.env, render_mode=render_mode, **kwargs)
-        env = gym.make(run.env, render_mode=render_mode)
-        if run.encoder == "state":
+        if env_id in envs.ENVIRONMENTS:
+            return gym.make(env_id, render_mode=render_mode, **kwargs)
+        env = gym.make(env_id, render_mode=render_mode)
+        if run.config.encoder == "state":
             return env
         return MujocoCameraObservation(env, image_size=run.hyperparams["image_size"])
 
     return make
 
 
-def make_venv(run: RunConfig, n_envs: int, seed: int, gqn: GQN | None) -> VecEnv:
-    """The run's vector environment (with the frozen-GQN wrapper for ``gqn-frozen``)."""
+def make_venv(run: ResolvedRun, n_envs: int, seed: int, gqn: GQN | None) -> VecEnv:
+    """The run's vector environment, behind the frozen-GQN wrapper for ``gqn-frozen`` when
+    ``gqn`` is given (without it: the bare environment)."""
     venv = make_vec_env(env_factory(run), n_envs=n_envs, seed=seed, vec_env_cls=DummyVecEnv)
-    if run.encoder == "gqn-frozen":
+    if gqn is not None and run.config.encoder == "gqn-frozen":
         venv = VecGQNObservation(venv, gqn, **run.hyperparams.get("encoder_kwargs", {}))
     return venv
-
-
-def prepare_run(run: RunConfig) -> GQN | None:
-    """Fill in the run's hyperparameters and, for GQN kinds, settle which GQN it uses (the
-    given checkpoint, else the shipped one of the family, else a fresh one) and load it."""
-    run.hyperparams = hyperparams(run.env, run.encoder, run.algo)
-    for key, value in run.overrides.items():  # dicts (env_kwargs, ...) are merged one level
-        old = run.hyperparams.get(key)
-        run.hyperparams[key] = {**old, **value} if isinstance(old, dict) else value
-    run.hyperparams.setdefault("image_size", run.hyperparams["env_kwargs"].get("image_size", 64))
-    if run.encoder not in GQN_KINDS:
-        return None
-    if run.checkpoint is None and not run.fresh_encoder:
-        shipped = shipped_checkpoint(envs.family_of(run.env))
-        run.checkpoint = None if shipped is None else str(shipped)
-    run.fresh_encoder = run.checkpoint is None
-    gqn = load_gqn(run)
-    size = gqn.config.image_size
-    run.hyperparams["image_size"] = size
-    if run.env in envs.ENVIRONMENTS:
-        run.hyperparams["env_kwargs"]["image_size"] = size
-    return gqn
-
-
-def load_gqn(run: RunConfig) -> GQN | None:
-    """The run's GQN (None for encoders without one); fresh ones are seeded by the run."""
-    if run.encoder not in GQN_KINDS:
-        return None
-    gqn, run.encoder_source = load_encoder(
-        None if run.checkpoint is None else Path(run.checkpoint), fresh=run.fresh_encoder,
-        seed=run.seed)
-    return gqn
 
 
 RUN_SETTINGS = ("n_envs", "policy", "env_kwargs", "encoder_kwargs", "image_size")
 """Hyperparameter keys that are not SB3 constructor arguments."""
 
 
-def build_model(run: RunConfig, venv: VecEnv, gqn: GQN | None, **kwargs: Any) -> BaseAlgorithm:
+def build_model(run: ResolvedRun, venv: VecEnv, gqn: GQN | None, **kwargs: Any) -> BaseAlgorithm:
     """A new agent for ``run`` on ``venv``: SB3's arguments from the run's hyperparameters (and
     ``kwargs``), with the GQN extractor for ``gqn-joint`` / ``gqn-aux``, starting from
     ``gqn``'s weights."""
     params = {k: v for k, v in run.hyperparams.items() if k not in RUN_SETTINGS}
     policy_kwargs = dict(params.pop("policy_kwargs", {}))
-    if run.encoder in ("gqn-joint", "gqn-aux"):
+    if run.config.encoder in ("gqn-joint", "gqn-aux"):
         policy_kwargs.update(
             features_extractor_class=GQNExtractor, optimizer_class=ScaledAdam,
             features_extractor_kwargs={"gqn_config": dataclasses.asdict(gqn.config),
                                        **run.hyperparams.get("encoder_kwargs", {})})
-    model = ALGORITHM_CLASSES[run.algo](
-        run.hyperparams.get("policy", "MultiInputPolicy"), venv, seed=run.seed, device="cpu",
+    model = ALGORITHM_CLASSES[run.config.algo](
+        run.hyperparams.get("policy", "MultiInputPolicy"), venv, seed=run.config.seed,
+        device="cpu",
         policy_kwargs=policy_kwargs, verbose=0, **params, **kwargs)
     for module in model.policy.modules():
         if isinstance(module, GQNExtractor):
@@ -176,82 +210,84 @@ def _save_json(path: Path, value: Any) -> None:
     atomic_write(path, lambda f: f.write(json.dumps(value, indent=2).encode() + b"\n"))
 
 
-def train(run: RunConfig, out: Path, resume: bool = False, progress: bool = True) -> Path:
+def train(config: RunConfig, out: Path, resume: bool = False, progress: bool = True) -> Path:
     """Train the run's agent into ``out``; returns the final model's path.
 
     ``resume`` continues from the newest checkpoint in ``out/checkpoints`` with the saved
-    ``run.json`` (the given ``run`` must name the same env, encoder, algorithm and seed).
+    ``run.json`` (``config`` must name the same env, encoder, algorithm and seed; its
+    ``steps`` is the new total). Nothing is written to ``out`` before the agent is built.
     """
     out = Path(out)
-    run_file = out / "run.json"
+    run_file = out / RUN_FILE
     if resume:
         if not run_file.is_file():
             raise FileNotFoundError(f"{run_file}: nothing to resume")
-        saved = RunConfig.load(run_file)
+        saved = ResolvedRun.load(run_file)
         for field in ("env", "encoder", "algo", "seed"):
-            if getattr(saved, field) != getattr(run, field):
-                raise ValueError(f"{run_file}: {field} is {getattr(saved, field)!r}, "
-                                 f"not {getattr(run, field)!r}")
-        saved.steps = run.steps
-        run = saved
-        gqn = load_gqn(run)
+            if getattr(saved.config, field) != getattr(config, field):
+                raise ValueError(f"{run_file}: {field} is {getattr(saved.config, field)!r}, "
+                                 f"not {getattr(config, field)!r}")
+        run = dataclasses.replace(saved, config=dataclasses.replace(saved.config,
+                                                                    steps=config.steps))
     else:
         if run_file.exists():
             raise FileExistsError(f"{run_file} exists: use --resume or another --out")
-        gqn = prepare_run(run)
+        run = resolve_run(config)
+    gqn = load_gqn(run)
     if gqn is not None:
         print(f"encoder: {run.encoder_source}")
 
+    algo, seed = run.config.algo, run.config.seed
     n_envs = run.hyperparams["n_envs"]
-    venv = make_venv(run, n_envs, run.seed, gqn)
-    if run.algo == "sac" and not isinstance(venv.action_space, gym.spaces.Box):
-        raise ValueError(f"SAC needs continuous actions; {run.env} has {venv.action_space}")
-    if not resume:
-        out.mkdir(parents=True, exist_ok=True)
-        _save_json(run_file, dataclasses.asdict(run))
-    model = _load_latest(ALGORITHM_CLASSES[run.algo], out, venv) if resume else None
+    venv = make_venv(run, n_envs, seed, gqn)
+    if algo == "sac" and not isinstance(venv.action_space, gym.spaces.Box):
+        raise ValueError(f"SAC needs continuous actions; {run.config.env} has "
+                         f"{venv.action_space}")
+    model = _load_latest(ALGORITHM_CLASSES[algo], out, venv) if resume else None
     if model is None:
         model = build_model(run, venv, gqn, tensorboard_log=str(out / "tensorboard"))
-    eval_env = make_venv(run, 1, run.seed + 10_000, gqn)
+    eval_env = make_venv(run, 1, derive_seed(seed, "evaluation"), gqn)
     if isinstance(model.get_env(), VecTransposeImage):  # as SB3 did to the training env
         eval_env = VecTransposeImage(eval_env)
+    out.mkdir(parents=True, exist_ok=True)
+    run.save(run_file)
     callbacks = [
-        EvalCallback(eval_env, eval_freq=max(1, run.eval_every // n_envs),
-                     n_eval_episodes=run.eval_episodes, log_path=str(out / "eval"),
+        EvalCallback(eval_env, eval_freq=max(1, run.config.eval_every // n_envs),
+                     n_eval_episodes=run.config.eval_episodes, log_path=str(out / "eval"),
                      best_model_save_path=str(out / "best"), verbose=0),
-        CheckpointCallback(save_freq=max(1, run.checkpoint_every // n_envs),
+        CheckpointCallback(save_freq=max(1, run.config.checkpoint_every // n_envs),
                            save_path=str(out / "checkpoints"), name_prefix="model",
-                           save_replay_buffer=run.algo == "sac"),
+                           save_replay_buffer=algo == "sac"),
     ]
-    remaining = run.steps - model.num_timesteps
+    remaining = run.config.steps - model.num_timesteps
     if remaining > 0:
         model.learn(remaining, callback=callbacks, progress_bar=progress,
-                    reset_num_timesteps=not resume, tb_log_name=run.encoder)
+                    reset_num_timesteps=not resume, tb_log_name=run.config.encoder)
     final = out / "final_model.zip"
-    tmp = out / "final_model.tmp.zip"
-    model.save(tmp)
-    os.replace(tmp, final)
+    atomic_write(final, model.save)
     venv.close()
     eval_env.close()
     return final
 
 
 def evaluate(run_dir: Path, episodes: int = 20, gif: Path | None = None,
-             seed: int = 1_000_000) -> dict[str, Any]:
+             seed: int | None = None) -> dict[str, Any]:
     """Mean and std of return and the success rate of a trained run over ``episodes``
-    episodes (deterministic actions); writes ``evaluation.json`` and optionally a GIF of the
-    first episode."""
+    episodes (deterministic actions, episode ``i`` reset with ``seed + i``; by default
+    ``seed`` is derived from the run's seed, apart from its training and evaluation
+    streams); writes ``evaluation.json`` and optionally a GIF of the first episode."""
     run_dir = Path(run_dir)
-    run_file, model_file = run_dir / "run.json", run_dir / "final_model.zip"
+    run_file, model_file = run_dir / RUN_FILE, run_dir / "final_model.zip"
     for path in (run_file, model_file):
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: is {run_dir} a finished gqn-rl train run?")
-    run = RunConfig.load(run_file)
-    model = ALGORITHM_CLASSES[run.algo].load(model_file, device="cpu")
+    run = ResolvedRun.load(run_file)
+    if seed is None:
+        seed = derive_seed(run.config.seed, "final-evaluation")
+    model = ALGORITHM_CLASSES[run.config.algo].load(model_file, device="cpu")
     env = env_factory(run, render_mode="rgb_array" if gif else None)()
-    gqn = load_gqn(run) if run.encoder == "gqn-frozen" else None
-    if gqn is not None:
-        env = GQNObservation(env, gqn, **run.hyperparams.get("encoder_kwargs", {}))
+    if run.config.encoder == "gqn-frozen":
+        env = GQNObservation(env, load_gqn(run), **run.hyperparams.get("encoder_kwargs", {}))
     env.action_space.seed(seed)
 
     def policy(obs: Any) -> Any:
@@ -260,7 +296,7 @@ def evaluate(run_dir: Path, episodes: int = 20, gif: Path | None = None,
     results = [run_episode(env, policy, seed=seed + i, record=gif is not None and i == 0)
                for i in range(episodes)]
     env.close()
-    report = {"env": run.env, "encoder": run.encoder, "algo": run.algo,
+    report = {"env": run.config.env, "encoder": run.config.encoder, "algo": run.config.algo,
               "train_steps": int(model.num_timesteps), **summarize(results)}
     _save_json(run_dir / "evaluation.json", report)
     if gif is not None:

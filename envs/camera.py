@@ -34,11 +34,19 @@ Any positive value gives the same image; it only places MuJoCo's orbit point.
 
 def check_pose(pose: ArrayLike) -> np.ndarray:
     """Returns ``pose`` as float64 ``[5]``; raises ValueError naming the bad shape or values."""
-    p = np.asarray(pose, dtype=np.float64)
-    if p.shape != (POSE_DIM,):
-        raise ValueError(f"camera pose must have shape (5,) = (x, y, z, yaw, pitch), got {p.shape}")
+    return check_poses(pose, batched=False)
+
+
+def check_poses(poses: ArrayLike, batched: bool = True) -> np.ndarray:
+    """Returns ``poses`` as float64 ``[N, 5]`` (``[5]`` when not ``batched``); raises
+    ValueError naming the bad shape or values."""
+    p = np.asarray(poses, dtype=np.float64)
+    if p.shape[-1:] != (POSE_DIM,) or p.ndim != (2 if batched else 1):
+        expected = "(N, 5)" if batched else "(5,)"
+        raise ValueError(f"camera poses must have shape {expected} = (x, y, z, yaw, pitch), "
+                         f"got {p.shape}")
     if not np.all(np.isfinite(p)):
-        raise ValueError(f"camera pose must be finite, got {p.tolist()}")
+        raise ValueError(f"camera poses must be finite, got {p.tolist()}")
     return p
 
 

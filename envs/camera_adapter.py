@@ -25,11 +25,11 @@ from envs.camera import (
     pose_to_viewpoint,
     set_free_camera,
 )
+from envs.keys import IMAGE, context_image_key, viewpoint_key
 from envs.scene_env import (
     WORLD_BOUND,
     check_image_size,
     image_space,
-    viewpoint_key,
     viewpoint_space,
 )
 
@@ -159,7 +159,7 @@ class MujocoCameraObservation(gym.ObservationWrapper, gym.utils.RecordConstructo
 
     def _keys(self) -> list[str]:
         """Image keys, one per camera: ``image``, ``context_image_0``, ..."""
-        return ["image"] + [f"context_image_{k}" for k in range(len(self._cameras) - 1)]
+        return [IMAGE] + [context_image_key(k) for k in range(len(self._cameras) - 1)]
 
     def camera_poses(self) -> np.ndarray:
         """Raw poses float64 ``[N, 5]`` of the ``N`` cameras now, the agent's first."""

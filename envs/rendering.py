@@ -58,7 +58,7 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 from numpy.typing import ArrayLike  # noqa: E402
 
-from envs.camera import POSE_DIM, check_pose, set_free_camera  # noqa: E402
+from envs.camera import check_pose, check_poses, set_free_camera  # noqa: E402
 
 
 def default_rasteriser_threads(threads: int) -> None:
@@ -250,11 +250,7 @@ class SceneRenderer:
 
     def render_many(self, poses: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
         """Images uint8 ``[N, H, W, 3]`` from raw poses ``[N, 5]`` (into ``out`` if given)."""
-        p = np.asarray(poses, dtype=np.float64)
-        if p.ndim != 2 or p.shape[1] != POSE_DIM:
-            raise ValueError(f"poses must have shape (N, 5), got {p.shape}")
-        if not np.isfinite(p).all():
-            raise ValueError(f"camera poses must be finite, got {p.tolist()}")
+        p = check_poses(poses)
         images = self._output(out, (len(p),))
         self._make_current()
         for pose, image in zip(p, images, strict=True):

@@ -16,6 +16,7 @@ import mujoco
 import numpy as np
 
 from envs.camera import pose_to_viewpoint
+from envs.keys import IMAGE, VIEWPOINT, context_image_key, viewpoint_key
 from envs.rendering import SceneRenderer, default_rasteriser_threads
 from envs.scenes import MjcfExtras, SceneFamily
 
@@ -52,11 +53,6 @@ def state_space(size: int) -> gym.spaces.Box:
     return gym.spaces.Box(-WORLD_BOUND, WORLD_BOUND, (size,), np.float32)
 
 
-def viewpoint_key(image_key: str) -> str:
-    """The observation key of the viewpoint of image ``image_key``."""
-    return image_key.replace("image", "viewpoint")
-
-
 class SceneEnv(gym.Env[Any, Any], abc.ABC):
     """A task in the scenes of one family; subclasses supply the task.
 
@@ -70,7 +66,7 @@ class SceneEnv(gym.Env[Any, Any], abc.ABC):
     - the task's goal entries, if any (see the subclass).
 
     Every image's viewpoint sits under its key with ``image`` replaced by ``viewpoint``
-    (:func:`viewpoint_key`). ``obs_mode="state"`` returns the task's true low-dimensional
+    (:func:`envs.keys.viewpoint_key`). ``obs_mode="state"`` returns the task's true low-dimensional
     state instead, a float32 ``Box`` (the oracle baseline); nothing is rendered then. Context
     cameras are drawn from the family's dataset cameras at each reset and stay put for the
     episode. Every observation is a new set of arrays.
@@ -114,10 +110,10 @@ class SceneEnv(gym.Env[Any, Any], abc.ABC):
         if obs_mode == "state":
             self.observation_space = state_space(self.state_size)
         else:
-            spaces = {"image": image_space(self.image_size), "viewpoint": viewpoint_space()}
+            spaces = {IMAGE: image_space(self.image_size), VIEWPOINT: viewpoint_space()}
             for k in range(self.context_cameras):
-                spaces[f"context_image_{k}"] = image_space(self.image_size)
-                spaces[f"context_viewpoint_{k}"] = viewpoint_space()
+                spaces[context_image_key(k)] = image_space(self.image_size)
+                spaces[viewpoint_key(context_image_key(k))] = viewpoint_space()
             spaces.update(self._goal_spaces())
             self.observation_space = gym.spaces.Dict(spaces)
 
@@ -212,10 +208,10 @@ class SceneEnv(gym.Env[Any, Any], abc.ABC):
         if self.obs_mode == "state":
             return np.clip(self._state(), -WORLD_BOUND, WORLD_BOUND)
         pose = self._camera_pose()
-        obs = {"image": self._renderer.render(pose), "viewpoint": pose_to_viewpoint(pose)}
+        obs = {IMAGE: self._renderer.render(pose), VIEWPOINT: pose_to_viewpoint(pose)}
         for k, context_pose in enumerate(self._context_poses):
-            obs[f"context_image_{k}"] = self._renderer.render(context_pose)
-            obs[f"context_viewpoint_{k}"] = pose_to_viewpoint(context_pose)
+            obs[context_image_key(k)] = self._renderer.render(context_pose)
+            obs[viewpoint_key(context_image_key(k))] = pose_to_viewpoint(context_pose)
         obs.update(self._goal_observation())
         return obs
 

@@ -30,6 +30,7 @@ from gqn.data import Batch, SceneDataset
 from gqn.fileio import atomic_write
 from gqn.model import GQN, GQNOutput
 from gqn.schedules import learning_rate, pixel_sigma
+from gqn.seeding import derive_rng, derive_seed
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
@@ -185,8 +186,8 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
     model = GQN(model_config).to(process.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_config.lr_start,
                                  fused=process.device.type in ("cpu", "cuda"))
-    batch_rng = np.random.default_rng([train_config.seed, process.rank])
-    torch.manual_seed(train_config.seed + process.rank)
+    batch_rng = derive_rng(train_config.seed, "batches", process.rank)
+    torch.manual_seed(derive_seed(train_config.seed, "latents", process.rank))
     step = 0
     if resume:
         state = load_checkpoint(checkpoint_path, model_config, train_config)
@@ -279,7 +280,7 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
             metrics_lines.append(scalars)
         if len(test_set) and (step % train_config.eval_every == 0 or step == stop):
             eval_scalars, grid = evaluate(model, test_set, train_config, sigma, process.device,
-                                          seed=train_config.seed + 1_000_003)
+                                          seed=derive_seed(train_config.seed, "evaluation"))
             for name, value in eval_scalars.items():
                 writer.add_scalar(f"eval/{name}", value, step)
             writer.add_image("eval/context_truth_reconstruction_sample", grid, step)

@@ -179,19 +179,6 @@ def describe_machine() -> str:
     return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
-@dataclass
-class RenderResult:
-    """Views per second of one scene family: the raw renderer and the dataset pipeline."""
-
-    family: str
-    raw: float
-    """``mujoco.Renderer`` (shadows off, buffer sized to the image) on one compiled scene."""
-    one_worker: float
-    """``gqn-rl data generate`` with one worker: scenes built, rendered, written."""
-    all_workers: float
-    workers: int
-
-
 def raw_render_rate(family_name: str, size: int, views: int = 2000) -> float:
     """Views/s of ``mujoco.Renderer`` re-rendering one scene of the family at random poses."""
     import mujoco

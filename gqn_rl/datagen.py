@@ -21,9 +21,8 @@ from tqdm import tqdm
 
 from envs.rendering import SceneRenderer, default_rasteriser_threads
 from envs.scenes import FAMILIES
-from gqn.data import DatasetWriter, SceneDataset, write_shard_files
-
-SPLITS = {"train": 0, "test": 1}
+from gqn.data import SPLITS, DatasetWriter, SceneDataset, write_shard_files
+from gqn.seeding import derive_rng
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ class GenerateConfig:
 
 def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """The generator of one scene: a function of the seed, the split and the index only."""
-    return np.random.default_rng([seed, SPLITS[split], index])
+    return derive_rng(seed, SPLITS.index(split), index)
 
 
 def scene_views(config: GenerateConfig, split: str, index: int

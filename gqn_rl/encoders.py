@@ -8,6 +8,7 @@ wrapper and the SB3 features extractors all use it.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Literal
 
@@ -15,9 +16,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.scene_env import viewpoint_key
+from envs.keys import IMAGE, VIEWPOINT, is_context_image_key, viewpoint_key
 from gqn import GQN, PRESETS, GQNConfig
-from gqn.checkpoint import load_model
+from gqn.checkpoint import load_checkpoint, load_model
 
 ContextMode = Literal["current", "cameras", "episode"]
 CONTEXT_MODES = ("current", "cameras", "episode")
@@ -32,6 +33,22 @@ def shipped_checkpoint(family: str | None) -> Path | None:
         return None
     path = SHIPPED_CHECKPOINTS / family / "checkpoint.pt"
     return path if path.is_file() else None
+
+
+def encoder_config(checkpoint: Path | None = None, image_size: int | None = None) -> GQNConfig:
+    """The config of the GQN in ``checkpoint``, or of a fresh encoder: ``cpu-small``'s at
+    ``image_size`` (default its own)."""
+    if checkpoint is not None:
+        return load_checkpoint(checkpoint)["model_config"]
+    config = PRESETS["cpu-small"].model
+    return config if image_size is None else dataclasses.replace(config, image_size=image_size)
+
+
+def encoder_source(checkpoint: Path | None, config: GQNConfig) -> str:
+    """Where an encoder comes from, in words, for logs and ``run.json``."""
+    if checkpoint is not None:
+        return f"GQN encoder from {checkpoint}"
+    return f"freshly initialised GQN encoder ({config.representation}, r {config.r_dim})"
 
 
 def load_encoder(checkpoint: Path | None = None, *, family: str | None = None,
@@ -51,14 +68,12 @@ def load_encoder(checkpoint: Path | None = None, *, family: str | None = None,
             raise ValueError(f"{source}: the GQN was trained on {model.config.image_size}x"
                              f"{model.config.image_size} images, the environment gives "
                              f"{image_size}x{image_size}")
-        return model, f"GQN encoder from {source}"
-    config = PRESETS["cpu-small"].model
-    if image_size is not None:
-        config = GQNConfig(**{**config.__dict__, "image_size": image_size})
+        return model, encoder_source(source, model.config)
+    config = encoder_config(image_size=image_size)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = GQN(config).to(device).eval()
-    return model, f"freshly initialised GQN encoder ({config.representation}, r {config.r_dim})"
+    return model, encoder_source(None, config)
 
 
 def is_image_space(space: gym.Space) -> bool:
@@ -96,17 +111,16 @@ class SceneEncoder:
         if context not in CONTEXT_MODES:
             raise ValueError(f"context must be one of {CONTEXT_MODES}, got {context!r}")
         if not isinstance(observation_space, gym.spaces.Dict) or not {
-                "image", "viewpoint"} <= set(observation_space.spaces):
-            raise ValueError(f"a GQN encoder needs a Dict observation with 'image' and "
-                             f"'viewpoint' entries, got {observation_space}")
+                IMAGE, VIEWPOINT} <= set(observation_space.spaces):
+            raise ValueError(f"a GQN encoder needs a Dict observation with {IMAGE!r} and "
+                             f"{VIEWPOINT!r} entries, got {observation_space}")
         spaces = observation_space.spaces
         self.context, self.spatial, self.r_shape = context, spatial, tuple(r_shape)
-        self.context_keys = [k for k in spaces if k.startswith("context_image_")]
-        if context == "cameras" and not self.context_keys:
-            raise ValueError("context='cameras' needs an environment with context cameras "
-                             "(e.g. gym.make(..., context_cameras=2))")
-        self.image_keys = ["image"] + [k for k, s in spaces.items() if is_image_space(s)
-                                       and k != "image" and k not in self.context_keys]
+        self.context_keys = [k for k in spaces if is_context_image_key(k)]
+        if context == "cameras":
+            self.require_context_views("context='cameras'")
+        self.image_keys = [IMAGE] + [k for k, s in spaces.items() if is_image_space(s)
+                                     and k != IMAGE and k not in self.context_keys]
         consumed = set(self.image_keys) | set(self.context_keys) | {
             viewpoint_key(k) for k in self.context_keys}
         self.passed = [k for k in spaces if k not in consumed]
@@ -118,12 +132,12 @@ class SceneEncoder:
 
     @staticmethod
     def output_key(image_key: str) -> str:
-        return "r" if image_key == "image" else image_key
+        return "r" if image_key == IMAGE else image_key
 
     def viewpoints(self, obs: dict[str, torch.Tensor], image_key: str) -> torch.Tensor:
         """Viewpoints ``[N, 7]`` to encode ``obs[image_key]`` with."""
         key = viewpoint_key(image_key)
-        return obs[key] if key != image_key and key in obs else obs["viewpoint"]
+        return obs[key] if key != image_key and key in obs else obs[VIEWPOINT]
 
     def represent(self, model: GQN, obs: dict[str, torch.Tensor],
                   memory: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -133,9 +147,8 @@ class SceneEncoder:
         ``[N, 7]``. ``memory`` ``[N, r_dim, h, w]`` is the sum over the episode's earlier views
         (``episode`` mode); the new sum is the returned ``r``.
         """
-        keys = ["image", *self.context_keys] if self.context == "cameras" else ["image"]
-        r = model.represent(torch.stack([obs[k] for k in keys], dim=1),
-                            torch.stack([obs[viewpoint_key(k)] for k in keys], dim=1))
+        keys = [IMAGE, *self.context_keys] if self.context == "cameras" else [IMAGE]
+        r = model.represent(*self._views(obs, keys))
         if self.context == "episode" and memory is not None:
             r = r + memory
         out = {"r": r}
@@ -143,6 +156,25 @@ class SceneEncoder:
             out[self.output_key(key)] = model.represent(obs[key][:, None],
                                                         self.viewpoints(obs, key)[:, None])
         return out
+
+    def context_and_query(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """The context cameras' views as the context and the agent's view as the query, for
+        the GQN's ELBO on a step's views: context images ``[N, K, 3, H, W]`` and viewpoints
+        ``[N, K, 7]``, query image ``[N, 3, H, W]`` and viewpoint ``[N, 7]``."""
+        self.require_context_views("the GQN's ELBO on a step's views")
+        return (*self._views(obs, self.context_keys), obs[IMAGE], obs[VIEWPOINT])
+
+    def require_context_views(self, purpose: str) -> None:
+        """Raise ValueError, naming ``purpose``, unless the observation has context cameras."""
+        if not self.context_keys:
+            raise ValueError(f"{purpose} needs views besides the agent's: make the environment "
+                             f"with context cameras (e.g. gym.make(..., context_cameras=2))")
+
+    @staticmethod
+    def _views(obs: dict[str, torch.Tensor], keys: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images ``[N, K, 3, H, W]`` of ``keys`` and their viewpoints ``[N, K, 7]``."""
+        return (torch.stack([obs[k] for k in keys], dim=1),
+                torch.stack([obs[viewpoint_key(k)] for k in keys], dim=1))
 
     def flatten(self, representations: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``[N, r_dim, h, w]`` entries as the observation space has them."""

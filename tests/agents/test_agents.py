@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from agents.extractors import GQNExtractor, ScaledAdam
+from agents.cli import main
 from agents.hyperparams import ENCODER_KINDS, hyperparams
 from agents.train import RunConfig, evaluate, train
 from gqn import GQNConfig
-from gqn_rl.cli import main
+from gqn_rl.extractors import GQNExtractor, ScaledAdam
 
 CONFIG = GQNConfig(image_size=16, representation="pool", r_dim=8, h_dim=8, z_dim=2, L=2)
 TINY = {"ppo": {"n_envs": 2, "n_steps": 32, "batch_size": 32, "n_epochs": 1},
@@ -86,9 +86,14 @@ def test_hyperparams_merge_encoder_and_environment() -> None:
         hyperparams("gqn_rl/ArmReach-v0", "cnn", "ppo")
 
 
-@pytest.mark.parametrize("encoder", ENCODER_KINDS)
-@pytest.mark.parametrize(("env_id", "algo"), [(e, a) for e, algos in ENVS.items()
-                                              for a in algos])
+SMOKE = {("gqn_rl/RoomNavigation-v0", "ppo", "gqn-joint"),
+         ("gqn_rl/MentalRotation-v0", "sac", "gqn-frozen")}
+"""One cheap case per algorithm in the default run; the rest of the grid is marked slow."""
+
+
+@pytest.mark.parametrize(("env_id", "algo", "encoder"), [
+    pytest.param(e, a, k, marks=() if (e, a, k) in SMOKE else pytest.mark.slow)
+    for e, algos in ENVS.items() for a in algos for k in ENCODER_KINDS])
 def test_every_encoder_trains_and_evaluates(tmp_path: Path, env_id: str, algo: str,
                                             encoder: str) -> None:
     run = RunConfig(env_id, encoder, algo, steps=256 if algo == "ppo" else 160, eval_every=128,

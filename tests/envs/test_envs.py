@@ -14,7 +14,8 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import envs
 from envs.arm_reach import ArmReachEnv
 from envs.camera import pose_to_viewpoint
-from envs.scene_env import WORLD_BOUND, viewpoint_key
+from envs.keys import viewpoint_key
+from envs.scene_env import WORLD_BOUND
 
 IDS = list(envs.ENVIRONMENTS)
 SMALL = {"image_size": 16}

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import gqn.train
+from agents.cli import main
 from gqn import GQNConfig, TrainConfig
 from gqn.checkpoint import load_checkpoint, load_model
 from gqn.schedules import learning_rate, pixel_sigma
 from gqn.train import NonFiniteLossError, pretrain
-from gqn_rl.cli import main
 from tests.gqn.conftest import write_synthetic_dataset
 
 MODEL = GQNConfig(image_size=16, representation="pool", r_dim=16, h_dim=8, z_dim=4, L=2,
@@ -115,11 +115,13 @@ def test_cli_pretrain_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert load_checkpoint(run / "checkpoint.pt")["step"] == 4
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_train_with_ddp(tmp_path: Path) -> None:
     data, run = write_synthetic_dataset(tmp_path / "data", size=32), tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_port", "29517", "-m", "gqn_rl.cli", "pretrain", "--data", str(data),
+    # --standalone: a rendezvous on a free port of this machine, so parallel runs don't collide
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+               "2", "-m", "agents.cli", "pretrain", "--data", str(data),
                "--out", str(run), "--preset", "cpu-small", "--steps", "2", "--batch-size", "4",
                "--no-progress", "--device", "cpu"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

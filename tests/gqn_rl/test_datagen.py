@@ -5,8 +5,8 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
+from agents.cli import main
 from gqn.data import SceneDataset
-from gqn_rl.cli import main
 from gqn_rl.datagen import GenerateConfig, contact_sheet, generate
 
 CONFIG = GenerateConfig(scene="rooms_ring", scenes=6, test_scenes=2, views=4, size=16,

@@ -1,4 +1,5 @@
-"""Tests for gqn_rl.deepmind: TFRecord framing, Example decoding and the resumable importer.
+"""Tests for gqn_rl.tfrecord and gqn_rl.deepmind: TFRecord framing, Example decoding and the
+resumable importer.
 
 The TFRecord files are written here, in the official layout, by a small independent encoder
 (protobuf wire format + TFRecord framing), with tiny JPEGs made by imageio.
@@ -17,15 +18,8 @@ import pytest
 
 import gqn_rl.deepmind as deepmind
 from gqn.data import SceneDataset
-from gqn_rl.deepmind import (
-    CorruptRecordError,
-    ImportReport,
-    decode_scene,
-    import_deepmind,
-    masked_crc32c,
-    parse_example,
-    read_tfrecord,
-)
+from gqn_rl.deepmind import ImportReport, decode_scene, import_deepmind
+from gqn_rl.tfrecord import CorruptRecordError, masked_crc32c, parse_example, read_tfrecord
 
 SIZE = 16
 VIEWS = 2

@@ -6,7 +6,7 @@ import gymnasium as gym
 import imageio.v3 as iio
 import pytest
 
-from gqn_rl.cli import main
+from agents.cli import main
 from gqn_rl.episodes import reference_policy, run_episode, save_gif
 
 

@@ -62,9 +62,8 @@ class GQNExtractor(BaseFeaturesExtractor):
                  aux_weight: float = 0.0, aux_sigma: float = 0.7, aux_batch: int = 32) -> None:
         gqn = GQN(config_from_dict(GQNConfig, gqn_config, "gqn_config"))
         scene = SceneEncoder(observation_space, r_shape(gqn), context)
-        if aux_weight > 0 and not scene.context_keys:
-            raise ValueError("the auxiliary GQN loss needs views besides the agent's: make the "
-                             "environment with context_cameras >= 1")
+        if aux_weight > 0:
+            scene.require_context_views("the auxiliary GQN loss")
         sizes = [int(np.prod(s.shape)) for s in scene.observation_space.spaces.values()]
         super().__init__(observation_space, features_dim=sum(sizes))
         self.gqn, self.scene = gqn, scene
@@ -97,11 +96,7 @@ class GQNExtractor(BaseFeaturesExtractor):
         """Negative ELBO (nats per scene) of the agent's view given the context cameras',
         averaged over the first ``aux_batch`` observations."""
         observations = {k: v[:self.aux_batch] for k, v in observations.items()}
-        keys = self.scene.context_keys
-        context_x = torch.stack([observations[k] for k in keys], dim=1)
-        context_v = torch.stack([self.scene.viewpoints(observations, k) for k in keys], dim=1)
-        return self.gqn(context_x, context_v, observations["image"], observations["viewpoint"],
-                        sigma=self.aux_sigma).loss
+        return self.gqn(*self.scene.context_and_query(observations), sigma=self.aux_sigma).loss
 
 
 class ScaledAdam(torch.optim.Adam):
