@@ -23,7 +23,7 @@ def _entropy(seed: int, keys: tuple[Key, ...]) -> list[int]:
     """``[seed, *keys]`` as non-negative integers (a name becomes 64 bits of its SHA-256)."""
     words = []
     for what, value in (("seed", seed), *(("key", key) for key in keys)):
-        if isinstance(value, str):
+        if isinstance(value, str) and what == "key":
             value = int.from_bytes(hashlib.sha256(value.encode()).digest()[:8], "little")
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
             raise ValueError(f"{what} must be a non-negative integer, got {value!r}")
