@@ -68,6 +68,42 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probe(args: argparse.Namespace) -> int:
+    from gqn_rl.probe import REPORT_FILE, ProbeConfig, run_probe
+
+    config = _with_given(ProbeConfig(), scenes=args.scenes, seed=args.seed)
+    config = dataclasses.replace(config, mlp=not args.no_mlp, cnn=not args.no_cnn)
+    results = run_probe(args.checkpoint, args.data, args.out, config, split=args.split,
+                        progress=not args.no_progress)
+    for target, row in (results["state"] or {}).items():
+        print(f"{target:<18} " + "  ".join(f"{k} {v:.2f}" for k, v in row.items()
+                                            if k.endswith("1 view, ridge")
+                                            or k.endswith("1 view, mlp") or "CNN" in k))
+    s = results["surprise"]
+    print(f"surprise {s['own_scene_nats']:.3f} nats (own scene) vs {s['other_scene_nats']:.3f} "
+          f"(another); report {args.out / REPORT_FILE}")
+    return 0
+
+
+def _add_probe(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "probe", help="measure what a GQN's representation holds, next to baselines",
+        description="State probes (ridge and MLP from r of one and of K views to the scenes' "
+                    "ground truth, next to a fresh encoder, raw pixels and a supervised CNN), "
+                    "held-out view error against context views, surprise, context-count "
+                    "probe and a 2-D embedding; writes OUT/probe.json, OUT/report.md and PNGs.")
+    p.add_argument("--checkpoint", type=Path, required=True, help="GQN checkpoint")
+    p.add_argument("--data", type=Path, required=True, help="dataset directory")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--scenes", type=_positive_int, help="scenes probed (default 1000)")
+    p.add_argument("--split", default="test", help="dataset split (default test)")
+    p.add_argument("--seed", type=int, help="seed (default 0)")
+    p.add_argument("--no-mlp", action="store_true", help="ridge probes only")
+    p.add_argument("--no-cnn", action="store_true", help="no supervised CNN ceiling")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_probe)
+
+
 def _add_pretrain(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("pretrain", help="train a GQN on a dataset directory",
                             description="Train a GQN; --resume continues a run exactly.")
@@ -470,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_data(commands)
     _add_pretrain(commands)
+    _add_probe(commands)
     _add_bench(commands)
     _add_episode(commands)
     _add_agents(commands)

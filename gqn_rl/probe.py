@@ -1,0 +1,445 @@
+"""``gqn-rl probe``: what a GQN's scene representation holds, each figure next to baselines
+measured in the same run (DESIGN, tier 1 of judging a representation).
+
+On scenes of a dataset's test split (split by scene into fit, validation and test parts):
+
+- **State probes**: ridge and MLP readouts from ``r`` of one view and of K views to the
+  family's ground truth (:func:`state_targets`), R² on the test scenes; baselines: the same
+  architecture freshly initialised, raw pixels with the viewpoint, and a CNN supervised on the
+  same images (the ceiling).
+- **Prediction error** of a held-out view against the number of context views, next to
+  copying the nearest context view.
+- **Surprise**: KL(posterior || prior) of a view given its own scene's ``r`` and another's.
+- **Context count**: a linear classifier of how many views were summed into ``r``.
+- **Embedding**: per-view ``r`` of a few scenes in 2-D (PCA), with the silhouette by scene.
+
+``run_probe`` writes ``probe.json``, ``report.md`` and PNGs; :func:`probe` returns the
+figures as a dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from gqn import GQN
+from gqn.checkpoint import load_model
+from gqn.data import SceneDataset
+from gqn.fileio import atomic_write
+from gqn.seeding import derive_rng, derive_seed
+from gqn.viewpoint import pose_to_viewpoint
+from gqn_rl.readouts import (
+    fit_cnn,
+    fit_linear_classifier,
+    fit_mlp,
+    fit_ridge,
+    pca_2d,
+    r2_score,
+    silhouette_score,
+)
+
+PROBE_FILE, REPORT_FILE = "probe.json", "report.md"
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """What ``gqn-rl probe`` measures and on how much data."""
+
+    scenes: int = 1000
+    """Test-split scenes probed (all of them when the split has fewer)."""
+    fit_fraction: float = 0.6
+    """Fraction of the scenes the readouts are fitted on."""
+    val_fraction: float = 0.2
+    """Fraction used to choose ridge's alpha and stop the MLP and CNN; the rest is scored."""
+    views_per_scene: int = 4
+    """Views of each scene used as one-view samples."""
+    context_views: int = 5
+    """K of the K-view state probe and of the surprise (at most views - 1)."""
+    mlp: bool = True
+    """Fit MLP probes besides ridge."""
+    cnn: bool = True
+    """Fit the supervised CNN ceiling."""
+    prediction_scenes: int = 200
+    """Test scenes of the prediction-error and surprise measurements (at most)."""
+    embedding_scenes: int = 10
+    """Scenes in the 2-D embedding."""
+    seed: int = 0
+    """Seed of the split, the fresh encoder, the readouts and the latent samples."""
+
+    def __post_init__(self) -> None:
+        for name in ("scenes", "views_per_scene", "context_views", "prediction_scenes",
+                     "embedding_scenes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ProbeConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not (0 < self.fit_fraction and 0 < self.val_fraction
+                and self.fit_fraction + self.val_fraction < 1):
+            raise ValueError("ProbeConfig.fit_fraction and val_fraction must be positive and "
+                             f"sum to less than 1, got {self.fit_fraction}, {self.val_fraction}")
+
+
+# -- ground truth ------------------------------------------------------------------------
+
+def _angles(values: list[float]) -> np.ndarray:
+    a = np.asarray(values, dtype=np.float64)
+    return np.concatenate([np.sin(a), np.cos(a)])
+
+
+def state_targets(truth: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The probe targets of one scene's truth (as the dataset stores it), by name.
+
+    ``arm``: hand and target positions, joint angles (sin, cos), wall and floor colours.
+    ``rooms_*``: position (x, y) and colour of objects 0-2 (NaN where the room has fewer),
+    wall and floor colours. ``shepard_metzler_*``: every cube's position (the object's shape
+    and orientation) and colour.
+    """
+    family = str(truth.get("family", ""))
+    f = np.asarray
+    if family == "arm":
+        return {"hand_position": f(truth["hand_position"]),
+                "target_position": f(truth["target_position"]),
+                "joint_angles": _angles(truth["joint_angles"]),
+                "wall_colour": f(truth["wall_colour"]), "floor_colour": f(truth["floor_colour"])}
+    if family.startswith("rooms"):
+        targets = {}
+        for i in range(3):
+            obj = truth["objects"][i] if i < len(truth["objects"]) else None
+            targets[f"object_{i}_position"] = f(obj["position"][:2]) if obj else np.full(2, np.nan)
+            targets[f"object_{i}_colour"] = f(obj["colour"]) if obj else np.full(3, np.nan)
+        return {**targets, "wall_colour": f(truth["wall_colour"]),
+                "floor_colour": f(truth["floor_colour"])}
+    if family.startswith("shepard_metzler"):
+        return {"cube_positions": f([c["position"] for c in truth["cubes"]]).ravel(),
+                "cube_colours": f([c["colour"] for c in truth["cubes"]]).ravel()}
+    raise ValueError(f"no probe targets for scene family {family!r} (truth field 'family')")
+
+
+# -- the measurements ---------------------------------------------------------------------
+
+@dataclass
+class _Scenes:
+    """The probed scenes in memory and their split into fit, validation and test parts."""
+
+    images: np.ndarray
+    """uint8 ``[N, V, H, W, 3]``."""
+    viewpoints: np.ndarray
+    """float32 ``[N, V, 7]``."""
+    targets: dict[str, np.ndarray] | None
+    """Per target ``[N, T]``; None when the dataset has no truth."""
+    parts: dict[str, np.ndarray]
+    """Scene indices of ``fit``, ``val`` and ``test``."""
+
+
+def _load_scenes(dataset: SceneDataset, config: ProbeConfig) -> _Scenes:
+    n = min(config.scenes, len(dataset))
+    if n < 10:
+        raise ValueError(f"{dataset.path}: the {dataset.split} split has {len(dataset)} scenes; "
+                         "probing needs at least 10")
+    if dataset.views < 2:
+        raise ValueError(f"{dataset.path}: probing needs at least 2 views per scene")
+    images, poses = zip(*(dataset.scene(i) for i in range(n)), strict=True)
+    truths = [dataset.truth(i) for i in range(n)]
+    targets = None
+    if all(t is not None for t in truths):
+        per_scene = [state_targets(t) for t in truths]
+        targets = {k: np.stack([s[k] for s in per_scene]).astype(np.float32)
+                   for k in per_scene[0]}
+    order = derive_rng(config.seed, "probe-split").permutation(n)
+    n_fit = max(1, round(config.fit_fraction * n))
+    n_val = max(1, round(config.val_fraction * n))
+    parts = {"fit": order[:n_fit], "val": order[n_fit:n_fit + n_val],
+             "test": order[n_fit + n_val:]}
+    viewpoints = pose_to_viewpoint(torch.as_tensor(np.stack(poses))).numpy()
+    return _Scenes(np.stack(images), viewpoints.astype(np.float32), targets, parts)
+
+
+@torch.no_grad()
+def per_view_representations(model: GQN, images: np.ndarray, viewpoints: np.ndarray,
+                             batch: int = 256) -> np.ndarray:
+    """``r`` of every view alone: uint8 ``[N, V, H, W, 3]``, ``[N, V, 7]`` -> float32
+    ``[N, V, D]`` (``D = r_dim h w``). ``r`` of several views is the sum of theirs."""
+    x = torch.as_tensor(images.reshape(-1, *images.shape[2:])).permute(0, 3, 1, 2)
+    v = torch.as_tensor(viewpoints.reshape(-1, viewpoints.shape[-1]))
+    out = [model.represent(x[i:i + batch, None], v[i:i + batch, None]).flatten(1)
+           for i in range(0, len(x), batch)]
+    return torch.cat(out).numpy().reshape(*images.shape[:2], -1)
+
+
+def _one_view(features: np.ndarray, rows: np.ndarray, views: int) -> np.ndarray:
+    """Samples ``[len(rows) views, D]`` of the first ``views`` views of the scenes ``rows``."""
+    return features[rows, :views].reshape(-1, features.shape[-1])
+
+
+def _state_probes(scenes: _Scenes, r: dict[str, np.ndarray], config: ProbeConfig,
+                  bar: tqdm) -> dict[str, dict[str, float]]:
+    """R² per target of every readout and feature source."""
+    vps = min(config.views_per_scene, scenes.images.shape[1])
+    k = min(config.context_views, scenes.images.shape[1] - 1)
+    fit, val, test = (scenes.parts[p] for p in ("fit", "val", "test"))
+
+    def repeat(y: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return np.repeat(y[rows], vps, axis=0)
+
+    def pixels(rows: np.ndarray) -> np.ndarray:
+        images = scenes.images[rows, :vps].reshape(len(rows) * vps, -1) / 255.0
+        return np.concatenate([images, _one_view(scenes.viewpoints, rows, vps)], 1)
+
+    sources = {f"{name} 1 view": lambda rows, f=features: _one_view(f, rows, vps)
+               for name, features in r.items()}
+    sources.update({f"{name} {k} views": lambda rows, f=features: f[rows, :k].sum(1)
+                    for name, features in r.items()})
+    sources["pixels 1 view"] = pixels
+    results: dict[str, dict[str, float]] = {}
+    for target, y in scenes.targets.items():
+        row: dict[str, float] = {}
+        for source, make in sources.items():
+            views = vps if "1 view" in source else 1
+            y_fit, y_val, y_test = (y[p] if views == 1 else repeat(y, p) for p in (fit, val, test))
+            x_fit, x_val, x_test = make(fit), make(val), make(test)
+            readouts = {"ridge": fit_ridge}
+            if config.mlp:
+                readouts["mlp"] = lambda *a: fit_mlp(*a, seed=config.seed)
+            for readout, fit_readout in readouts.items():
+                predict = fit_readout(x_fit, y_fit, x_val, y_val)
+                row[f"{source}, {readout}"] = r2_score(predict(x_test), y_test)
+            bar.update(1)
+        if config.cnn:
+            images = {p: scenes.images[rows, :vps].reshape(-1, *scenes.images.shape[2:])
+                      for p, rows in scenes.parts.items()}
+            extra = {p: _one_view(scenes.viewpoints, rows, vps)
+                     for p, rows in scenes.parts.items()}
+            predict = fit_cnn(images["fit"], extra["fit"], repeat(y, fit), images["val"],
+                              extra["val"], repeat(y, val), seed=config.seed)
+            row["supervised CNN 1 view"] = r2_score(predict(images["test"], extra["test"]),
+                                                    repeat(y, test))
+        results[target] = row
+    bar.update(1)
+    return results
+
+
+def _nearest_view(viewpoints: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Index ``[N]`` of the context viewpoint ``[N, K, 7]`` nearest to the query ``[N, 7]``."""
+    return np.linalg.norm(viewpoints - query[:, None], axis=-1).argmin(1)
+
+
+@torch.no_grad()
+def _prediction_and_surprise(model: GQN, scenes: _Scenes, config: ProbeConfig
+                             ) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Query error against K (the last view is the query) next to the nearest-view copy, and
+    the surprise of the query given its own scene's K views and another scene's."""
+    rows = scenes.parts["test"][:config.prediction_scenes]
+    images = torch.as_tensor(scenes.images[rows]).permute(0, 1, 4, 2, 3)  # [N, V, 3, H, W]
+    viewpoints = torch.as_tensor(scenes.viewpoints[rows])
+    query_x, query_v = images[:, -1], viewpoints[:, -1]
+    truth = query_x.float() / 255
+    views = images.shape[1]
+    error: dict[str, list[float]] = {"K": [], "gqn": [], "nearest_view": []}
+    with torch.random.fork_rng():
+        torch.manual_seed(derive_seed(config.seed, "prediction"))
+        for k in range(1, views):
+            predicted = model.generate(images[:, :k], viewpoints[:, :k], query_v)
+            nearest = _nearest_view(scenes.viewpoints[rows, :k], scenes.viewpoints[rows, -1])
+            copied = images[torch.arange(len(rows)), torch.as_tensor(nearest)].float() / 255
+            error["K"].append(k)
+            error["gqn"].append(float((predicted - truth).pow(2).mean()))
+            error["nearest_view"].append(float((copied - truth).pow(2).mean()))
+        k = min(config.context_views, views - 1)
+        r_own = model.represent(images[:, :k], viewpoints[:, :k])
+        r_other = torch.roll(r_own, 1, dims=0)  # another scene's representation
+        own = model.infer(r_own, query_x, query_v).kl.sum(1).mean()
+        other = model.infer(r_other, query_x, query_v).kl.sum(1).mean()
+    surprise = {"K": k, "own_scene_nats": float(own), "other_scene_nats": float(other),
+                "ratio": float(other / own) if own > 0 else float("inf")}
+    return error, surprise
+
+
+def _context_count(r: dict[str, np.ndarray], scenes: _Scenes, config: ProbeConfig
+                   ) -> dict[str, float]:
+    """Accuracy of a linear classifier of how many (random) views were summed into ``r``."""
+    views = scenes.images.shape[1]
+    counts = np.arange(1, views)
+    rng = derive_rng(config.seed, "context-count")
+    subsets = {i: [rng.permutation(views)[:c] for c in counts]
+               for i in range(len(scenes.images))}
+    out = {"chance": 1.0 / len(counts), "counts": int(len(counts))}
+    for name, features in r.items():
+        def samples(rows: np.ndarray, f: np.ndarray = features) -> np.ndarray:
+            return np.stack([f[i, s].sum(0) for i in rows for s in subsets[i]])
+
+        labels = {p: np.tile(counts - 1, len(rows)) for p, rows in scenes.parts.items()}
+        predict = fit_linear_classifier(samples(scenes.parts["fit"]), labels["fit"],
+                                        samples(scenes.parts["val"]), labels["val"],
+                                        len(counts), seed=config.seed)
+        predicted = predict(samples(scenes.parts["test"]))
+        out[f"{name}_accuracy"] = float((predicted == labels["test"]).mean())
+        out[f"{name}_within_one"] = float((np.abs(predicted - labels["test"]) <= 1).mean())
+    return out
+
+
+def _embedding(r: dict[str, np.ndarray], scenes: _Scenes, config: ProbeConfig
+               ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Silhouette by scene of per-view ``r`` and its 2-D PCA, for a few test scenes."""
+    rows = scenes.parts["test"][:config.embedding_scenes]
+    labels = np.repeat(np.arange(len(rows)), scenes.images.shape[1])
+    scores, points = {}, {}
+    for name, features in r.items():
+        x = features[rows].reshape(len(labels), -1)
+        scores[f"{name}_silhouette"] = silhouette_score(x, labels)
+        points[name] = pca_2d(x)
+    return scores, points
+
+
+def fresh_like(model: GQN, seed: int) -> GQN:
+    """A freshly initialised GQN of ``model``'s config (the random-encoder control), seeded."""
+    with torch.random.fork_rng():
+        torch.manual_seed(derive_seed(seed, "fresh-encoder"))
+        return GQN(model.config).eval()
+
+
+def probe(model: GQN, dataset: SceneDataset, config: ProbeConfig = ProbeConfig(),
+          progress: bool = True) -> dict[str, Any]:
+    """Every measurement on ``dataset`` (a split), with its baselines; a JSON-able dict.
+
+    Keys: ``config``, ``scenes`` (fit / val / test counts), ``state`` (target -> readout ->
+    R², or None without truth), ``prediction_error`` (K, gqn, nearest_view), ``surprise``,
+    ``context_count``, ``embedding``; ``_points`` holds the 2-D embeddings for the plots.
+    """
+    if dataset.image_size != model.config.image_size:
+        raise ValueError(f"{dataset.path}: images are {dataset.image_size}x{dataset.image_size}, "
+                         f"the GQN reads {model.config.image_size}x{model.config.image_size}")
+    model = model.eval()
+    scenes = _load_scenes(dataset, config)
+    targets = 0 if scenes.targets is None else len(scenes.targets)
+    sources = 5  # gqn and fresh, each of 1 and K views; pixels
+    bar = tqdm(total=2 + sources * targets + 4, desc="probe", disable=not progress,
+               unit="stage")
+    r = {}
+    for name, encoder in (("gqn", model), ("fresh", fresh_like(model, config.seed))):
+        r[name] = per_view_representations(encoder, scenes.images, scenes.viewpoints)
+        bar.update(1)
+    state = None if scenes.targets is None else _state_probes(scenes, r, config, bar)
+    error, surprise = _prediction_and_surprise(model, scenes, config)
+    bar.update(1)
+    count = _context_count(r, scenes, config)
+    bar.update(1)
+    embedding, points = _embedding(r, scenes, config)
+    bar.update(1)
+    bar.close()
+    return {"config": dataclasses.asdict(config),
+            "scenes": {p: int(len(rows)) for p, rows in scenes.parts.items()},
+            "state": state, "prediction_error": error, "surprise": surprise,
+            "context_count": count, "embedding": embedding, "_points": points}
+
+
+# -- files: probe.json, report.md and plots -----------------------------------------------
+
+def run_probe(checkpoint: Path, data: Path, out: Path, config: ProbeConfig = ProbeConfig(),
+              split: str = "test", progress: bool = True) -> dict[str, Any]:
+    """Probe the GQN in ``checkpoint`` on ``data``'s ``split``; writes ``out/probe.json``,
+    ``out/report.md`` and PNGs; returns the figures."""
+    model = load_model(Path(checkpoint))
+    dataset = SceneDataset(data, split)
+    start = time.perf_counter()
+    results = probe(model, dataset, config, progress=progress)
+    points = results.pop("_points")
+    results.update(checkpoint=str(checkpoint), data=str(data), split=split,
+                   model_config=dataclasses.asdict(model.config),
+                   seconds=round(time.perf_counter() - start, 1),
+                   date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / PROBE_FILE,
+                 lambda f: f.write(json.dumps(results, indent=2).encode() + b"\n"))
+    _plot(results, points, out)
+    atomic_write(out / REPORT_FILE, lambda f: f.write(report_markdown(results).encode()))
+    return results
+
+
+def _plot(results: dict[str, Any], points: dict[str, np.ndarray], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def save(figure: Any, name: str) -> None:
+        figure.tight_layout()
+        atomic_write(out / name, lambda f: figure.savefig(f, format="png"))
+        plt.close(figure)
+
+    error = results["prediction_error"]
+    figure, axes = plt.subplots(figsize=(5, 3.2), dpi=100)
+    axes.plot(error["K"], error["gqn"], marker="o", label="GQN (prior sample)")
+    axes.plot(error["K"], error["nearest_view"], marker="s", label="nearest context view")
+    axes.set(xlabel="context views K", ylabel="MSE per pixel", title="held-out view error")
+    axes.legend()
+    save(figure, "prediction_error.png")
+
+    figure, panels = plt.subplots(1, len(points), figsize=(4 * len(points), 3.6), dpi=100)
+    for axes, (name, xy) in zip(np.atleast_1d(panels), points.items(), strict=True):
+        views = len(xy) // results["config"]["embedding_scenes"] or 1
+        axes.scatter(xy[:, 0], xy[:, 1], c=np.arange(len(xy)) // views, cmap="tab10", s=14)
+        axes.set(title=f"{name}: silhouette {results['embedding'][f'{name}_silhouette']:.2f}",
+                 xlabel="PC 1", ylabel="PC 2")
+    save(figure, "embedding.png")
+
+    if results["state"]:
+        targets = list(results["state"])
+        columns = list(results["state"][targets[0]])
+        figure, axes = plt.subplots(figsize=(max(6, 1.3 * len(targets)), 3.8), dpi=100)
+        width = 0.8 / len(columns)
+        for j, column in enumerate(columns):
+            values = [max(results["state"][t].get(column, np.nan), -0.2) for t in targets]
+            axes.bar(np.arange(len(targets)) + j * width, values, width, label=column)
+        axes.set_xticks(np.arange(len(targets)) + 0.4 - width / 2, targets, rotation=20)
+        axes.set(ylabel="R² on test scenes (clipped at -0.2)", ylim=(-0.2, 1.0))
+        axes.legend(fontsize=6, ncol=2)
+        save(figure, "state_probes.png")
+
+
+def report_markdown(results: dict[str, Any]) -> str:
+    """``report.md`` of a probe's figures."""
+    lines = [f"# Probe of `{results.get('checkpoint', 'a GQN')}`", "",
+             f"Data `{results.get('data')}` ({results.get('split')} split): scenes fit / val / "
+             f"test {results['scenes']['fit']} / {results['scenes']['val']} / "
+             f"{results['scenes']['test']}; seed {results['config']['seed']}; "
+             f"{results.get('date', '')}, {results.get('seconds', '?')} s. `fresh` is the same "
+             "architecture freshly initialised; `pixels` raw pixels with the viewpoint.", ""]
+    if results["state"]:
+        columns = list(next(iter(results["state"].values())))
+        lines += ["## State probes (R² on test scenes)", "",
+                  "| target | " + " | ".join(columns) + " |",
+                  "| --- |" + " ---: |" * len(columns)]
+        lines += [f"| {t} | " + " | ".join(f"{row.get(c, float('nan')):.3f}" for c in columns)
+                  + " |" for t, row in results["state"].items()]
+        lines += ["", "![state probes](state_probes.png)", ""]
+    else:
+        lines += ["No ground truth in this dataset: no state probes.", ""]
+    error = results["prediction_error"]
+    lines += ["## Held-out view error against context views", "",
+              "| K | " + " | ".join(str(k) for k in error["K"]) + " |",
+              "| --- |" + " ---: |" * len(error["K"]),
+              "| GQN | " + " | ".join(f"{e:.4f}" for e in error["gqn"]) + " |",
+              "| nearest view | " + " | ".join(f"{e:.4f}" for e in error["nearest_view"]) + " |",
+              "", "![prediction error](prediction_error.png)", ""]
+    s = results["surprise"]
+    lines += ["## Surprise", "",
+              f"KL(posterior || prior) of a held-out view given {s['K']} views of its own "
+              f"scene: {s['own_scene_nats']:.3f} nats; of another scene: "
+              f"{s['other_scene_nats']:.3f} nats (ratio {s['ratio']:.2f}).", ""]
+    c = results["context_count"]
+    lines += ["## Context count", "",
+              f"Linear classifier of how many of {c['counts']} possible views were summed into "
+              f"`r`: trained {c['gqn_accuracy']:.3f} (within one {c['gqn_within_one']:.3f}), "
+              f"fresh {c['fresh_accuracy']:.3f}, chance {c['chance']:.3f}.", ""]
+    e = results["embedding"]
+    lines += ["## Embedding", "",
+              f"Silhouette of per-view `r` by scene: trained {e['gqn_silhouette']:.3f}, fresh "
+              f"{e['fresh_silhouette']:.3f}.", "", "![embedding](embedding.png)", ""]
+    return "\n".join(lines)

@@ -1,0 +1,252 @@
+"""Readouts that probes fit on frozen features: ridge regression, an early-stopped MLP, a small
+supervised CNN (the ceiling), a linear classifier, and the scores that judge them.
+
+Every readout is fitted on one set of scenes, chooses its regularisation or stops early on a
+second, and is scored on a third; nothing here knows about GQNs. Targets may hold NaN rows
+(an object a scene does not have): those rows are left out of fitting and scoring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+"""Maps features ``[N, D]`` (or images) to predictions ``[N, T]``."""
+
+
+def r2_score(predicted: np.ndarray, target: np.ndarray) -> float:
+    """Coefficient of determination averaged over the target's columns (rows with NaN
+    targets left out); 0 is the mean's score, 1 perfect, negative worse than the mean."""
+    keep = ~np.isnan(target).any(axis=1)
+    p, t = predicted[keep], target[keep]
+    if len(t) < 2:
+        return float("nan")
+    total = ((t - t.mean(0)) ** 2).sum(0)
+    residual = ((t - p) ** 2).sum(0)
+    return float(np.mean(1.0 - residual / np.maximum(total, 1e-12)))
+
+
+@dataclass(frozen=True)
+class _Standardiser:
+    """Column means and scales of a fit set, applied to any set."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> _Standardiser:
+        """Columns nearly constant on the fit set keep a scale of a hundredth of the typical
+        one, so that they cannot blow up on other sets."""
+        std = x.std(0)
+        return cls(x.mean(0), np.maximum(std, 1e-2 * float(np.mean(std)) + 1e-8))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.mean) / self.scale
+
+
+def _rows_with_target(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keep = ~np.isnan(y).any(axis=1)
+    return x[keep], y[keep]
+
+
+def fit_ridge(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+              alphas: tuple[float, ...] = tuple(10.0 ** np.arange(-3, 6))) -> Predictor:
+    """Ridge regression on standardised features, ``alpha`` chosen by R² on the validation
+    set. One eigendecomposition (of ``X^T X`` or, when features outnumber rows, ``X X^T``)
+    serves every alpha."""
+    x_fit, y_fit = _rows_with_target(x_fit, y_fit)
+    scaler = _Standardiser.fit(x_fit)
+    x = scaler(x_fit).astype(np.float64)
+    y_mean = y_fit.mean(0)
+    y = y_fit - y_mean
+    primal = x.shape[1] <= x.shape[0]
+    gram = x.T @ x if primal else x @ x.T
+    eigenvalues, vectors = np.linalg.eigh(gram)
+    projected = vectors.T @ (x.T @ y if primal else y)          # [k, T]
+
+    def weights(alpha: float) -> np.ndarray:                     # [D, T]
+        solved = vectors @ (projected / (eigenvalues + alpha)[:, None])
+        return solved if primal else x.T @ solved
+
+    x_check = scaler(x_val)
+    scored = [(r2_score(x_check @ weights(a) + y_mean, y_val), a) for a in alphas]
+    best = max(scored, key=lambda s: -np.inf if np.isnan(s[0]) else s[0])[1]
+    w = weights(best).astype(np.float32)
+    return lambda features: scaler(features) @ w + y_mean
+
+
+def _train_early_stopped(model: nn.Module, inputs_fit: torch.Tensor, y_fit: torch.Tensor,
+                         inputs_val: torch.Tensor, y_val: torch.Tensor, *, epochs: int,
+                         patience: int, batch_size: int, lr: float, seed: int,
+                         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+    """Adam on minibatches; keeps the weights of the epoch with the lowest validation loss and
+    stops after ``patience`` epochs without improvement."""
+    generator = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
+    best, best_state, waited = float("inf"), None, 0
+    for _ in range(epochs):
+        model.train()
+        order = torch.randperm(len(y_fit), generator=generator)
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            optimiser.zero_grad()
+            loss_fn(model(inputs_fit[rows]), y_fit[rows]).backward()
+            optimiser.step()
+        model.eval()
+        with torch.no_grad():
+            val = float(loss_fn(model(inputs_val), y_val))
+        if val < best - 1e-6:
+            best, waited = val, 0
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        else:
+            waited += 1
+            if waited >= patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+
+
+def fit_mlp(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
+            hidden: int = 256, epochs: int = 200, patience: int = 15, batch_size: int = 128,
+            lr: float = 1e-3, seed: int = 0) -> Predictor:
+    """A two-hidden-layer MLP on standardised features and targets, early-stopped on the
+    validation set."""
+    x_fit, y_fit = _rows_with_target(x_fit, y_fit)
+    x_val, y_val = _rows_with_target(x_val, y_val)
+    x_scaler, y_scaler = _Standardiser.fit(x_fit), _Standardiser.fit(y_fit)
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(x_fit.shape[1], hidden), nn.ReLU(),
+                          nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, y_fit.shape[1]))
+
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a, dtype=torch.float32)
+
+    _train_early_stopped(model, tensor(x_scaler(x_fit)), tensor(y_scaler(y_fit)),
+                         tensor(x_scaler(x_val)), tensor(y_scaler(y_val)), epochs=epochs,
+                         patience=patience, batch_size=batch_size, lr=lr, seed=seed,
+                         loss_fn=nn.functional.mse_loss)
+
+    def predict(features: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = model(tensor(x_scaler(features))).numpy()
+        return out * y_scaler.scale + y_scaler.mean
+
+    return predict
+
+
+class _SmallCNN(nn.Module):
+    """Three stride-2 convolutions, then an MLP head that also reads the viewpoint."""
+
+    def __init__(self, image_size: int, extra: int, outputs: int, width: int = 32) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(3, width, 4, 2, 1), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.ReLU(),
+            nn.Conv2d(2 * width, 2 * width, 4, 2, 1), nn.ReLU(), nn.Flatten())
+        flat = 2 * width * (image_size // 8) ** 2
+        self.head = nn.Sequential(nn.Linear(flat + extra, 256), nn.ReLU(),
+                                  nn.Linear(256, outputs))
+
+    def forward(self, inputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        images, extra = inputs                                   # [N, 3, H, W], [N, E]
+        return self.head(torch.cat([self.conv(images), extra], dim=1))
+
+
+class _Rows:
+    """Row-indexable pair of images and extra features, so the CNN trains like the MLP."""
+
+    def __init__(self, images: torch.Tensor, extra: torch.Tensor) -> None:
+        self.images, self.extra = images, extra
+
+    def __getitem__(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[rows], self.extra[rows]
+
+
+def fit_cnn(images_fit: np.ndarray, extra_fit: np.ndarray, y_fit: np.ndarray,
+            images_val: np.ndarray, extra_val: np.ndarray, y_val: np.ndarray, *,
+            epochs: int = 30, patience: int = 5, batch_size: int = 64, lr: float = 1e-3,
+            seed: int = 0) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """A small CNN supervised on uint8 images ``[N, H, W, 3]`` plus ``extra`` features (the
+    viewpoint), early-stopped: the ceiling of what a readout can find in the pixels."""
+    keep_fit, keep_val = ~np.isnan(y_fit).any(1), ~np.isnan(y_val).any(1)
+    y_scaler = _Standardiser.fit(y_fit[keep_fit])
+
+    def rows(images: np.ndarray, extra: np.ndarray) -> _Rows:
+        return _Rows(torch.as_tensor(images).permute(0, 3, 1, 2).float() / 255,
+                     torch.as_tensor(extra, dtype=torch.float32))
+
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(y_scaler(a), dtype=torch.float32)
+
+    torch.manual_seed(seed)
+    model = _SmallCNN(images_fit.shape[1], extra_fit.shape[1], y_fit.shape[1])
+    validation = rows(images_val[keep_val], extra_val[keep_val])
+    _train_early_stopped(model, rows(images_fit[keep_fit], extra_fit[keep_fit]),
+                         tensor(y_fit[keep_fit]), validation[torch.arange(int(keep_val.sum()))],
+                         tensor(y_val[keep_val]), epochs=epochs, patience=patience,
+                         batch_size=batch_size, lr=lr, seed=seed,
+                         loss_fn=nn.functional.mse_loss)
+
+    def predict(images: np.ndarray, extra: np.ndarray) -> np.ndarray:
+        data = rows(images, extra)
+        with torch.no_grad():
+            out = torch.cat([model(data[torch.arange(i, min(i + 256, len(images)))])
+                             for i in range(0, len(images), 256)]).numpy()
+        return out * y_scaler.scale + y_scaler.mean
+
+    return predict
+
+
+def fit_linear_classifier(x_fit: np.ndarray, labels_fit: np.ndarray, x_val: np.ndarray,
+                          labels_val: np.ndarray, classes: int, *, epochs: int = 300,
+                          patience: int = 20, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+    """Multinomial logistic regression on standardised features, early-stopped on the
+    validation set; returns a function giving predicted labels ``[N]``."""
+    scaler = _Standardiser.fit(x_fit)
+    torch.manual_seed(seed)
+    model = nn.Linear(x_fit.shape[1], classes)
+
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(scaler(a), dtype=torch.float32)
+
+    _train_early_stopped(model, tensor(x_fit), torch.as_tensor(labels_fit), tensor(x_val),
+                         torch.as_tensor(labels_val), epochs=epochs, patience=patience,
+                         batch_size=256, lr=1e-2, seed=seed, loss_fn=nn.functional.cross_entropy)
+
+    def predict(features: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(tensor(features)).argmax(1).numpy()
+
+    return predict
+
+
+def pca_2d(x: np.ndarray) -> np.ndarray:
+    """The first two principal components ``[N, 2]`` of ``x [N, D]``."""
+    centred = x - x.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[:2].T
+
+
+def silhouette_score(x: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette (Euclidean) of the points ``x [N, D]`` grouped by ``labels [N]``: near 1
+    when each group is tight and far from the others, near 0 when groups overlap."""
+    x = x.astype(np.float64)
+    norms = (x ** 2).sum(1)
+    distances = np.sqrt(np.maximum(norms[:, None] + norms[None] - 2 * x @ x.T, 0.0))  # [N, N]
+    groups = np.unique(labels)
+    if len(groups) < 2:
+        return float("nan")
+    mean_to = np.stack([distances[:, labels == g].mean(1) for g in groups], axis=1)  # [N, G]
+    own = np.searchsorted(groups, labels)
+    sizes = np.array([(labels == g).sum() for g in groups])
+    a = mean_to[np.arange(len(x)), own] * sizes[own] / np.maximum(sizes[own] - 1, 1)
+    mean_to[np.arange(len(x)), own] = np.inf
+    b = mean_to.min(1)
+    s = (b - a) / np.maximum(np.maximum(a, b), 1e-12)
+    return float(np.mean(np.where(sizes[own] > 1, s, 0.0)))

@@ -1,0 +1,155 @@
+"""Probes find a planted signal and find none in noise: each readout alone, then the whole
+``gqn-rl probe`` on a tiny dataset whose images encode part of their ground truth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.cli import main
+from gqn import GQN, GQNConfig
+from gqn.checkpoint import save_checkpoint
+from gqn.config import TrainConfig
+from gqn.data import DatasetWriter, SceneDataset
+from gqn_rl.probe import ProbeConfig, probe, state_targets
+from gqn_rl.readouts import (
+    fit_cnn,
+    fit_linear_classifier,
+    fit_mlp,
+    fit_ridge,
+    r2_score,
+    silhouette_score,
+)
+
+RNG = np.random.default_rng(0)
+
+
+def split(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Fit, validation and test parts (60 / 20 / 20)."""
+    a, b = int(0.6 * len(x)), int(0.8 * len(x))
+    return x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:]
+
+
+@pytest.mark.parametrize("fit", [fit_ridge, fit_mlp])
+def test_regressors_find_a_planted_signal_and_none_in_noise(fit) -> None:
+    x = RNG.normal(size=(600, 40)).astype(np.float32)
+    signal = np.tanh(x[:, :3] @ RNG.normal(size=(3, 2)))
+    noise = RNG.normal(size=(600, 2))
+    for y, low, high in ((signal, 0.8, 1.0), (noise, -0.3, 0.1)):
+        x_fit, y_fit, x_val, y_val, x_test, y_test = split(x, y)
+        score = r2_score(fit(x_fit, y_fit, x_val, y_val)(x_test), y_test)
+        assert low <= score <= high, (fit.__name__, score)
+
+
+def test_r2_leaves_out_missing_targets() -> None:
+    target = np.array([[1.0], [2.0], [np.nan], [4.0]])
+    assert r2_score(np.array([[1.0], [2.0], [99.0], [4.0]]), target) == pytest.approx(1.0)
+
+
+def test_cnn_reads_a_colour_from_images_and_not_noise() -> None:
+    y = RNG.uniform(0, 1, (300, 1))
+    images = np.broadcast_to((y * 255)[:, None, None, :], (300, 8, 8, 3)).astype(np.uint8)
+    images = np.clip(images + RNG.integers(0, 20, images.shape), 0, 255).astype(np.uint8)
+    extra = np.zeros((300, 1), np.float32)
+    for target, low in ((y, 0.8), (RNG.normal(size=(300, 1)), None)):
+        predict = fit_cnn(images[:180], extra[:180], target[:180], images[180:240],
+                          extra[180:240], target[180:240], epochs=40)
+        score = r2_score(predict(images[240:], extra[240:]), target[240:])
+        assert score >= low if low is not None else score < 0.15, score
+
+
+def test_linear_classifier_and_silhouette() -> None:
+    labels = RNG.integers(0, 4, 800)
+    x = RNG.normal(size=(800, 10)) + 3 * np.eye(10)[labels]
+    predict = fit_linear_classifier(x[:500], labels[:500], x[500:650], labels[500:650], 4)
+    assert (predict(x[650:]) == labels[650:]).mean() > 0.9
+    shuffled = RNG.permutation(labels)
+    predict = fit_linear_classifier(x[:500], shuffled[:500], x[500:650], shuffled[500:650], 4)
+    assert (predict(x[650:]) == shuffled[650:]).mean() < 0.4
+    assert silhouette_score(x, labels) > 0.15 > 0.05 > abs(silhouette_score(x, shuffled))
+
+
+def test_silhouette_matches_its_definition() -> None:
+    x = RNG.normal(size=(30, 3)) + 2 * np.eye(3)[np.arange(30) % 3]
+    labels = np.arange(30) % 3
+    d = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    expected = []
+    for i in range(30):
+        same = (labels == labels[i]) & (np.arange(30) != i)
+        a = d[i, same].mean()
+        b = min(d[i, labels == g].mean() for g in range(3) if g != labels[i])
+        expected.append((b - a) / max(a, b))
+    assert silhouette_score(x, labels) == pytest.approx(np.mean(expected), abs=1e-9)
+
+
+def write_arm_like_dataset(path: Path, scenes: int = 60, views: int = 4, size: int = 16) -> Path:
+    """Scenes in the ``arm`` truth format, seen by the same cameras, whose wall colour fills
+    the image (planted) while the hand position is noise nothing shows."""
+    writer = DatasetWriter(path, image_size=size, views=views, meta={"scene": "arm-like"})
+    rng = np.random.default_rng(1)
+    wall = rng.uniform(0.1, 0.9, (scenes, 3))
+    images = np.broadcast_to((wall * 255)[:, None, None, None, :], (scenes, views, size, size, 3))
+    images = np.clip(images + rng.integers(0, 8, images.shape), 0, 255).astype(np.uint8)
+    poses = np.broadcast_to(rng.uniform(-1, 1, (1, views, 5)), (scenes, views, 5))  # fixed
+    poses = poses.astype(np.float32)  # cameras, so r varies with the images only
+    truth = [{"family": "arm", "hand_position": rng.normal(size=3).tolist(),
+              "target_position": rng.normal(size=3).tolist(),
+              "joint_angles": rng.uniform(-3, 3, 4).tolist(), "wall_colour": wall[i].tolist(),
+              "floor_colour": rng.uniform(0, 1, 3).tolist()} for i in range(scenes)]
+    writer.write_shard("test", 0, images, poses, truth)
+    return path
+
+
+TINY_MODEL = GQNConfig(image_size=16, representation="pool", r_dim=16, h_dim=8, z_dim=2, L=2)
+TINY_PROBE = ProbeConfig(scenes=60, views_per_scene=2, context_views=2, cnn=False,
+                         prediction_scenes=8, embedding_scenes=4)
+
+
+def test_probe_finds_the_planted_colour_and_not_the_noise(tmp_path: Path) -> None:
+    dataset = SceneDataset(write_arm_like_dataset(tmp_path / "data"), "test")
+    results = probe(GQN(TINY_MODEL), dataset, TINY_PROBE, progress=False)
+    state = results["state"]
+    assert set(state) == {"hand_position", "target_position", "joint_angles", "wall_colour",
+                          "floor_colour"}
+    assert state["wall_colour"]["pixels 1 view, ridge"] > 0.8
+    assert state["wall_colour"]["gqn 1 view, ridge"] > 0.5  # a random CNN keeps the colour
+    assert all(v < 0.3 for v in state["hand_position"].values())
+    error = results["prediction_error"]
+    assert error["K"] == [1, 2, 3] and all(np.isfinite(error["gqn"]))
+    assert results["surprise"]["own_scene_nats"] >= 0
+    count = results["context_count"]  # planted: r is a sum, so it grows with the count
+    assert count["chance"] == pytest.approx(1 / 3) and count["gqn_accuracy"] > 0.6
+    assert -1 <= results["embedding"]["gqn_silhouette"] <= 1
+
+
+def test_state_targets_of_every_family() -> None:
+    rooms = state_targets({"family": "rooms_free", "wall_colour": [0, 0, 0],
+                           "floor_colour": [1, 1, 1],
+                           "objects": [{"position": [1, 2, 0], "colour": [1, 0, 0]}]})
+    assert rooms["object_0_position"].tolist() == [1, 2]
+    assert np.isnan(rooms["object_2_colour"]).all()
+    cubes = state_targets({"family": "shepard_metzler_7", "cubes": [
+        {"position": [0, 0, 1], "colour": [1, 0, 0]}] * 7})
+    assert cubes["cube_positions"].shape == (21,)
+    with pytest.raises(ValueError, match="no probe targets for scene family 'synthetic'"):
+        state_targets({"family": "synthetic"})
+
+
+def test_cli_probe_writes_json_report_and_plots(tmp_path: Path) -> None:
+    data = write_arm_like_dataset(tmp_path / "data")
+    model = GQN(TINY_MODEL)
+    checkpoint = tmp_path / "gqn.pt"
+    save_checkpoint(checkpoint, model, __import__("torch").optim.Adam(model.parameters()), 0,
+                    TrainConfig(), rng={})
+    out = tmp_path / "probe"
+    assert main(["probe", "--checkpoint", str(checkpoint), "--data", str(data), "--out",
+                 str(out), "--scenes", "40", "--no-mlp", "--no-cnn", "--no-progress"]) == 0
+    results = json.loads((out / "probe.json").read_text())
+    assert results["scenes"] == {"fit": 24, "val": 8, "test": 8}
+    report = (out / "report.md").read_text()
+    assert "## State probes" in report and "wall_colour" in report
+    for name in ("state_probes.png", "prediction_error.png", "embedding.png"):
+        assert (out / name).stat().st_size > 0
