@@ -24,6 +24,9 @@ from envs.scenes import FAMILIES
 from gqn.data import SPLITS, DatasetWriter, SceneDataset, write_shard_files
 from gqn.seeding import derive_rng
 
+GENERATOR = "gqn-rl data generate"
+"""The ``generator`` entry of the manifest meta of the datasets this module renders."""
+
 
 @dataclass(frozen=True)
 class GenerateConfig:
@@ -130,7 +133,7 @@ def generate(config: GenerateConfig, out: Path | str, workers: int = 1,
     """
     out = Path(out)
     writer = DatasetWriter(out, image_size=config.size, views=config.view_count,
-                           meta={"generator": "gqn-rl data generate", **asdict(config)})
+                           meta={"generator": GENERATOR, **asdict(config)})
     tasks = [(config, split, index, str(out)) for split, index in _missing_shards(writer, config)]
     bar = tqdm(total=sum(config.split_scenes(s) for s in SPLITS), desc=f"render {config.scene}",
                unit="scene", disable=not progress, dynamic_ncols=True)

@@ -8,7 +8,8 @@ On scenes of a dataset's test split (split by scene into fit, validation and tes
   architecture freshly initialised, raw pixels with the viewpoint, and a CNN supervised on the
   same images (the ceiling).
 - **Prediction error** of a held-out view against the number of context views, next to
-  copying the nearest context view.
+  copying the nearest context view, on the whole image and on the objects' pixels
+  (:mod:`gqn_rl.foreground`; datasets rendered by ``gqn-rl data generate``).
 - **Surprise**: KL(posterior || prior) of a view given its own scene's ``r`` and another's.
 - **Context count**: a linear classifier of how many views were summed into ``r``.
 - **Embedding**: per-view ``r`` of a few scenes in 2-D (PCA), with the silhouette by scene.
@@ -36,6 +37,7 @@ from gqn.data import SceneDataset
 from gqn.fileio import atomic_write
 from gqn.seeding import derive_rng, derive_seed
 from gqn.viewpoint import pose_to_viewpoint
+from gqn_rl.foreground import foreground_masks
 from gqn_rl.readouts import (
     fit_cnn,
     fit_linear_classifier,
@@ -229,18 +231,31 @@ def _nearest_view(viewpoints: np.ndarray, query: np.ndarray) -> np.ndarray:
     return np.linalg.norm(viewpoints - query[:, None], axis=-1).argmin(1)
 
 
+def _squared_error(predicted: torch.Tensor, truth: torch.Tensor,
+                   mask: torch.Tensor | None = None) -> float:
+    """Mean squared error per pixel and channel of ``[N, 3, H, W]`` images, over the pixels
+    of ``mask`` ``[N, H, W]`` when given."""
+    error = (predicted - truth).pow(2).mean(1)                           # [N, H, W]
+    if mask is None:
+        return float(error.mean())
+    return float((error * mask).sum() / mask.sum().clamp(min=1))
+
+
 @torch.no_grad()
-def _prediction_and_surprise(model: GQN, scenes: _Scenes, config: ProbeConfig
+def _prediction_and_surprise(model: GQN, scenes: _Scenes, rows: np.ndarray,
+                             masks: np.ndarray | None, config: ProbeConfig
                              ) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """Query error against K (the last view is the query) next to the nearest-view copy, and
-    the surprise of the query given its own scene's K views and another scene's."""
-    rows = scenes.parts["test"][:config.prediction_scenes]
+    """Query error against K (the last view is the query) next to the nearest-view copy, on
+    the whole image and on the object pixels of the query (``masks`` ``[N, H, W]``, if
+    known), and the surprise of the query given its own scene's K views and another scene's."""
     images = torch.as_tensor(scenes.images[rows]).permute(0, 1, 4, 2, 3)  # [N, V, 3, H, W]
     viewpoints = torch.as_tensor(scenes.viewpoints[rows])
     query_x, query_v = images[:, -1], viewpoints[:, -1]
     truth = query_x.float() / 255
     views = images.shape[1]
-    error: dict[str, list[float]] = {"K": [], "gqn": [], "nearest_view": []}
+    mask = None if masks is None else torch.as_tensor(masks, dtype=torch.float32)
+    error: dict[str, list[float]] = {"K": [], "gqn": [], "nearest_view": [],
+                                     "gqn_objects": [], "nearest_view_objects": []}
     with torch.random.fork_rng():
         torch.manual_seed(derive_seed(config.seed, "prediction"))
         for k in range(1, views):
@@ -248,8 +263,11 @@ def _prediction_and_surprise(model: GQN, scenes: _Scenes, config: ProbeConfig
             nearest = _nearest_view(scenes.viewpoints[rows, :k], scenes.viewpoints[rows, -1])
             copied = images[torch.arange(len(rows)), torch.as_tensor(nearest)].float() / 255
             error["K"].append(k)
-            error["gqn"].append(float((predicted - truth).pow(2).mean()))
-            error["nearest_view"].append(float((copied - truth).pow(2).mean()))
+            error["gqn"].append(_squared_error(predicted, truth))
+            error["nearest_view"].append(_squared_error(copied, truth))
+            if mask is not None:
+                error["gqn_objects"].append(_squared_error(predicted, truth, mask))
+                error["nearest_view_objects"].append(_squared_error(copied, truth, mask))
         k = min(config.context_views, views - 1)
         r_own = model.represent(images[:, :k], viewpoints[:, :k])
         r_other = torch.roll(r_own, 1, dims=0)  # another scene's representation
@@ -325,7 +343,10 @@ def probe(model: GQN, dataset: SceneDataset, config: ProbeConfig = ProbeConfig()
         r[name] = per_view_representations(encoder, scenes.images, scenes.viewpoints)
         bar.update(1)
     state = None if scenes.targets is None else _state_probes(scenes, r, config, bar)
-    error, surprise = _prediction_and_surprise(model, scenes, config)
+    rows = scenes.parts["test"][:config.prediction_scenes]
+    masks = foreground_masks(dataset, rows)
+    error, surprise = _prediction_and_surprise(
+        model, scenes, rows, None if masks is None else masks[:, -1], config)
     bar.update(1)
     count = _context_count(r, scenes, config)
     bar.update(1)
@@ -377,6 +398,10 @@ def _plot(results: dict[str, Any], points: dict[str, np.ndarray], out: Path) -> 
     figure, axes = plt.subplots(figsize=(5, 3.2), dpi=100)
     axes.plot(error["K"], error["gqn"], marker="o", label="GQN (prior sample)")
     axes.plot(error["K"], error["nearest_view"], marker="s", label="nearest context view")
+    if error["gqn_objects"]:
+        axes.plot(error["K"], error["gqn_objects"], marker="o", ls="--", label="GQN, objects")
+        axes.plot(error["K"], error["nearest_view_objects"], marker="s", ls="--",
+                  label="nearest view, objects")
     axes.set(xlabel="context views K", ylabel="MSE per pixel", title="held-out view error")
     axes.legend()
     save(figure, "prediction_error.png")
@@ -426,8 +451,15 @@ def report_markdown(results: dict[str, Any]) -> str:
               "| K | " + " | ".join(str(k) for k in error["K"]) + " |",
               "| --- |" + " ---: |" * len(error["K"]),
               "| GQN | " + " | ".join(f"{e:.4f}" for e in error["gqn"]) + " |",
-              "| nearest view | " + " | ".join(f"{e:.4f}" for e in error["nearest_view"]) + " |",
-              "", "![prediction error](prediction_error.png)", ""]
+              "| nearest view | " + " | ".join(f"{e:.4f}" for e in error["nearest_view"]) + " |"]
+    if error["gqn_objects"]:
+        lines += ["| GQN, object pixels | " + " | ".join(f"{e:.4f}" for e in error["gqn_objects"])
+                  + " |", "| nearest view, object pixels | "
+                  + " | ".join(f"{e:.4f}" for e in error["nearest_view_objects"]) + " |"]
+    else:
+        lines += ["", "(No object masks: the dataset was not rendered by gqn-rl.)"]
+    lines += ["", "MSE per pixel and channel of the last view of each test scene, predicted "
+              "from its first K views.", "", "![prediction error](prediction_error.png)", ""]
     s = results["surprise"]
     lines += ["## Surprise", "",
               f"KL(posterior || prior) of a held-out view given {s['K']} views of its own "

@@ -219,6 +219,11 @@ class ArmFamily(SceneFamily[ArmSpec]):
         model.geom("target").rgba[:3] = spec.target_colour
         model.site("target").rgba[:3] = spec.target_colour
 
+    def object_geoms(self, model: mujoco.MjModel) -> np.ndarray:
+        """The arm's and the target's geoms (not the room's or the table's)."""
+        table = model.body("table").id
+        return np.flatnonzero((model.geom_bodyid != 0) & (model.geom_bodyid != table))
+
     def initial_qpos(self, spec: ArmSpec) -> np.ndarray:
         """Joint angles ``[4]`` of the spec, in :data:`JOINTS` order."""
         return np.array(spec.joint_angles, dtype=np.float64)

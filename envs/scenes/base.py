@@ -76,6 +76,11 @@ class SceneFamily(abc.ABC, Generic[SpecT]):
         """
         return None
 
+    def object_geoms(self, model: mujoco.MjModel) -> np.ndarray:
+        """Ids ``[G]`` of the geoms of the scene's objects, what a probe counts as foreground
+        (in a model compiled from :meth:`xml`): by default every geom not on the world body."""
+        return np.flatnonzero(model.geom_bodyid != 0)
+
     def render(self, spec: SpecT, poses: ArrayLike, image_size: int) -> np.ndarray:
         """Renders ``spec`` at ``poses`` ``[N, 5]``: uint8 ``[N, S, S, 3]``."""
         with SceneRenderer(self.xml(spec), image_size) as renderer:

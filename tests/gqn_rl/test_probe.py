@@ -153,3 +153,33 @@ def test_cli_probe_writes_json_report_and_plots(tmp_path: Path) -> None:
     assert "## State probes" in report and "wall_colour" in report
     for name in ("state_probes.png", "prediction_error.png", "embedding.png"):
         assert (out / name).stat().st_size > 0
+
+
+def test_foreground_masks_cover_the_objects_of_generated_scenes(tmp_path: Path) -> None:
+    from gqn_rl.datagen import GenerateConfig, generate
+    from gqn_rl.foreground import foreground_masks
+
+    data = generate(GenerateConfig(scene="arm", scenes=2, test_scenes=2, size=32, views=3),
+                    tmp_path / "arm", progress=False)
+    dataset = SceneDataset(data, "test")
+    masks = foreground_masks(dataset, [0, 1])
+    assert masks.shape == (2, 3, 32, 32) and 0.005 < masks.mean() < 0.5
+    images = np.stack([dataset.scene(i)[0] for i in (0, 1)])
+    target = np.asarray(dataset.truth(0)["target_colour"]) * 255
+    near_target = (np.abs(images[0].astype(float) - target) < 30).all(-1)
+    assert masks[0][near_target].mean() > 0.9, "the target's pixels are foreground"
+    assert foreground_masks(SceneDataset(write_arm_like_dataset(tmp_path / "x"), "test"),
+                            [0]) is None  # not rendered by gqn-rl: no masks
+
+
+def test_foreground_masks_refuse_images_that_do_not_match(tmp_path: Path) -> None:
+    from gqn_rl.datagen import GenerateConfig, generate
+    from gqn_rl.foreground import foreground_masks
+
+    data = generate(GenerateConfig(scene="rooms_free", scenes=1, test_scenes=1, size=16,
+                                   views=2), tmp_path / "rooms", progress=False)
+    images = np.load(data / "test" / "00000.images.npy", mmap_mode="r+")
+    images[0, 0] = 255 - images[0, 0]
+    images.flush()
+    with pytest.raises(ValueError, match="scene 0 of the test split renders differently"):
+        foreground_masks(SceneDataset(data, "test"), [0])
