@@ -51,8 +51,17 @@ def _pretrain(args: argparse.Namespace) -> int:
         model_config, train_config = preset.model, preset.train
     train_config = _with_given(train_config, steps=args.steps, batch_size=args.batch_size,
                                seed=args.seed, max_context=args.max_context)
+    probe = None
+    if not args.no_probe:
+        from gqn.data import SceneDataset
+        from gqn_rl.probe import QuickProbe
+
+        test_set = SceneDataset(args.data, "test")
+        if len(test_set) >= 10:
+            probe = QuickProbe(test_set)
     result = pretrain(args.data, args.out, model_config, train_config, resume=args.resume,
-                      until=args.until, device=args.device, progress=not args.no_progress)
+                      until=args.until, device=args.device, progress=not args.no_progress,
+                      probe=probe)
     last = result.history[-1] if result.history else {}
     print(f"step {result.step}: checkpoint {result.checkpoint}"
           + (f", loss {last['loss']:.2f} nats, kl {last['kl']:.2f}, mse {last['mse']:.4f}"
@@ -120,6 +129,8 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: GPU when present")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-probe", action="store_true",
+                   help="no quick probes (probe/... in TensorBoard) at evaluation steps")
     p.set_defaults(run=_pretrain)
     e = commands.add_parser(
         "export", help="a pretraining checkpoint's weights only, e.g. to ship under checkpoints/",

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,8 @@ def _read_metrics(path: Path, up_to_step: int) -> list[dict[str, float]]:
 
 def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
              train_config: TrainConfig, *, resume: bool = False, until: int | None = None,
-             device: str | None = None, progress: bool = True) -> PretrainResult:
+             device: str | None = None, progress: bool = True,
+             probe: Callable[[GQN], dict[str, float]] | None = None) -> PretrainResult:
     """Train a GQN on a dataset directory, writing checkpoints and logs under ``out``.
 
     Args:
@@ -163,6 +165,10 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
             schedules still follow ``train_config.steps``.
         device: ``"cpu"`` or ``"cuda"``; default: the GPU when there is one.
         progress: show a progress bar.
+        probe: called with the model (in eval mode, no gradient) at every evaluation step;
+            the figures it returns are logged under ``probe/`` (TensorBoard and
+            ``metrics.jsonl``). It must leave the global random streams as it found them,
+            so that a resumed run stays exact (e.g. :class:`gqn_rl.probe.QuickProbe`).
     """
     data, out = Path(data), Path(out)
     stop = train_config.steps if until is None else until
@@ -286,6 +292,14 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
             writer.add_image("eval/context_truth_reconstruction_sample", grid, step)
             metrics_lines.append({"step": step, **{f"eval/{k}": v
                                                    for k, v in eval_scalars.items()}})
+            if probe is not None:
+                model.eval()
+                with torch.no_grad():
+                    figures = {f"probe/{k}": float(v) for k, v in probe(model).items()}
+                model.train()
+                for name, value in figures.items():
+                    writer.add_scalar(name, value, step)
+                metrics_lines.append({"step": step, **figures})
         if step % train_config.checkpoint_every == 0 or step == stop:
             checkpoint(scalars)
             writer.flush()

@@ -359,6 +359,41 @@ def probe(model: GQN, dataset: SceneDataset, config: ProbeConfig = ProbeConfig()
             "context_count": count, "embedding": embedding, "_points": points}
 
 
+class QuickProbe:
+    """The cheap figures of :func:`probe`, flat, for logging while pretraining
+    (``pretrain(..., probe=QuickProbe(dataset))``): ridge R² per target from one view's
+    ``r``, held-out view error with 1 and ``V - 1`` context views (whole image and objects)
+    and the surprise given the scene's own views and another's. The scenes and masks are
+    loaded once; a call takes seconds and leaves the global random streams untouched."""
+
+    def __init__(self, dataset: SceneDataset, config: ProbeConfig = ProbeConfig(
+            scenes=200, mlp=False, cnn=False, prediction_scenes=50)) -> None:
+        self.config = config
+        self.scenes = _load_scenes(dataset, config)
+        self.rows = self.scenes.parts["test"][:config.prediction_scenes]
+        masks = foreground_masks(dataset, self.rows)
+        self.masks = None if masks is None else masks[:, -1]
+
+    def __call__(self, model: GQN) -> dict[str, float]:
+        scenes, config = self.scenes, self.config
+        figures: dict[str, float] = {}
+        if scenes.targets is not None:
+            r = per_view_representations(model, scenes.images, scenes.viewpoints)
+            parts = [scenes.parts[p] for p in ("fit", "val", "test")]
+            for target, y in scenes.targets.items():
+                x_fit, x_val, x_test = (r[rows, 0] for rows in parts)
+                predict = fit_ridge(x_fit, y[parts[0]], x_val, y[parts[1]])
+                figures[f"r2_{target}"] = r2_score(predict(x_test), y[parts[2]])
+        error, surprise = _prediction_and_surprise(model, scenes, self.rows, self.masks, config)
+        for name, values in error.items():
+            if name != "K" and values:
+                figures[f"mse_{name}_K1"] = values[0]
+                figures[f"mse_{name}_K{error['K'][-1]}"] = values[-1]
+        figures["surprise_own_scene"] = surprise["own_scene_nats"]
+        figures["surprise_other_scene"] = surprise["other_scene_nats"]
+        return figures
+
+
 # -- files: probe.json, report.md and plots -----------------------------------------------
 
 def run_probe(checkpoint: Path, data: Path, out: Path, config: ProbeConfig = ProbeConfig(),

@@ -100,6 +100,7 @@ def write_arm_like_dataset(path: Path, scenes: int = 60, views: int = 4, size: i
               "joint_angles": rng.uniform(-3, 3, 4).tolist(), "wall_colour": wall[i].tolist(),
               "floor_colour": rng.uniform(0, 1, 3).tolist()} for i in range(scenes)]
     writer.write_shard("test", 0, images, poses, truth)
+    writer.write_shard("train", 0, images, poses, truth)
     return path
 
 
@@ -183,3 +184,20 @@ def test_foreground_masks_refuse_images_that_do_not_match(tmp_path: Path) -> Non
     images.flush()
     with pytest.raises(ValueError, match="scene 0 of the test split renders differently"):
         foreground_masks(SceneDataset(data, "test"), [0])
+
+
+def test_pretraining_logs_quick_probes_without_changing_the_run(tmp_path: Path) -> None:
+    from gqn.train import METRICS_NAME, pretrain
+    from gqn_rl.probe import QuickProbe
+
+    data = write_arm_like_dataset(tmp_path / "data")
+    train = TrainConfig(steps=4, batch_size=4, log_every=1, eval_every=2, eval_batches=1,
+                        checkpoint_every=2)
+    quick = QuickProbe(SceneDataset(data, "test"), TINY_PROBE)
+    probed = pretrain(data, tmp_path / "a", TINY_MODEL, train, progress=False, probe=quick)
+    plain = pretrain(data, tmp_path / "b", TINY_MODEL, train, progress=False)
+    assert [h["loss"] for h in probed.history] == [h["loss"] for h in plain.history]
+    lines = [json.loads(line) for line in (tmp_path / "a" / METRICS_NAME).read_text().splitlines()]
+    logged = [line for line in lines if "probe/r2_wall_colour" in line]
+    assert [line["step"] for line in logged] == [2, 4]
+    assert {"probe/mse_gqn_K1", "probe/surprise_other_scene"} <= set(logged[0])
