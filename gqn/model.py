@@ -115,8 +115,12 @@ class GQN(nn.Module):
             query_x: ``[B, 3, H, W]``; query_v: ``[B, 7]``.
             sigma: pixel standard deviation of the observation model.
         """
-        query_x = self._check_query_image(query_x, len(query_v))
-        rollout = self._rollout(self.represent(context_x, context_v), query_v, query_x)
+        if not bool((torch.as_tensor(sigma) > 0).all()):
+            raise ValueError(f"sigma (the pixel standard deviation) must be > 0, got {sigma}")
+        r = self.represent(context_x, context_v)
+        self._check_viewpoint(query_v, len(r))  # before query_x: a mismatch names query_v
+        query_x = self._check_query_image(query_x, len(r))
+        rollout = self._rollout(r, query_v, query_x)
         mean = rollout.mean                                                 # [B, 3, H, W]
         nll = gaussian_nll(query_x, mean, sigma)
         kl = rollout.kl.sum(1)
@@ -250,17 +254,35 @@ class GQN(nn.Module):
         if tuple(x.shape[-2:]) != (size, size):
             raise ValueError(f"{name} must be {size}x{size} (GQNConfig.image_size), "
                              f"got shape {tuple(x.shape)}")
+        if x.numel() == 0:
+            raise ValueError(f"{name} is empty: shape {tuple(x.shape)} {layout}")
         if x.dtype == torch.uint8:
             return x.float() / 255.0
         if not x.is_floating_point():
             raise ValueError(f"{name} must be float in [0, 1] or uint8, got dtype {x.dtype}")
+        x = x.to(self.observation_density.weight.dtype)  # e.g. float64 from numpy
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} holds NaN or infinite values")
+        low, high = float(x.min()), float(x.max())
+        if low < 0 or high > 1:
+            raise ValueError(f"{name} must be float in [0, 1] or uint8, got values in "
+                             f"[{low:g}, {high:g}]" + (" (divide 8-bit images by 255)"
+                                                        if high > 1.5 else ""))
         return x
 
     def _check_viewpoint(self, v: torch.Tensor, batch: int, name: str = "query_v") -> torch.Tensor:
         if v.dim() != 2 or v.shape != (batch, VIEWPOINT_DIM):
             raise ValueError(f"{name} must have shape [B={batch}, {VIEWPOINT_DIM}], "
                              f"got {tuple(v.shape)}")
-        return v
+        return self._check_finite(name, v)
+
+    def _check_finite(self, name: str, v: torch.Tensor) -> torch.Tensor:
+        """``v`` in the model's dtype; raises ValueError if it holds NaN or infinity."""
+        if not v.is_floating_point():
+            raise ValueError(f"{name} must be a float tensor, got dtype {v.dtype}")
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError(f"{name} holds NaN or infinite values")
+        return v.to(self.observation_density.weight.dtype)
 
     def _check_query_image(self, query_x: torch.Tensor, batch: int) -> torch.Tensor:
         query_x = self._check_images("query_x", query_x, 4, "[B, 3, H, W]")
@@ -277,7 +299,7 @@ class GQN(nn.Module):
         if context_v.shape[:2] != context_x.shape[:2]:
             raise ValueError(f"context_x [B, K] = {tuple(context_x.shape[:2])} does not match "
                              f"context_v [B, K] = {tuple(context_v.shape[:2])}")
-        return context_x, context_v
+        return context_x, self._check_finite("context_v", context_v)
 
     def _check_representation(self, r: torch.Tensor) -> None:
         c = self.config

@@ -247,3 +247,32 @@ def test_fast_rollout_equals_the_naive_gqn(representation: str, shared: bool) ->
     torch.testing.assert_close(fast, naive)
     for fast_grad, naive_grad in zip(fast_grads, naive_grads, strict=True):
         torch.testing.assert_close(fast_grad, naive_grad)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda a: {**a, "query_v": a["query_v"][:1]}, r"query_v must have shape \[B=2"),
+    (lambda a: {**a, "context_x": a["context_x"][:, :0], "context_v": a["context_v"][:, :0]},
+     "context_x is empty"),
+    (lambda a: {**a, "query_x": a["query_x"] * 255}, r"divide 8-bit images by 255"),
+    (lambda a: {**a, "query_x": a["query_x"].clone().fill_(float("nan"))}, "query_x holds NaN"),
+    (lambda a: {**a, "context_v": a["context_v"] * float("inf")}, "context_v holds NaN"),
+    (lambda a: {**a, "sigma": 0.0}, "sigma .* must be > 0"),
+    (lambda a: {**a, "sigma": -1.0}, "sigma .* must be > 0"),
+])
+def test_bad_inputs_are_named(change, message) -> None:
+    config = GQNConfig(image_size=16, representation="pool", r_dim=8, h_dim=8, z_dim=2, L=2)
+    model = GQN(config)
+    args = {"context_x": torch.rand(2, 3, 3, 16, 16), "context_v": torch.rand(2, 3, 7),
+            "query_x": torch.rand(2, 3, 16, 16), "query_v": torch.rand(2, 7), "sigma": 0.7}
+    with pytest.raises(ValueError, match=message):
+        model(**change(args))
+
+
+def test_float64_inputs_are_read_as_the_models_dtype() -> None:
+    config = GQNConfig(image_size=16, representation="pool", r_dim=8, h_dim=8, z_dim=2, L=2)
+    model = GQN(config)
+    out = model(torch.rand(2, 3, 3, 16, 16, dtype=torch.float64),
+                torch.rand(2, 3, 7, dtype=torch.float64),
+                torch.rand(2, 3, 16, 16, dtype=torch.float64),
+                torch.rand(2, 7, dtype=torch.float64))
+    assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
