@@ -212,16 +212,24 @@ def _state_probes(scenes: _Scenes, r: dict[str, np.ndarray], config: ProbeConfig
                 predict = fit_readout(x_fit, y_fit, x_val, y_val)
                 row[f"{source}, {readout}"] = r2_score(predict(x_test), y_test)
             bar.update(1)
-        if config.cnn:
-            images = {p: scenes.images[rows, :vps].reshape(-1, *scenes.images.shape[2:])
-                      for p, rows in scenes.parts.items()}
-            extra = {p: _one_view(scenes.viewpoints, rows, vps)
-                     for p, rows in scenes.parts.items()}
-            predict = fit_cnn(images["fit"], extra["fit"], repeat(y, fit), images["val"],
-                              extra["val"], repeat(y, val), seed=config.seed)
-            row["supervised CNN 1 view"] = r2_score(predict(images["test"], extra["test"]),
-                                                    repeat(y, test))
         results[target] = row
+    if config.cnn:  # one CNN learns every target at once, on every view of the fit scenes
+        names = list(scenes.targets)
+        y_all = np.concatenate([scenes.targets[t] for t in names], 1)
+        views = scenes.images.shape[1]
+        images = {p: scenes.images[rows].reshape(-1, *scenes.images.shape[2:])
+                  for p, rows in scenes.parts.items()}
+        extra = {p: _one_view(scenes.viewpoints, rows, views) for p, rows in scenes.parts.items()}
+        labels = {p: np.repeat(y_all[rows], views, axis=0) for p, rows in scenes.parts.items()}
+        predict = fit_cnn(images["fit"], extra["fit"], labels["fit"], images["val"],
+                          extra["val"], labels["val"], seed=config.seed)
+        predicted = predict(images["test"], extra["test"])
+        start = 0
+        for t in names:
+            width = scenes.targets[t].shape[1]
+            results[t]["supervised CNN 1 view"] = r2_score(
+                predicted[:, start:start + width], labels["test"][:, start:start + width])
+            start += width
     bar.update(1)
     return results
 

@@ -168,14 +168,21 @@ class _Rows:
         return self.images[rows], self.extra[rows]
 
 
+def _masked_mse(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the target entries that are not NaN."""
+    known = ~torch.isnan(target)
+    return (predicted - target.nan_to_num()).pow(2)[known].mean()
+
+
 def fit_cnn(images_fit: np.ndarray, extra_fit: np.ndarray, y_fit: np.ndarray,
             images_val: np.ndarray, extra_val: np.ndarray, y_val: np.ndarray, *,
-            epochs: int = 30, patience: int = 5, batch_size: int = 64, lr: float = 1e-3,
+            epochs: int = 40, patience: int = 6, batch_size: int = 64, lr: float = 1e-3,
             seed: int = 0) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """A small CNN supervised on uint8 images ``[N, H, W, 3]`` plus ``extra`` features (the
-    viewpoint), early-stopped: the ceiling of what a readout can find in the pixels."""
-    keep_fit, keep_val = ~np.isnan(y_fit).any(1), ~np.isnan(y_val).any(1)
-    y_scaler = _Standardiser.fit(y_fit[keep_fit])
+    viewpoint), early-stopped: the ceiling of what a readout can find in the pixels. Targets
+    ``[N, T]`` may hold NaN entries (left out of the loss), so one CNN can learn every target
+    at once."""
+    y_scaler = _Standardiser(np.nanmean(y_fit, 0), np.nanstd(y_fit, 0) + 1e-6)
 
     def rows(images: np.ndarray, extra: np.ndarray) -> _Rows:
         return _Rows(torch.as_tensor(images).permute(0, 3, 1, 2).float() / 255,
@@ -186,12 +193,11 @@ def fit_cnn(images_fit: np.ndarray, extra_fit: np.ndarray, y_fit: np.ndarray,
 
     torch.manual_seed(seed)
     model = _SmallCNN(images_fit.shape[1], extra_fit.shape[1], y_fit.shape[1])
-    validation = rows(images_val[keep_val], extra_val[keep_val])
-    _train_early_stopped(model, rows(images_fit[keep_fit], extra_fit[keep_fit]),
-                         tensor(y_fit[keep_fit]), validation[torch.arange(int(keep_val.sum()))],
-                         tensor(y_val[keep_val]), epochs=epochs, patience=patience,
-                         batch_size=batch_size, lr=lr, seed=seed,
-                         loss_fn=nn.functional.mse_loss)
+    validation = rows(images_val, extra_val)
+    _train_early_stopped(model, rows(images_fit, extra_fit), tensor(y_fit),
+                         validation[torch.arange(len(images_val))], tensor(y_val),
+                         epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
+                         seed=seed, loss_fn=_masked_mse)
 
     def predict(images: np.ndarray, extra: np.ndarray) -> np.ndarray:
         data = rows(images, extra)

@@ -105,8 +105,8 @@ def write_arm_like_dataset(path: Path, scenes: int = 60, views: int = 4, size: i
 
 
 TINY_MODEL = GQNConfig(image_size=16, representation="pool", r_dim=16, h_dim=8, z_dim=2, L=2)
-TINY_PROBE = ProbeConfig(scenes=60, views_per_scene=2, context_views=2, cnn=False,
-                         prediction_scenes=8, embedding_scenes=4)
+TINY_PROBE = ProbeConfig(scenes=60, views_per_scene=2, context_views=2, prediction_scenes=8,
+                         embedding_scenes=4)
 
 
 def test_probe_finds_the_planted_colour_and_not_the_noise(tmp_path: Path) -> None:
@@ -117,6 +117,7 @@ def test_probe_finds_the_planted_colour_and_not_the_noise(tmp_path: Path) -> Non
                           "floor_colour"}
     assert state["wall_colour"]["pixels 1 view, ridge"] > 0.8
     assert state["wall_colour"]["gqn 1 view, ridge"] > 0.5  # a random CNN keeps the colour
+    assert state["wall_colour"]["supervised CNN 1 view"] > 0.5
     assert all(v < 0.3 for v in state["hand_position"].values())
     error = results["prediction_error"]
     assert error["K"] == [1, 2, 3] and all(np.isfinite(error["gqn"]))
