@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.train import RunConfig, build_model, load_gqn, make_venv, resolve_run
+from agents.train import GQN_KINDS, RunConfig, build_model, load_gqn, make_venv, resolve_run
 
 
 @dataclass
@@ -42,7 +42,8 @@ def wrapper_rates(env_id: str = "gqn_rl/ArmReach-v0", n_envs: int = 8, steps: in
         return rate
 
     def ppo_rate(encoder: str) -> float:
-        run = resolve_run(RunConfig(env_id, encoder, "ppo", steps, seed, fresh_encoder=True,
+        run = resolve_run(RunConfig(env_id, encoder, "ppo", steps, seed,
+                                    fresh_encoder=encoder in GQN_KINDS,
                                     overrides=dict(overrides or {})))
         gqn = load_gqn(run)
         venv = make_venv(run, n_envs, seed, gqn)

@@ -18,11 +18,23 @@ def _with_given(config: Any, **overrides: Any) -> Any:
     return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _int_at_least(low: int) -> Any:
+    """An argparse type: an integer of at least ``low``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in its messages
+    return parse
+
+
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
 
 
 # -- pretrain ------------------------------------------------------------------------------
@@ -50,7 +62,8 @@ def _pretrain(args: argparse.Namespace) -> int:
         preset = PRESETS[args.preset or "cpu-small"]
         model_config, train_config = preset.model, preset.train
     train_config = _with_given(train_config, steps=args.steps, batch_size=args.batch_size,
-                               seed=args.seed, max_context=args.max_context)
+                               seed=args.seed, max_context=args.max_context,
+                               checkpoint_every=args.checkpoint_every)
     probe = None
     if not args.no_probe:
         from gqn.data import SceneDataset
@@ -106,7 +119,7 @@ def _add_probe(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--scenes", type=_positive_int, help="scenes probed (default 1000)")
     p.add_argument("--split", default="test", help="dataset split (default test)")
-    p.add_argument("--seed", type=int, help="seed (default 0)")
+    p.add_argument("--seed", type=_non_negative_int, help="seed (default 0)")
     p.add_argument("--no-mlp", action="store_true", help="ridge probes only")
     p.add_argument("--no-cnn", action="store_true", help="no supervised CNN ceiling")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -123,7 +136,10 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=_positive_int, help="total optimiser steps of the run")
     p.add_argument("--batch-size", type=_positive_int, help="scenes per step")
     p.add_argument("--max-context", type=_positive_int, help="largest context size per batch")
-    p.add_argument("--seed", type=int, help="seed of weights, batches and latents")
+    p.add_argument("--seed", type=_non_negative_int, help="seed of weights, batches and latents")
+    p.add_argument("--checkpoint-every", type=_positive_int,
+                   help="steps between checkpoints (default: the preset's; may change on "
+                        "--resume)")
     p.add_argument("--until", type=_positive_int,
                    help="stop after this many total steps (schedules still follow --steps)")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
@@ -185,11 +201,12 @@ def _add_data(commands: argparse._SubParsersAction) -> None:
     g.add_argument("--scene", required=True, choices=sorted(FAMILIES), help="scene family")
     g.add_argument("--out", type=Path, required=True, help="dataset directory")
     g.add_argument("--scenes", type=_positive_int, required=True, help="train scenes")
-    g.add_argument("--test-scenes", type=int, help="test scenes (default: scenes / 10)")
+    g.add_argument("--test-scenes", type=_non_negative_int,
+                   help="test scenes (default: scenes / 10)")
     g.add_argument("--views", type=_positive_int, help="views per scene (default: family's)")
     g.add_argument("--size", type=_positive_int, default=64, help="image size (default 64)")
     g.add_argument("--workers", type=_positive_int, help="processes (default: all cores)")
-    g.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    g.add_argument("--seed", type=_non_negative_int, default=0, help="seed (default 0)")
     g.add_argument("--shard-size", type=_positive_int, default=100, help="scenes per shard")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.set_defaults(run=_data_generate)
@@ -422,7 +439,8 @@ def _add_episode(commands: argparse._SubParsersAction) -> None:
                     "save the first episode's frames as a GIF.")
     p.add_argument("--env", required=True, choices=list(ENVIRONMENTS))
     p.add_argument("--policy", choices=POLICIES, default="scripted")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first episode (default 0)")
+    p.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="seed of the first episode (default 0)")
     p.add_argument("--episodes", type=_positive_int, default=1, help="episodes (default 1)")
     p.add_argument("--size", type=_positive_int, default=64, help="image size (default 64)")
     p.add_argument("--out", type=Path, help="GIF to write")
@@ -476,7 +494,7 @@ def _add_agents(commands: argparse._SubParsersAction) -> None:
     t.add_argument("--encoder", required=True, choices=ENCODER_KINDS)
     t.add_argument("--algo", choices=ALGOS, default="ppo")
     t.add_argument("--steps", type=_positive_int, required=True, help="environment steps")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_non_negative_int, default=0)
     t.add_argument("--out", type=Path, required=True, help="run directory")
     t.add_argument("--checkpoint", type=Path, help="GQN pretraining checkpoint")
     t.add_argument("--fresh-encoder", action="store_true",
@@ -514,6 +532,8 @@ def _add_agents(commands: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gqn-rl", description="Generative Query Networks as scene encoders for RL agents.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error instead of one line")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_data(commands)
     _add_pretrain(commands)
@@ -524,13 +544,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXPECTED_ERRORS = (ValueError, OSError, FloatingPointError)
+"""Refusals with a message of their own: bad input, a missing or unwritable file, a loss
+that became NaN. Anything else is reported with its type (a bug: --debug shows where)."""
+
+
+def error_line(error: BaseException) -> str:
+    """One line saying what went wrong."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, EXPECTED_ERRORS):
+        return message
+    return f"{type(error).__name__}: {message} (gqn-rl --debug ... shows the traceback)"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keep_freed_memory()
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as error:
-        print(f"gqn-rl {args.command}: error: {error}", file=sys.stderr)
+    except Exception as error:  # noqa: BLE001 - every failure becomes one line (or --debug)
+        if args.debug:
+            raise
+        print(f"gqn-rl {args.command}: error: {error_line(error)}", file=sys.stderr)
         return 2
 
 

@@ -8,6 +8,7 @@ points), ``final_model.zip`` and, after evaluation, ``evaluation.json``.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -25,7 +26,7 @@ import envs
 from agents.hyperparams import hyperparams
 from envs.camera_adapter import MujocoCameraObservation
 from gqn import GQN
-from gqn.fileio import atomic_write
+from gqn.fileio import atomic_write, sha256
 from gqn.seeding import derive_seed
 from gqn_rl.encoders import encoder_config, encoder_source, load_encoder, shipped_checkpoint
 from gqn_rl.episodes import run_episode, save_gif, summarize
@@ -76,6 +77,9 @@ class ResolvedRun:
     """The recipe of :mod:`agents.hyperparams` with the overrides, image size settled."""
     checkpoint: str | None
     """The GQN checkpoint the run uses; None for a fresh GQN or an encoder without one."""
+    checkpoint_sha256: str | None
+    """SHA-256 of that checkpoint when the run was resolved: ``evaluate`` and ``--resume``
+    refuse a file with other content."""
     encoder_source: str
     """Where the GQN comes from, in words (empty for encoders without one)."""
 
@@ -98,37 +102,78 @@ class ResolvedRun:
         return cls(**{**saved, "config": RunConfig(**saved["config"])})
 
 
+NATURE_CNN_MIN_SIZE = 36
+"""Smallest image SB3's NatureCNN (the ``pixels`` encoder) can read."""
+
+
+def _settings(algo: str) -> set[str]:
+    """The keys ``--hyperparams`` may set for ``algo``: SB3's constructor arguments and the
+    run settings."""
+    parameters = inspect.signature(ALGORITHM_CLASSES[algo].__init__).parameters
+    return (set(parameters) - {"self", "policy", "env", "seed", "device", "verbose",
+                               "tensorboard_log", "_init_setup_model"}) | set(RUN_SETTINGS)
+
+
 def resolve_run(config: RunConfig) -> ResolvedRun:
     """Settle what ``config`` leaves open, changing nothing: the hyperparameters (recipe, then
     overrides), and for GQN kinds which GQN (the given checkpoint, else the shipped one of the
-    scene family, else a fresh one) and the image size it was trained on."""
+    scene family, else a fresh one) and the image size it was trained on. Raises ValueError,
+    naming the flag, for settings that cannot make a run."""
     if config.checkpoint is not None and config.fresh_encoder:
         raise ValueError("--checkpoint and --fresh-encoder exclude each other")
+    if config.encoder not in GQN_KINDS and (config.checkpoint or config.fresh_encoder):
+        raise ValueError(f"--encoder {config.encoder} uses no GQN: --checkpoint and "
+                         "--fresh-encoder are for the gqn-* encoders")
+    try:
+        gym.spec(config.env)
+    except gym.error.Error as error:
+        raise ValueError(f"--env {config.env}: {error}") from None
     params = hyperparams(config.env, config.encoder, config.algo)
+    unknown = sorted(set(config.overrides) - _settings(config.algo))
+    if unknown:
+        raise ValueError(f"--hyperparams: unknown setting(s) {', '.join(unknown)} for "
+                         f"{config.algo}; known: {', '.join(sorted(_settings(config.algo)))}")
     for key, value in config.overrides.items():  # dicts (env_kwargs, ...) are merged one level
         old = params.get(key)
+        if isinstance(old, dict) and not isinstance(value, dict):
+            raise ValueError(f"--hyperparams {key} must be a dict like {old}, got {value!r}")
         params[key] = {**old, **value} if isinstance(old, dict) else value
     params.setdefault("image_size", params["env_kwargs"].get("image_size", 64))
+    if config.encoder == "pixels" and params["image_size"] < NATURE_CNN_MIN_SIZE:
+        raise ValueError(f"--encoder pixels needs images of at least {NATURE_CNN_MIN_SIZE}x"
+                         f"{NATURE_CNN_MIN_SIZE} (SB3's NatureCNN), got image_size "
+                         f"{params['image_size']}")
     if config.encoder not in GQN_KINDS:
-        return ResolvedRun(config, params, None, "")
+        return ResolvedRun(config, params, None, None, "")
     checkpoint = config.checkpoint
     if checkpoint is None and not config.fresh_encoder:
         shipped = shipped_checkpoint(envs.family_of(config.env))
         checkpoint = None if shipped is None else str(shipped)
-    gqn_config = encoder_config(None if checkpoint is None else Path(checkpoint))
+    path = None if checkpoint is None else Path(checkpoint)
+    gqn_config = encoder_config(path)
+    asked = config.overrides.get("env_kwargs", {}).get("image_size",
+                                                       config.overrides.get("image_size"))
+    if asked is not None and asked != gqn_config.image_size:
+        raise ValueError(f"--hyperparams image_size {asked} differs from the "
+                         f"{gqn_config.image_size}x{gqn_config.image_size} images the GQN reads "
+                         f"({encoder_source(path, gqn_config)})")
     params["image_size"] = gqn_config.image_size
     if config.env in envs.ENVIRONMENTS:
         params["env_kwargs"]["image_size"] = gqn_config.image_size
-    return ResolvedRun(config, params, checkpoint, encoder_source(
-        None if checkpoint is None else Path(checkpoint), gqn_config))
+    return ResolvedRun(config, params, checkpoint, None if path is None else sha256(path),
+                       encoder_source(path, gqn_config))
 
 
 def load_gqn(run: ResolvedRun) -> GQN | None:
-    """The run's GQN (None for encoders without one); fresh ones are seeded by the run."""
+    """The run's GQN (None for encoders without one); fresh ones are seeded by the run.
+    Raises ValueError when the checkpoint's content is not the one the run started with."""
     if not run.has_gqn:
         return None
-    gqn, _ = load_encoder(None if run.checkpoint is None else Path(run.checkpoint),
-                          fresh=run.checkpoint is None, seed=run.config.seed)
+    path = None if run.checkpoint is None else Path(run.checkpoint)
+    if path is not None and path.is_file() and sha256(path) != run.checkpoint_sha256:
+        raise ValueError(f"{path} is not the GQN checkpoint this run was made with (SHA-256 "
+                         f"{sha256(path)[:12]}..., the run's {str(run.checkpoint_sha256)[:12]}...)")
+    gqn, _ = load_encoder(path, fresh=path is None, seed=run.config.seed)
     return gqn
 
 
@@ -239,13 +284,21 @@ def train(config: RunConfig, out: Path, resume: bool = False, progress: bool = T
 
     algo, seed = run.config.algo, run.config.seed
     n_envs = run.hyperparams["n_envs"]
-    venv = make_venv(run, n_envs, seed, gqn)
+    try:
+        venv = make_venv(run, n_envs, seed, gqn)
+    except TypeError as error:
+        raise ValueError(f"cannot make {run.config.env} with env_kwargs "
+                         f"{dict(run.hyperparams['env_kwargs'])}: {error}") from error
     if algo == "sac" and not isinstance(venv.action_space, gym.spaces.Box):
         raise ValueError(f"SAC needs continuous actions; {run.config.env} has "
                          f"{venv.action_space}")
     model = _load_latest(ALGORITHM_CLASSES[algo], out, venv) if resume else None
     if model is None:
-        model = build_model(run, venv, gqn, tensorboard_log=str(out / "tensorboard"))
+        try:
+            model = build_model(run, venv, gqn, tensorboard_log=str(out / "tensorboard"))
+        except (TypeError, ValueError, AssertionError) as error:
+            raise ValueError(f"cannot build the {algo} agent from its settings (see "
+                             f"--hyperparams): {error}") from error
     eval_env = make_venv(run, 1, derive_seed(seed, "evaluation"), gqn)
     if isinstance(model.get_env(), VecTransposeImage):  # as SB3 did to the training env
         eval_env = VecTransposeImage(eval_env)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +49,23 @@ def save_checkpoint(path: Path, model: GQN, optimizer: torch.optim.Optimizer, st
     atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
+def _read(path: Path) -> Any:
+    """``torch.load`` of ``path``; ValueError naming the file when it is not one."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, UnicodeDecodeError, pickle.UnpicklingError, ValueError,
+            AttributeError, ImportError, IndexError, KeyError) as error:
+        raise ValueError(f"{path}: not a gqn-rl checkpoint (torch.load failed: "
+                         f"{type(error).__name__}: {error})") from error
+
+
 def load_checkpoint(path: Path, model_config: GQNConfig | None = None,
                     train_config: TrainConfig | None = None) -> dict[str, Any]:
     """Read a checkpoint; with configs given, fail naming every field that differs."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = _read(path)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a gqn-rl checkpoint (field 'format' is "
                          f"{state.get('format') if isinstance(state, dict) else type(state)!r},"
@@ -73,9 +84,13 @@ def export_weights(src: Path, dst: Path) -> None:
     """Write the model part of checkpoint ``src`` to ``dst``: configs, weights, step and
     metrics, without optimiser and RNG state (a third of the size; loads with
     :func:`load_model`, cannot be resumed)."""
-    state = torch.load(Path(src), map_location="cpu", weights_only=False)
-    load_checkpoint(src)  # validates the format and configs
-    state.update(optimizer=None, rng=None)
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise ValueError(f"--out {dst} is the checkpoint being exported: write the weights to "
+                         "another file (it would replace a resumable checkpoint)")
+    state = load_checkpoint(src)  # validates the format and configs
+    state.update(optimizer=None, rng=None, model_config=dataclasses.asdict(state["model_config"]),
+                 train_config=dataclasses.asdict(state["train_config"]))
     buffer = io.BytesIO()
     torch.save(state, buffer)
     Path(dst).parent.mkdir(parents=True, exist_ok=True)

@@ -70,6 +70,10 @@ class GQNConfig:
         return 1 if self.shared_core else self.L
 
 
+BOOKKEEPING = ("log_every", "eval_every", "checkpoint_every")
+"""TrainConfig fields that change what a run writes, not how it trains."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Pretraining: optimiser, annealing schedules, batches, logging and checkpoints."""
@@ -114,6 +118,11 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be in (0, 1], got {getattr(self, name)}")
         if self.max_context is not None and self.max_context < 1:
             raise ValueError(f"TrainConfig.max_context must be >= 1, got {self.max_context}")
+
+    def same_training(self, other: TrainConfig) -> bool:
+        """Whether ``other`` trains exactly like this config: equal but for the intervals of
+        logging, evaluation and checkpoints (which a resumed run may change)."""
+        return dataclasses.replace(other, **{k: getattr(self, k) for k in BOOKKEEPING}) == self
 
     @property
     def lr_anneal_steps(self) -> int:

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from gqn.checkpoint import load_checkpoint, save_checkpoint
-from gqn.config import GQNConfig, TrainConfig
+from gqn.config import GQNConfig, TrainConfig, config_diff
 from gqn.data import Batch, SceneDataset
 from gqn.fileio import atomic_write
 from gqn.model import GQN, GQNOutput
@@ -178,8 +178,8 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
     if train_config.batch_size % process.world_size:
         raise ValueError(f"TrainConfig.batch_size={train_config.batch_size} must be divisible "
                          f"by the number of processes ({process.world_size})")
-    train_set = SceneDataset(data, "train")
-    test_set = SceneDataset(data, "test")
+    train_set = SceneDataset(data, "train", verify=True)  # SHA-256 of every shard file
+    test_set = SceneDataset(data, "test", verify=True)
     if train_set.image_size != model_config.image_size:
         raise ValueError(f"{data}: dataset image_size {train_set.image_size} != "
                          f"GQNConfig.image_size {model_config.image_size}")
@@ -196,7 +196,13 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
     torch.manual_seed(derive_seed(train_config.seed, "latents", process.rank))
     step = 0
     if resume:
-        state = load_checkpoint(checkpoint_path, model_config, train_config)
+        state = load_checkpoint(checkpoint_path, model_config)
+        if not state["train_config"].same_training(train_config):
+            raise ValueError(f"{checkpoint_path}: checkpoint train_config differs from the "
+                             "requested one in "
+                             f"{'; '.join(config_diff(state['train_config'], train_config))} "
+                             "(checkpoint != requested; only log_every, eval_every and "
+                             "checkpoint_every may change on resume)")
         if state["optimizer"] is None:
             raise ValueError(f"{checkpoint_path} holds weights only (exported): it cannot be "
                              "resumed")

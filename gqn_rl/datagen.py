@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from envs.rendering import SceneRenderer, default_rasteriser_threads
 from envs.scenes import FAMILIES
+from gqn import GQNConfig
 from gqn.data import SPLITS, DatasetWriter, SceneDataset, write_shard_files
 from gqn.seeding import derive_rng
 
@@ -54,6 +56,13 @@ class GenerateConfig:
         for name in ("scenes", "size", "shard_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("seed", "test_scenes"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        multiple = GQNConfig().scale  # a GQN's cores run at 1/scale of the image
+        if self.size < 8 or self.size % multiple:
+            raise ValueError(f"size must be a multiple of {multiple} of at least 8 (what a GQN "
+                             f"can read), got {self.size}")
         if self.views is not None and self.views < 2:
             raise ValueError(f"views must be >= 2 (a context and a query), got {self.views}")
 
@@ -129,26 +138,33 @@ def generate(config: GenerateConfig, out: Path | str, workers: int = 1,
     """Render the train and test splits of ``config`` into the dataset directory ``out``.
 
     Resumes a directory written by an earlier, interrupted call with the same config (any
-    other config is refused, naming the differing fields).
+    other config is refused, naming the differing fields): the shards already there are
+    checked against their SHA-256 sums, and a missing or corrupt one is rendered again. The
+    directory is locked while writing: a second writer is refused, naming the first.
     """
     out = Path(out)
-    writer = DatasetWriter(out, image_size=config.size, views=config.view_count,
-                           meta={"generator": GENERATOR, **asdict(config)})
-    tasks = [(config, split, index, str(out)) for split, index in _missing_shards(writer, config)]
-    bar = tqdm(total=sum(config.split_scenes(s) for s in SPLITS), desc=f"render {config.scene}",
-               unit="scene", disable=not progress, dynamic_ncols=True)
-    bar.update(sum(writer.scenes(s) for s in SPLITS))
-    if workers <= 1:
-        results = map(_render_shard, tasks)
-        _register(writer, results, bar)
-    else:
-        # A fork server imports this module (torch, MuJoCo) once and forks clean workers
-        # from it, instead of every spawned worker importing them again.
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
-        with context.Pool(workers, _single_thread_rasteriser) as pool:
-            _register(writer, pool.imap_unordered(_render_shard, tasks), bar)
-    bar.close()
+    with DatasetWriter(out, image_size=config.size, views=config.view_count,
+                       meta={"generator": GENERATOR, **asdict(config)}) as writer:
+        for split, index, reason in writer.corrupt_shards():
+            print(f"{reason}: rendering shard {index} of the {split} split again",
+                  file=sys.stderr)
+            writer.forget_shard(split, index)
+        tasks = [(config, split, index, str(out))
+                 for split, index in _missing_shards(writer, config)]
+        bar = tqdm(total=sum(config.split_scenes(s) for s in SPLITS),
+                   desc=f"render {config.scene}", unit="scene", disable=not progress,
+                   dynamic_ncols=True)
+        bar.update(sum(writer.scenes(s) for s in SPLITS))
+        if workers <= 1:
+            _register(writer, map(_render_shard, tasks), bar)
+        else:
+            # A fork server imports this module (torch, MuJoCo) once and forks clean workers
+            # from it, instead of every spawned worker importing them again.
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
+            with context.Pool(workers, _single_thread_rasteriser) as pool:
+                _register(writer, pool.imap_unordered(_render_shard, tasks), bar)
+        bar.close()
     return out
 
 

@@ -280,37 +280,39 @@ def import_deepmind(
     meta: dict[str, Any] = {"source": SOURCE, "dataset": name}
     if scenes_per_shard is not None:
         meta["scenes_per_shard"] = scenes_per_shard
-    writer = DatasetWriter(out, image_size=size, views=views, meta=meta)
+    with DatasetWriter(out, image_size=size, views=views, meta=meta) as writer:
+        tasks: list[_Task] = []
+        for split, files in splits.items():
+            index = 0
+            for path in files:
+                if scenes_per_shard is None:
+                    ranges: list[tuple[int, int | None]] = [(0, None)]
+                else:
+                    chunks = max(1, math.ceil(_count_records(path) / scenes_per_shard))
+                    ranges = [(c * scenes_per_shard, (c + 1) * scenes_per_shard)
+                              for c in range(chunks)]
+                for start, stop in ranges:
+                    tasks.append(_Task(split, index, str(path), start, stop, str(out), size,
+                                       views, reference, skip_corrupt))
+                    index += 1
+        for split, index, _ in writer.corrupt_shards():
+            writer.forget_shard(split, index)  # imported again below
+        pending = [t for t in tasks if not writer.has_shard(t.split, t.index)]
+        report = ImportReport(files=len({t.path for t in pending}), scenes=0,
+                              shards_kept=len(tasks) - len(pending))
 
-    tasks: list[_Task] = []
-    for split, files in splits.items():
-        index = 0
-        for path in files:
-            if scenes_per_shard is None:
-                ranges: list[tuple[int, int | None]] = [(0, None)]
+        bar = tqdm(total=len(tasks), initial=report.shards_kept, desc=f"import {name}",
+                   unit="shard", disable=not progress, dynamic_ncols=True)
+        try:
+            if workers == 1 or len(pending) <= 1:
+                _register(writer, map(_import_shard, pending), report, bar)
             else:
-                chunks = max(1, math.ceil(_count_records(path) / scenes_per_shard))
-                ranges = [(c * scenes_per_shard, (c + 1) * scenes_per_shard)
-                          for c in range(chunks)]
-            for start, stop in ranges:
-                tasks.append(_Task(split, index, str(path), start, stop, str(out), size, views,
-                                   reference, skip_corrupt))
-                index += 1
-    pending = [t for t in tasks if not writer.has_shard(t.split, t.index)]
-    report = ImportReport(files=len({t.path for t in pending}), scenes=0,
-                          shards_kept=len(tasks) - len(pending))
-
-    bar = tqdm(total=len(tasks), initial=report.shards_kept, desc=f"import {name}",
-               unit="shard", disable=not progress, dynamic_ncols=True)
-    try:
-        if workers == 1 or len(pending) <= 1:
-            _register(writer, map(_import_shard, pending), report, bar)
-        else:
-            with multiprocessing.get_context("spawn").Pool(min(workers, len(pending))) as pool:
-                _register(writer, pool.imap_unordered(_import_shard, pending), report, bar)
-    finally:
-        bar.close()
-        report.skipped.sort()
+                context = multiprocessing.get_context("spawn")
+                with context.Pool(min(workers, len(pending))) as pool:
+                    _register(writer, pool.imap_unordered(_import_shard, pending), report, bar)
+        finally:
+            bar.close()
+            report.skipped.sort()
     return report
 
 

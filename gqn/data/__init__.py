@@ -11,13 +11,14 @@ from __future__ import annotations
 from gqn.data.batch import Batch
 from gqn.data.dataset import SceneDataset
 from gqn.data.format import FORMAT_NAME, FORMAT_VERSION, SPLITS, PathLike
-from gqn.data.writer import DatasetWriter, write_shard_files
+from gqn.data.writer import DatasetBusyError, DatasetWriter, write_shard_files
 
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "SPLITS",
     "Batch",
+    "DatasetBusyError",
     "DatasetWriter",
     "PathLike",
     "SceneDataset",

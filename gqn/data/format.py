@@ -194,7 +194,9 @@ def _verify_record(root: Path, record: dict[str, Any]) -> None:
             raise FileNotFoundError(f"{kind} shard file {path} is missing")
         actual = sha256(path)
         if actual != expected:
-            raise ValueError(f"{path}: SHA-256 mismatch (manifest {expected}, file {actual})")
+            raise ValueError(f"{path}: SHA-256 mismatch (manifest {expected}, file {actual}); "
+                             "a dataset of gqn-rl data generate is repaired by running the same "
+                             "command again")
 
 
 class _ManifestView:

@@ -9,7 +9,11 @@ complete.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -30,9 +34,37 @@ from gqn.data.format import (
     _load_manifest,
     _ManifestView,
     _shard_stem,
+    _verify_record,
 )
 from gqn.fileio import atomic_write, sha256
 from gqn.viewpoint import POSE_DIM
+
+LOCK_NAME = ".writer.lock"
+"""The file in a dataset directory whose lock a writer holds; it names the holder."""
+
+
+class DatasetBusyError(OSError):
+    """Another process is writing the dataset directory."""
+
+
+def _lock_for_writing(root: Path) -> BinaryIO:
+    """An exclusive lock on ``root``'s lock file, held while the returned file is open; raises
+    :class:`DatasetBusyError` naming the holder when another process has it."""
+    lock = open(root / LOCK_NAME, "a+b")  # noqa: SIM115 - held open for the writer's life
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().decode(errors="replace").strip() or "another process"
+        lock.close()
+        raise DatasetBusyError(f"{root} is being written by {holder}; wait for it to finish "
+                               "or stop it (its lock is released when it ends)") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()} on {socket.gethostname()} "
+               f"({' '.join(sys.argv) or 'python'})".encode())
+    lock.flush()
+    return lock
 
 
 def _json_default(obj: Any) -> Any:
@@ -187,6 +219,26 @@ class DatasetWriter(_ManifestView):
         views = _check_positive_int(views, "views", "DatasetWriter")
         meta = _normalise_meta(meta)
         self._root.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock_for_writing(self._root)
+        try:
+            self._open(image_size, views, meta)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the directory's write lock (also released when the process ends)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _open(self, image_size: int, views: int, meta: dict[str, Any]) -> None:
         if (self._root / _MANIFEST).exists():
             manifest = _load_manifest(self._root)
             ours = {"image_size": image_size, "views": views, "meta": meta}
@@ -217,6 +269,26 @@ class DatasetWriter(_ManifestView):
         """Scenes registered so far in ``split`` (0 for a split with no shards)."""
         entry = self._manifest["splits"].get(split)
         return 0 if entry is None else int(entry["scenes"])
+
+    def corrupt_shards(self) -> list[tuple[str, int, str]]:
+        """``(split, index, reason)`` of every registered shard whose files are missing or
+        whose SHA-256 differs from the manifest's (reads every shard file once)."""
+        found = []
+        for split, entry in self._manifest["splits"].items():
+            for record in entry["shards"]:
+                try:
+                    _verify_record(self._root, record)
+                except (ValueError, FileNotFoundError) as error:
+                    found.append((split, int(record["index"]), str(error)))
+        return found
+
+    def forget_shard(self, split: str, index: int) -> None:
+        """Unregister shard ``index`` of ``split`` (its files stay until it is rewritten)."""
+        entry = self._manifest["splits"].get(split)
+        if entry is not None and self._find(split, index) is not None:
+            entry["shards"] = [r for r in entry["shards"] if r["index"] != index]
+            entry["scenes"] = sum(r["scenes"] for r in entry["shards"])
+            self._write_manifest()
 
     def has_shard(self, split: str, index: int) -> bool:
         """True if shard ``index`` of ``split`` is in the manifest and all its files exist."""
@@ -272,4 +344,4 @@ class DatasetWriter(_ManifestView):
     def _write_manifest(self) -> None:
         final = self._root / _MANIFEST
         data = _to_json_bytes(self._manifest, "manifest", indent=1)
-        atomic_write(final, lambda f: f.write(data), tmp=final.with_name(_MANIFEST + ".tmp"))
+        atomic_write(final, lambda f: f.write(data))

@@ -117,6 +117,7 @@ def test_resume_keeps_existing_shards(tmp_path: Path) -> None:
     first = DatasetWriter(tmp_path, image_size=SIZE, views=VIEWS, meta=META)
     images0, poses0, _ = make_shard(3, seed=0)
     first.write_shard("train", 0, images0, poses0)
+    first.close()  # as a process that ended: its lock is released
     second = DatasetWriter(tmp_path, image_size=SIZE, views=VIEWS, meta=dict(META))
     assert second.has_shard("train", 0)
     assert not second.has_shard("train", 1)

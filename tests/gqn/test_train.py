@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import gqn.model
 import gqn.train
 from agents.cli import main
 from gqn import GQNConfig, TrainConfig
@@ -95,7 +96,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
         dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = pretrain(dataset, tmp_path / "run", MODEL, TRAIN, until=3, progress=False)
     saved = first.checkpoint.read_bytes()
-    monkeypatch.setattr(gqn.train, "pixel_sigma", lambda step, config: float("nan"))
+    nan_nll = lambda x, mean, sigma: torch.full((len(x),), float("nan"))  # noqa: E731
+    monkeypatch.setattr(gqn.model, "gaussian_nll", nan_nll)  # a loss that became NaN
     with pytest.raises(NonFiniteLossError, match="at step 4.*last good checkpoint"):
         pretrain(dataset, tmp_path / "run", MODEL, TRAIN, resume=True, progress=False)
     assert first.checkpoint.read_bytes() == saved
