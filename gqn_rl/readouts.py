@@ -176,7 +176,7 @@ def _masked_mse(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def fit_cnn(images_fit: np.ndarray, extra_fit: np.ndarray, y_fit: np.ndarray,
             images_val: np.ndarray, extra_val: np.ndarray, y_val: np.ndarray, *,
-            epochs: int = 40, patience: int = 6, batch_size: int = 64, lr: float = 1e-3,
+            epochs: int = 60, patience: int = 15, batch_size: int = 64, lr: float = 1e-3,
             seed: int = 0) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """A small CNN supervised on uint8 images ``[N, H, W, 3]`` plus ``extra`` features (the
     viewpoint), early-stopped: the ceiling of what a readout can find in the pixels. Targets
