@@ -387,11 +387,13 @@ class QuickProbe:
         figures: dict[str, float] = {}
         if scenes.targets is not None:
             r = per_view_representations(model, scenes.images, scenes.viewpoints)
+            vps = min(config.views_per_scene, scenes.images.shape[1])
             parts = [scenes.parts[p] for p in ("fit", "val", "test")]
+            x_fit, x_val, x_test = (_one_view(r, rows, vps) for rows in parts)
             for target, y in scenes.targets.items():
-                x_fit, x_val, x_test = (r[rows, 0] for rows in parts)
-                predict = fit_ridge(x_fit, y[parts[0]], x_val, y[parts[1]])
-                figures[f"r2_{target}"] = r2_score(predict(x_test), y[parts[2]])
+                y_fit, y_val, y_test = (np.repeat(y[rows], vps, axis=0) for rows in parts)
+                predict = fit_ridge(x_fit, y_fit, x_val, y_val)
+                figures[f"r2_{target}"] = r2_score(predict(x_test), y_test)
         error, surprise = _prediction_and_surprise(model, scenes, self.rows, self.masks, config)
         for name, values in error.items():
             if name != "K" and values:
