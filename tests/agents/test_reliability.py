@@ -184,3 +184,18 @@ def test_unexpected_errors_are_one_line_with_their_type_and_debug_shows_them(
     one_line_error(capsys, argv, "KeyError", "--debug")
     with pytest.raises(KeyError):
         main(["--debug", *argv])
+
+
+def test_an_unwritable_out_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "locked" / "run"
+    real_mkdir = Path.mkdir
+
+    def mkdir(self: Path, *args: object, **kwargs: object) -> None:
+        if self == out:  # as a directory the user may not write to (root ignores modes)
+            raise PermissionError(13, "Permission denied", str(self))
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    one_line_error(capsys, [*STATE_RUN, "--steps", "64", "--out", str(out), *TINY_PPO],
+                   "Permission denied", str(out))
