@@ -213,23 +213,18 @@ def _state_probes(scenes: _Scenes, r: dict[str, np.ndarray], config: ProbeConfig
                 row[f"{source}, {readout}"] = r2_score(predict(x_test), y_test)
             bar.update(1)
         results[target] = row
-    if config.cnn:  # one CNN learns every target at once, on every view of the fit scenes
-        names = list(scenes.targets)
-        y_all = np.concatenate([scenes.targets[t] for t in names], 1)
+    if config.cnn:  # a CNN per target, on every view of the fit scenes
         views = scenes.images.shape[1]
         images = {p: scenes.images[rows].reshape(-1, *scenes.images.shape[2:])
                   for p, rows in scenes.parts.items()}
         extra = {p: _one_view(scenes.viewpoints, rows, views) for p, rows in scenes.parts.items()}
-        labels = {p: np.repeat(y_all[rows], views, axis=0) for p, rows in scenes.parts.items()}
-        predict = fit_cnn(images["fit"], extra["fit"], labels["fit"], images["val"],
-                          extra["val"], labels["val"], seed=config.seed)
-        predicted = predict(images["test"], extra["test"])
-        start = 0
-        for t in names:
-            width = scenes.targets[t].shape[1]
-            results[t]["supervised CNN 1 view"] = r2_score(
-                predicted[:, start:start + width], labels["test"][:, start:start + width])
-            start += width
+        for target, y in scenes.targets.items():
+            labels = {p: np.repeat(y[rows], views, axis=0) for p, rows in scenes.parts.items()}
+            predict = fit_cnn(images["fit"], extra["fit"], labels["fit"], images["val"],
+                              extra["val"], labels["val"], seed=config.seed)
+            results[target]["supervised CNN 1 view"] = r2_score(
+                predict(images["test"], extra["test"]), labels["test"])
+            bar.update(1)
     bar.update(1)
     return results
 
@@ -343,7 +338,7 @@ def probe(model: GQN, dataset: SceneDataset, config: ProbeConfig = ProbeConfig()
     model = model.eval()
     scenes = _load_scenes(dataset, config)
     targets = 0 if scenes.targets is None else len(scenes.targets)
-    sources = 5  # gqn and fresh, each of 1 and K views; pixels
+    sources = 5 + config.cnn  # gqn and fresh, each of 1 and K views; pixels; the CNN
     bar = tqdm(total=2 + sources * targets + 4, desc="probe", disable=not progress,
                unit="stage")
     r = {}

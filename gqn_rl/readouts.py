@@ -180,8 +180,7 @@ def fit_cnn(images_fit: np.ndarray, extra_fit: np.ndarray, y_fit: np.ndarray,
             seed: int = 0) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """A small CNN supervised on uint8 images ``[N, H, W, 3]`` plus ``extra`` features (the
     viewpoint), early-stopped: the ceiling of what a readout can find in the pixels. Targets
-    ``[N, T]`` may hold NaN entries (left out of the loss), so one CNN can learn every target
-    at once."""
+    ``[N, T]`` may hold NaN entries (left out of the loss)."""
     y_scaler = _Standardiser(np.nanmean(y_fit, 0), np.nanstd(y_fit, 0) + 1e-6)
 
     def rows(images: np.ndarray, extra: np.ndarray) -> _Rows:
