@@ -97,19 +97,20 @@ def _angles(values: list[float]) -> np.ndarray:
 def state_targets(truth: dict[str, Any]) -> dict[str, np.ndarray]:
     """The probe targets of one scene's truth (as the dataset stores it), by name.
 
-    ``arm``: hand and target positions, joint angles (sin, cos), wall and floor colours.
-    ``rooms_*``: position (x, y) and colour of objects 0-2 (NaN where the room has fewer),
-    wall and floor colours. ``shepard_metzler_*``: every cube's position (the object's shape
-    and orientation) and colour.
+    ``arm`` (truth with ``hand_position``): hand and target positions, joint angles (sin,
+    cos), wall and floor colours. ``rooms_*`` (``objects``): position (x, y) and colour of
+    objects 0-2 (NaN where the room has fewer), wall and floor colours.
+    ``shepard_metzler_*`` (``cubes``): every cube's position (the object's shape and
+    orientation) and colour.
     """
     family = str(truth.get("family", ""))
     f = np.asarray
-    if family == "arm":
+    if "hand_position" in truth:  # by content, so that variants of a family are probed too
         return {"hand_position": f(truth["hand_position"]),
                 "target_position": f(truth["target_position"]),
                 "joint_angles": _angles(truth["joint_angles"]),
                 "wall_colour": f(truth["wall_colour"]), "floor_colour": f(truth["floor_colour"])}
-    if family.startswith("rooms"):
+    if "objects" in truth:
         targets = {}
         for i in range(3):
             obj = truth["objects"][i] if i < len(truth["objects"]) else None
@@ -117,7 +118,7 @@ def state_targets(truth: dict[str, Any]) -> dict[str, np.ndarray]:
             targets[f"object_{i}_colour"] = f(obj["colour"]) if obj else np.full(3, np.nan)
         return {**targets, "wall_colour": f(truth["wall_colour"]),
                 "floor_colour": f(truth["floor_colour"])}
-    if family.startswith("shepard_metzler"):
+    if "cubes" in truth:
         return {"cube_positions": f([c["position"] for c in truth["cubes"]]).ravel(),
                 "cube_colours": f([c["colour"] for c in truth["cubes"]]).ravel()}
     raise ValueError(f"no probe targets for scene family {family!r} (truth field 'family')")
