@@ -190,25 +190,28 @@ def _state_probes(scenes: _Scenes, r: dict[str, np.ndarray], config: ProbeConfig
     def repeat(y: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return np.repeat(y[rows], vps, axis=0)
 
+    def per_scene(y: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return y[rows]
+
     def pixels(rows: np.ndarray) -> np.ndarray:
         images = scenes.images[rows, :vps].reshape(len(rows) * vps, -1) / 255.0
         return np.concatenate([images, _one_view(scenes.viewpoints, rows, vps)], 1)
 
-    sources = {f"{name} 1 view": lambda rows, f=features: _one_view(f, rows, vps)
+    # name -> (features of the scenes ``rows``, their targets): one sample per view or scene
+    sources = {f"{name} 1 view": (lambda rows, f=features: _one_view(f, rows, vps), repeat)
                for name, features in r.items()}
-    sources.update({f"{name} {k} views": lambda rows, f=features: f[rows, :k].sum(1)
-                    for name, features in r.items()})
-    sources["pixels 1 view"] = pixels
+    sources.update({f"{name} {k} views": (lambda rows, f=features: f[rows, :k].sum(1),
+                                          per_scene) for name, features in r.items()})
+    sources["pixels 1 view"] = (pixels, repeat)
+    readouts = {"ridge": fit_ridge}
+    if config.mlp:
+        readouts["mlp"] = lambda *data: fit_mlp(*data, seed=config.seed)
     results: dict[str, dict[str, float]] = {}
     for target, y in scenes.targets.items():
         row: dict[str, float] = {}
-        for source, make in sources.items():
-            views = vps if "1 view" in source else 1
-            y_fit, y_val, y_test = (y[p] if views == 1 else repeat(y, p) for p in (fit, val, test))
-            x_fit, x_val, x_test = make(fit), make(val), make(test)
-            readouts = {"ridge": fit_ridge}
-            if config.mlp:
-                readouts["mlp"] = lambda *a: fit_mlp(*a, seed=config.seed)
+        for source, (features, targets) in sources.items():
+            x_fit, x_val, x_test = features(fit), features(val), features(test)
+            y_fit, y_val, y_test = targets(y, fit), targets(y, val), targets(y, test)
             for readout, fit_readout in readouts.items():
                 predict = fit_readout(x_fit, y_fit, x_val, y_val)
                 row[f"{source}, {readout}"] = r2_score(predict(x_test), y_test)
