@@ -70,8 +70,10 @@ def _pretrain(args: argparse.Namespace) -> int:
         from gqn_rl.probe import QuickProbe
 
         test_set = SceneDataset(args.data, "test")
-        if len(test_set) >= 10:
+        try:
             probe = QuickProbe(test_set)
+        except ValueError as error:  # e.g. too few test scenes: train without probes
+            print(f"no quick probes while pretraining: {error}", file=sys.stderr)
     result = pretrain(args.data, args.out, model_config, train_config, resume=args.resume,
                       until=args.until, device=args.device, progress=not args.no_progress,
                       probe=probe)
