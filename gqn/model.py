@@ -260,9 +260,7 @@ class GQN(nn.Module):
             return x.float() / 255.0
         if not x.is_floating_point():
             raise ValueError(f"{name} must be float in [0, 1] or uint8, got dtype {x.dtype}")
-        x = x.to(self.observation_density.weight.dtype)  # e.g. float64 from numpy
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name} holds NaN or infinite values")
+        x = self._check_finite(name, x)  # also in the model's dtype, e.g. from float64
         low, high = float(x.min()), float(x.max())
         if low < 0 or high > 1:
             raise ValueError(f"{name} must be float in [0, 1] or uint8, got values in "

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from gqn.checkpoint import load_checkpoint, save_checkpoint
-from gqn.config import GQNConfig, TrainConfig, config_diff
+from gqn.config import BOOKKEEPING, GQNConfig, TrainConfig, config_diff
 from gqn.data import Batch, SceneDataset
 from gqn.fileio import atomic_write
 from gqn.model import GQN, GQNOutput
@@ -201,8 +201,8 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
             raise ValueError(f"{checkpoint_path}: checkpoint train_config differs from the "
                              "requested one in "
                              f"{'; '.join(config_diff(state['train_config'], train_config))} "
-                             "(checkpoint != requested; only log_every, eval_every and "
-                             "checkpoint_every may change on resume)")
+                             f"(checkpoint != requested; only {', '.join(BOOKKEEPING)} "
+                             "may change on resume)")
         if state["optimizer"] is None:
             raise ValueError(f"{checkpoint_path} holds weights only (exported): it cannot be "
                              "resumed")

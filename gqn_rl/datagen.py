@@ -10,12 +10,14 @@ renders the missing shards only.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -91,23 +93,20 @@ def scene_views(config: GenerateConfig, split: str, index: int
     return spec, family.initial_qpos(spec), poses, family.truth(spec)
 
 
-def _render_shard(task: tuple[GenerateConfig, str, int, str]) -> tuple[str, dict]:
-    """Worker: render shard ``index`` of ``split`` and write its files atomically.
+def loaded_scenes(config: GenerateConfig, split: str, indices: Iterable[int]
+                  ) -> Iterator[tuple[SceneRenderer, np.ndarray, dict[str, Any]]]:
+    """Each scene ``indices`` of ``split`` loaded into one renderer, ready to render: yields
+    the renderer, the scene's raw poses ``float32 [V, 5]`` and its truth; closes the
+    renderer at the end.
 
     The first scene is compiled from its MJCF; the others are written into that model
     (``family.apply``, exactly the same pixels), which saves compiling every scene.
     """
-    config, split, index, out = task
     family = FAMILIES[config.scene]
-    first = index * config.shard_size
-    count = min(config.shard_size, config.split_scenes(split) - first)
-    images = np.empty((count, config.view_count, config.size, config.size, 3), np.uint8)
-    poses = np.empty((count, config.view_count, 5), np.float32)
-    truths = []
     renderer: SceneRenderer | None = None
     try:
-        for i in range(count):
-            spec, qpos, poses[i], truth = scene_views(config, split, first + i)
+        for index in indices:
+            spec, qpos, poses, truth = scene_views(config, split, int(index))
             if renderer is None:
                 renderer = SceneRenderer(family.xml(spec), config.size)
             else:
@@ -115,11 +114,25 @@ def _render_shard(task: tuple[GenerateConfig, str, int, str]) -> tuple[str, dict
                 renderer.forward()
             if qpos is not None:
                 renderer.set_qpos(qpos)
-            renderer.render_many(poses[i], out=images[i])
-            truths.append(truth)
+            yield renderer, poses, truth
     finally:
         if renderer is not None:
             renderer.close()
+
+
+def _render_shard(task: tuple[GenerateConfig, str, int, str]) -> tuple[str, dict]:
+    """Worker: render shard ``index`` of ``split`` and write its files atomically."""
+    config, split, index, out = task
+    first = index * config.shard_size
+    count = min(config.shard_size, config.split_scenes(split) - first)
+    images = np.empty((count, config.view_count, config.size, config.size, 3), np.uint8)
+    poses = np.empty((count, config.view_count, 5), np.float32)
+    truths = []
+    with contextlib.closing(loaded_scenes(config, split, range(first, first + count))) as scenes:
+        for i, (renderer, scene_poses, truth) in enumerate(scenes):
+            poses[i] = scene_poses
+            renderer.render_many(scene_poses, out=images[i])
+            truths.append(truth)
     record = write_shard_files(out, split, index, images, poses, truths,
                                image_size=config.size, views=config.view_count)
     return split, record

@@ -9,15 +9,15 @@ images are checked against the stored ones.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
 
-from envs.rendering import SceneRenderer
 from envs.scenes import FAMILIES
 from gqn.data import SceneDataset
-from gqn_rl.datagen import GENERATOR, GenerateConfig, scene_views
+from gqn_rl.datagen import GENERATOR, GenerateConfig, loaded_scenes
 
 
 def generator_config(dataset: SceneDataset) -> GenerateConfig | None:
@@ -43,29 +43,17 @@ def foreground_masks(dataset: SceneDataset, indices: Sequence[int]) -> np.ndarra
     family = FAMILIES[config.scene]
     masks = np.zeros((len(indices), dataset.views, dataset.image_size, dataset.image_size),
                      dtype=bool)
-    renderer: SceneRenderer | None = None
-    try:
-        for row, index in enumerate(indices):
-            spec, qpos, poses, _ = scene_views(config, dataset.split, int(index))
-            if renderer is None:
-                renderer = SceneRenderer(family.xml(spec), config.size)
-                objects = family.object_geoms(renderer.model)
-            else:
-                family.apply(spec, renderer.model)
-                renderer.forward()
-            if qpos is not None:
-                renderer.set_qpos(qpos)
+    with contextlib.closing(loaded_scenes(config, dataset.split, indices)) as scenes:
+        for row, (index, (renderer, poses, _)) in enumerate(zip(indices, scenes, strict=True)):
             images = renderer.render_many(poses)
             if not np.array_equal(images, dataset.scene(int(index))[0]):
                 raise ValueError(f"{dataset.path}: scene {index} of the {dataset.split} split "
-                                 "renders differently from the stored images: the dataset "
-                                 "does not match the generator config in its manifest")
+                                 "renders differently from the stored images: the dataset does "
+                                 "not match the generator config in its manifest")
+            objects = family.object_geoms(renderer.model)
             alpha = renderer.model.geom_rgba[objects, 3].copy()
             renderer.model.geom_rgba[objects, 3] = 0.0
             bare = renderer.render_many(poses)
             renderer.model.geom_rgba[objects, 3] = alpha
             masks[row] = (images != bare).any(-1)
-    finally:
-        if renderer is not None:
-            renderer.close()
     return masks
