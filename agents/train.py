@@ -170,9 +170,10 @@ def load_gqn(run: ResolvedRun) -> GQN | None:
     if not run.has_gqn:
         return None
     path = None if run.checkpoint is None else Path(run.checkpoint)
-    if path is not None and path.is_file() and sha256(path) != run.checkpoint_sha256:
+    digest = sha256(path) if path is not None and path.is_file() else None
+    if digest is not None and digest != run.checkpoint_sha256:
         raise ValueError(f"{path} is not the GQN checkpoint this run was made with (SHA-256 "
-                         f"{sha256(path)[:12]}..., the run's {str(run.checkpoint_sha256)[:12]}...)")
+                         f"{digest[:12]}..., the run's {str(run.checkpoint_sha256)[:12]}...)")
     gqn, _ = load_encoder(path, fresh=path is None, seed=run.config.seed)
     return gqn
 
