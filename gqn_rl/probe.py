@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,32 +181,26 @@ def _one_view(features: np.ndarray, rows: np.ndarray, views: int) -> np.ndarray:
     return features[rows, :views].reshape(-1, features.shape[-1])
 
 
-def _state_probes(scenes: _Scenes, r: dict[str, np.ndarray], config: ProbeConfig,
-                  bar: tqdm) -> dict[str, dict[str, float]]:
-    """R² per target of every readout and feature source."""
+Source = tuple[Callable[[np.ndarray], np.ndarray],
+               Callable[[np.ndarray, np.ndarray], np.ndarray]]
+"""Features of the scenes ``rows`` ``[n, D]``, and the targets ``y`` of those scenes laid out
+to match (one sample per view or per scene)."""
+
+
+def _one_view_source(scenes: _Scenes, features: Callable[[np.ndarray, int], np.ndarray],
+                     config: ProbeConfig) -> Source:
+    """One sample per view: ``features(rows, views)`` gives ``[n, views, D]`` for the first
+    ``views_per_scene`` views of the scenes ``rows``."""
     vps = min(config.views_per_scene, scenes.images.shape[1])
-    k = min(config.context_views, scenes.images.shape[1] - 1)
+    return (lambda rows: features(rows, vps).reshape(len(rows) * vps, -1),
+            lambda y, rows: np.repeat(y[rows], vps, axis=0))
+
+
+def _score(scenes: _Scenes, sources: dict[str, Source], readouts: dict[str, Any],
+           bar: tqdm | None = None) -> dict[str, dict[str, float]]:
+    """R² on the test scenes, per target, of every readout fitted on every feature source:
+    ``{target: {"<source>, <readout>": R²}}``."""
     fit, val, test = (scenes.parts[p] for p in ("fit", "val", "test"))
-
-    def repeat(y: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        return np.repeat(y[rows], vps, axis=0)
-
-    def per_scene(y: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        return y[rows]
-
-    def pixels(rows: np.ndarray) -> np.ndarray:
-        images = scenes.images[rows, :vps].reshape(len(rows) * vps, -1) / 255.0
-        return np.concatenate([images, _one_view(scenes.viewpoints, rows, vps)], 1)
-
-    # name -> (features of the scenes ``rows``, their targets): one sample per view or scene
-    sources = {f"{name} 1 view": (lambda rows, f=features: _one_view(f, rows, vps), repeat)
-               for name, features in r.items()}
-    sources.update({f"{name} {k} views": (lambda rows, f=features: f[rows, :k].sum(1),
-                                          per_scene) for name, features in r.items()})
-    sources["pixels 1 view"] = (pixels, repeat)
-    readouts = {"ridge": fit_ridge}
-    if config.mlp:
-        readouts["mlp"] = lambda *data: fit_mlp(*data, seed=config.seed)
     results: dict[str, dict[str, float]] = {}
     for target, y in scenes.targets.items():
         row: dict[str, float] = {}
@@ -215,8 +210,32 @@ def _state_probes(scenes: _Scenes, r: dict[str, np.ndarray], config: ProbeConfig
             for readout, fit_readout in readouts.items():
                 predict = fit_readout(x_fit, y_fit, x_val, y_val)
                 row[f"{source}, {readout}"] = r2_score(predict(x_test), y_test)
-            bar.update(1)
+            if bar is not None:
+                bar.update(1)
         results[target] = row
+    return results
+
+
+def _state_probes(scenes: _Scenes, r: dict[str, np.ndarray], config: ProbeConfig,
+                  bar: tqdm) -> dict[str, dict[str, float]]:
+    """R² per target of every readout and feature source, and of the CNN ceiling."""
+    k = min(config.context_views, scenes.images.shape[1] - 1)
+
+    def pixels(rows: np.ndarray, views: int) -> np.ndarray:   # [n, views, H W 3 + 7]
+        images = scenes.images[rows, :views].reshape(len(rows), views, -1) / 255.0
+        return np.concatenate([images, scenes.viewpoints[rows, :views]], axis=-1)
+
+    sources = {f"{name} 1 view": _one_view_source(
+        scenes, lambda rows, views, f=features: f[rows, :views], config)
+        for name, features in r.items()}
+    sources.update({f"{name} {k} views": (lambda rows, f=features: f[rows, :k].sum(1),
+                                          lambda y, rows: y[rows])
+                    for name, features in r.items()})
+    sources["pixels 1 view"] = _one_view_source(scenes, pixels, config)
+    readouts: dict[str, Any] = {"ridge": fit_ridge}
+    if config.mlp:
+        readouts["mlp"] = lambda *data: fit_mlp(*data, seed=config.seed)
+    results = _score(scenes, sources, readouts, bar)
     if config.cnn:  # a CNN per target, on every view of the fit scenes
         views = scenes.images.shape[1]
         images = {p: scenes.images[rows].reshape(-1, *scenes.images.shape[2:])
@@ -386,13 +405,9 @@ class QuickProbe:
         figures: dict[str, float] = {}
         if scenes.targets is not None:
             r = per_view_representations(model, scenes.images, scenes.viewpoints)
-            vps = min(config.views_per_scene, scenes.images.shape[1])
-            parts = [scenes.parts[p] for p in ("fit", "val", "test")]
-            x_fit, x_val, x_test = (_one_view(r, rows, vps) for rows in parts)
-            for target, y in scenes.targets.items():
-                y_fit, y_val, y_test = (np.repeat(y[rows], vps, axis=0) for rows in parts)
-                predict = fit_ridge(x_fit, y_fit, x_val, y_val)
-                figures[f"r2_{target}"] = r2_score(predict(x_test), y_test)
+            source = _one_view_source(scenes, lambda rows, views: r[rows, :views], config)
+            scored = _score(scenes, {"r": source}, {"ridge": fit_ridge})
+            figures.update({f"r2_{target}": row["r, ridge"] for target, row in scored.items()})
         error, surprise = _prediction_and_surprise(model, scenes, self.rows, self.masks, config)
         for name, values in error.items():
             if name != "K" and values:
