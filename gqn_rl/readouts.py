@@ -80,6 +80,13 @@ def fit_ridge(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray, y_val: np
     return lambda features: scaler(features) @ w + y_mean
 
 
+def _seeded(seed: int, make: Callable[[], nn.Module]) -> nn.Module:
+    """``make()`` with weights drawn from ``seed``, leaving torch's global stream as it was."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return make()
+
+
 def _train_early_stopped(model: nn.Module, inputs_fit: torch.Tensor, y_fit: torch.Tensor,
                          inputs_val: torch.Tensor, y_val: torch.Tensor, *, epochs: int,
                          patience: int, batch_size: int, lr: float, seed: int,
@@ -120,9 +127,9 @@ def fit_mlp(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray, y_val: np.n
     x_fit, y_fit = _rows_with_target(x_fit, y_fit)
     x_val, y_val = _rows_with_target(x_val, y_val)
     x_scaler, y_scaler = _Standardiser.fit(x_fit), _Standardiser.fit(y_fit)
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(x_fit.shape[1], hidden), nn.ReLU(),
-                          nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, y_fit.shape[1]))
+    model = _seeded(seed, lambda: nn.Sequential(
+        nn.Linear(x_fit.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+        nn.Linear(hidden, y_fit.shape[1])))
 
     def tensor(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(a, dtype=torch.float32)
@@ -190,8 +197,8 @@ def fit_cnn(images_fit: np.ndarray, extra_fit: np.ndarray, y_fit: np.ndarray,
     def tensor(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(y_scaler(a), dtype=torch.float32)
 
-    torch.manual_seed(seed)
-    model = _SmallCNN(images_fit.shape[1], extra_fit.shape[1], y_fit.shape[1])
+    model = _seeded(seed, lambda: _SmallCNN(images_fit.shape[1], extra_fit.shape[1],
+                                            y_fit.shape[1]))
     validation = rows(images_val, extra_val)
     _train_early_stopped(model, rows(images_fit, extra_fit), tensor(y_fit),
                          validation[torch.arange(len(images_val))], tensor(y_val),
@@ -214,8 +221,7 @@ def fit_linear_classifier(x_fit: np.ndarray, labels_fit: np.ndarray, x_val: np.n
     """Multinomial logistic regression on standardised features, early-stopped on the
     validation set; returns a function giving predicted labels ``[N]``."""
     scaler = _Standardiser.fit(x_fit)
-    torch.manual_seed(seed)
-    model = nn.Linear(x_fit.shape[1], classes)
+    model = _seeded(seed, lambda: nn.Linear(x_fit.shape[1], classes))
 
     def tensor(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(scaler(a), dtype=torch.float32)
