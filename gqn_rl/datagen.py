@@ -158,10 +158,9 @@ def generate(config: GenerateConfig, out: Path | str, workers: int = 1,
     out = Path(out)
     with DatasetWriter(out, image_size=config.size, views=config.view_count,
                        meta={"generator": GENERATOR, **asdict(config)}) as writer:
-        for split, index, reason in writer.corrupt_shards():
+        for split, index, reason in writer.forget_corrupt_shards():
             print(f"{reason}: rendering shard {index} of the {split} split again",
                   file=sys.stderr)
-            writer.forget_shard(split, index)
         tasks = [(config, split, index, str(out))
                  for split, index in _missing_shards(writer, config)]
         bar = tqdm(total=sum(config.split_scenes(s) for s in SPLITS),

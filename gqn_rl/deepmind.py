@@ -295,8 +295,7 @@ def import_deepmind(
                     tasks.append(_Task(split, index, str(path), start, stop, str(out), size,
                                        views, reference, skip_corrupt))
                     index += 1
-        for split, index, _ in writer.corrupt_shards():
-            writer.forget_shard(split, index)  # imported again below
+        writer.forget_corrupt_shards()  # imported again below
         pending = [t for t in tasks if not writer.has_shard(t.split, t.index)]
         report = ImportReport(files=len({t.path for t in pending}), scenes=0,
                               shards_kept=len(tasks) - len(pending))

@@ -67,6 +67,12 @@ def _lock_for_writing(root: Path) -> BinaryIO:
     return lock
 
 
+def _set_shards(entry: dict[str, Any], shards: list[dict[str, Any]]) -> None:
+    """Make ``shards`` (sorted by index) a split's manifest entry, with its scene count."""
+    entry["shards"] = sorted(shards, key=lambda r: r["index"])
+    entry["scenes"] = sum(r["scenes"] for r in shards)
+
+
 def _json_default(obj: Any) -> Any:
     """Let ``json`` write numpy scalars and arrays found in meta or truth dicts."""
     if isinstance(obj, np.generic):
@@ -270,25 +276,23 @@ class DatasetWriter(_ManifestView):
         entry = self._manifest["splits"].get(split)
         return 0 if entry is None else int(entry["scenes"])
 
-    def corrupt_shards(self) -> list[tuple[str, int, str]]:
-        """``(split, index, reason)`` of every registered shard whose files are missing or
-        whose SHA-256 differs from the manifest's (reads every shard file once)."""
+    def forget_corrupt_shards(self) -> list[tuple[str, int, str]]:
+        """Unregister every shard whose files are missing or whose SHA-256 differs from the
+        manifest's (reading each shard file once), so that the caller writes it again;
+        returns ``(split, index, reason)`` of each."""
         found = []
         for split, entry in self._manifest["splits"].items():
+            kept = []
             for record in entry["shards"]:
                 try:
                     _verify_record(self._root, record)
+                    kept.append(record)
                 except (ValueError, FileNotFoundError) as error:
                     found.append((split, int(record["index"]), str(error)))
-        return found
-
-    def forget_shard(self, split: str, index: int) -> None:
-        """Unregister shard ``index`` of ``split`` (its files stay until it is rewritten)."""
-        entry = self._manifest["splits"].get(split)
-        if entry is not None and self._find(split, index) is not None:
-            entry["shards"] = [r for r in entry["shards"] if r["index"] != index]
-            entry["scenes"] = sum(r["scenes"] for r in entry["shards"])
+            _set_shards(entry, kept)
+        if found:
             self._write_manifest()
+        return found
 
     def has_shard(self, split: str, index: int) -> bool:
         """True if shard ``index`` of ``split`` is in the manifest and all its files exist."""
@@ -335,10 +339,8 @@ class DatasetWriter(_ManifestView):
 
     def _register(self, split: str, record: dict[str, Any]) -> None:
         entry = self._manifest["splits"].setdefault(split, {"scenes": 0, "shards": []})
-        shards = [r for r in entry["shards"] if r["index"] != record["index"]] + [record]
-        shards.sort(key=lambda r: r["index"])
-        entry["shards"] = shards
-        entry["scenes"] = sum(r["scenes"] for r in shards)
+        _set_shards(entry, [r for r in entry["shards"] if r["index"] != record["index"]]
+                    + [record])
         self._write_manifest()
 
     def _write_manifest(self) -> None:
