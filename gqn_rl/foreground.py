@@ -19,6 +19,11 @@ from envs.scenes import FAMILIES
 from gqn.data import SceneDataset
 from gqn_rl.datagen import GENERATOR, GenerateConfig, loaded_scenes
 
+MAX_DIFFERING = 0.01
+"""Fraction of pixel values a re-rendered view may differ in from the stored one: a scene
+written into a model compiled from another scene (:func:`~gqn_rl.datagen.loaded_scenes`) can
+round a few pixels of a Shepard-Metzler object differently (0.02% measured, by one level)."""
+
 
 def generator_config(dataset: SceneDataset) -> GenerateConfig | None:
     """The config ``gqn-rl data generate`` rendered ``dataset`` with (None for others, e.g.
@@ -46,10 +51,12 @@ def foreground_masks(dataset: SceneDataset, indices: Sequence[int]) -> np.ndarra
     with contextlib.closing(loaded_scenes(config, dataset.split, indices)) as scenes:
         for row, (index, (renderer, poses, _)) in enumerate(zip(indices, scenes, strict=True)):
             images = renderer.render_many(poses)
-            if not np.array_equal(images, dataset.scene(int(index))[0]):
+            differing = np.mean(images != dataset.scene(int(index))[0])
+            if differing > MAX_DIFFERING:
                 raise ValueError(f"{dataset.path}: scene {index} of the {dataset.split} split "
-                                 "renders differently from the stored images: the dataset does "
-                                 "not match the generator config in its manifest")
+                                 f"renders differently from the stored images ({differing:.1%} "
+                                 "of the values differ): the dataset does not match the "
+                                 "generator config in its manifest")
             objects = family.object_geoms(renderer.model)
             alpha = renderer.model.geom_rgba[objects, 3].copy()
             renderer.model.geom_rgba[objects, 3] = 0.0

@@ -40,6 +40,7 @@ from gqn.seeding import derive_rng, derive_seed
 from gqn.viewpoint import pose_to_viewpoint
 from gqn_rl.foreground import foreground_masks
 from gqn_rl.readouts import (
+    bootstrap_r2,
     fit_cnn,
     fit_linear_classifier,
     fit_mlp,
@@ -74,6 +75,8 @@ class ProbeConfig:
     """Test scenes of the prediction-error and surprise measurements (at most)."""
     embedding_scenes: int = 10
     """Scenes in the 2-D embedding."""
+    resamples: int = 1000
+    """Bootstrap resamples of the test scenes behind each R²'s 95% interval (0: none)."""
     seed: int = 0
     """Seed of the split, the fresh encoder, the readouts and the latent samples."""
 
@@ -82,6 +85,8 @@ class ProbeConfig:
                      "embedding_scenes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ProbeConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.resamples < 0:
+            raise ValueError(f"ProbeConfig.resamples must be >= 0, got {self.resamples}")
         if not (0 < self.fit_fraction and 0 < self.val_fraction
                 and self.fit_fraction + self.val_fraction < 1):
             raise ValueError("ProbeConfig.fit_fraction and val_fraction must be positive and "
@@ -196,29 +201,51 @@ def _one_view_source(scenes: _Scenes, features: Callable[[np.ndarray, int], np.n
             lambda y, rows: np.repeat(y[rows], vps, axis=0))
 
 
+Intervals = dict[str, dict[str, tuple[float, float]]]
+"""95% bootstrap interval per target and readout, beside the R² of the same keys."""
+
+
+def _r2_with_interval(predicted: np.ndarray, truth: np.ndarray, n_scenes: int,
+                      config: ProbeConfig) -> tuple[float, tuple[float, float] | None]:
+    """R² of test predictions ``[n_scenes m, T]`` (m samples per scene, in scene order) and
+    its interval over resampled scenes."""
+    score = r2_score(predicted, truth)
+    if not config.resamples:
+        return score, None
+    groups = np.repeat(np.arange(n_scenes), len(truth) // n_scenes)
+    return score, bootstrap_r2(predicted, truth, groups, derive_seed(config.seed, "bootstrap"),
+                               config.resamples)
+
+
 def _score(scenes: _Scenes, sources: dict[str, Source], readouts: dict[str, Any],
-           bar: tqdm | None = None) -> dict[str, dict[str, float]]:
-    """R² on the test scenes, per target, of every readout fitted on every feature source:
-    ``{target: {"<source>, <readout>": R²}}``."""
+           config: ProbeConfig, bar: tqdm | None = None
+           ) -> tuple[dict[str, dict[str, float]], Intervals]:
+    """R² on the test scenes, per target, of every readout fitted on every feature source,
+    ``{target: {"<source>, <readout>": R²}}``, and their intervals."""
     fit, val, test = (scenes.parts[p] for p in ("fit", "val", "test"))
     results: dict[str, dict[str, float]] = {}
+    intervals: Intervals = {}
     for target, y in scenes.targets.items():
-        row: dict[str, float] = {}
+        results[target], intervals[target] = {}, {}
         for source, (features, targets) in sources.items():
             x_fit, x_val, x_test = features(fit), features(val), features(test)
             y_fit, y_val, y_test = targets(y, fit), targets(y, val), targets(y, test)
             for readout, fit_readout in readouts.items():
                 predict = fit_readout(x_fit, y_fit, x_val, y_val)
-                row[f"{source}, {readout}"] = r2_score(predict(x_test), y_test)
+                key = f"{source}, {readout}"
+                results[target][key], interval = _r2_with_interval(
+                    predict(x_test), y_test, len(test), config)
+                if interval:
+                    intervals[target][key] = interval
             if bar is not None:
                 bar.update(1)
-        results[target] = row
-    return results
+    return results, intervals
 
 
 def _state_probes(scenes: _Scenes, r: dict[str, np.ndarray], config: ProbeConfig,
-                  bar: tqdm) -> dict[str, dict[str, float]]:
-    """R² per target of every readout and feature source, and of the CNN ceiling."""
+                  bar: tqdm) -> tuple[dict[str, dict[str, float]], Intervals]:
+    """R² per target of every readout and feature source, and of the CNN ceiling, with their
+    intervals."""
     k = min(config.context_views, scenes.images.shape[1] - 1)
 
     def pixels(rows: np.ndarray, views: int) -> np.ndarray:   # [n, views, H W 3 + 7]
@@ -235,7 +262,7 @@ def _state_probes(scenes: _Scenes, r: dict[str, np.ndarray], config: ProbeConfig
     readouts: dict[str, Any] = {"ridge": fit_ridge}
     if config.mlp:
         readouts["mlp"] = lambda *data: fit_mlp(*data, seed=config.seed)
-    results = _score(scenes, sources, readouts, bar)
+    results, intervals = _score(scenes, sources, readouts, config, bar)
     if config.cnn:  # a CNN per target, on every view of the fit scenes
         views = scenes.images.shape[1]
         images = {p: scenes.images[rows].reshape(-1, *scenes.images.shape[2:])
@@ -245,11 +272,15 @@ def _state_probes(scenes: _Scenes, r: dict[str, np.ndarray], config: ProbeConfig
             labels = {p: np.repeat(y[rows], views, axis=0) for p, rows in scenes.parts.items()}
             predict = fit_cnn(images["fit"], extra["fit"], labels["fit"], images["val"],
                               extra["val"], labels["val"], seed=config.seed)
-            results[target]["supervised CNN 1 view"] = r2_score(
-                predict(images["test"], extra["test"]), labels["test"])
+            key = "supervised CNN 1 view"
+            results[target][key], interval = _r2_with_interval(
+                predict(images["test"], extra["test"]), labels["test"],
+                len(scenes.parts["test"]), config)
+            if interval:
+                intervals[target][key] = interval
             bar.update(1)
     bar.update(1)
-    return results
+    return results, intervals
 
 
 def _nearest_view(viewpoints: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -352,7 +383,8 @@ def probe(model: GQN, dataset: SceneDataset, config: ProbeConfig = ProbeConfig()
     """Every measurement on ``dataset`` (a split), with its baselines; a JSON-able dict.
 
     Keys: ``config``, ``scenes`` (fit / val / test counts), ``state`` (target -> readout ->
-    R², or None without truth), ``prediction_error`` (K, gqn, nearest_view), ``surprise``,
+    R², or None without truth), ``state_interval`` (the same keys -> 95% bootstrap interval
+    over test scenes), ``prediction_error`` (K, gqn, nearest_view), ``surprise``,
     ``context_count``, ``embedding``; ``_points`` holds the 2-D embeddings for the plots.
     """
     if dataset.image_size != model.config.image_size:
@@ -368,7 +400,8 @@ def probe(model: GQN, dataset: SceneDataset, config: ProbeConfig = ProbeConfig()
     for name, encoder in (("gqn", model), ("fresh", fresh_like(model, config.seed))):
         r[name] = per_view_representations(encoder, scenes.images, scenes.viewpoints)
         bar.update(1)
-    state = None if scenes.targets is None else _state_probes(scenes, r, config, bar)
+    state, intervals = (None, None) if scenes.targets is None else _state_probes(
+        scenes, r, config, bar)
     rows = scenes.parts["test"][:config.prediction_scenes]
     masks = foreground_masks(dataset, rows)
     error, surprise = _prediction_and_surprise(
@@ -381,7 +414,8 @@ def probe(model: GQN, dataset: SceneDataset, config: ProbeConfig = ProbeConfig()
     bar.close()
     return {"config": dataclasses.asdict(config),
             "scenes": {p: int(len(rows)) for p, rows in scenes.parts.items()},
-            "state": state, "prediction_error": error, "surprise": surprise,
+            "state": state, "state_interval": intervals, "prediction_error": error,
+            "surprise": surprise,
             "context_count": count, "embedding": embedding, "_points": points}
 
 
@@ -393,7 +427,7 @@ class QuickProbe:
     loaded once; a call takes seconds and leaves the global random streams untouched."""
 
     def __init__(self, dataset: SceneDataset, config: ProbeConfig = ProbeConfig(
-            scenes=200, mlp=False, cnn=False, prediction_scenes=50)) -> None:
+            scenes=200, mlp=False, cnn=False, prediction_scenes=50, resamples=0)) -> None:
         self.config = config
         self.scenes = _load_scenes(dataset, config)
         self.rows = self.scenes.parts["test"][:config.prediction_scenes]
@@ -406,7 +440,7 @@ class QuickProbe:
         if scenes.targets is not None:
             r = per_view_representations(model, scenes.images, scenes.viewpoints)
             source = _one_view_source(scenes, lambda rows, views: r[rows, :views], config)
-            scored = _score(scenes, {"r": source}, {"ridge": fit_ridge})
+            scored, _ = _score(scenes, {"r": source}, {"ridge": fit_ridge}, config)
             figures.update({f"r2_{target}": row["r, ridge"] for target, row in scored.items()})
         error, surprise = _prediction_and_surprise(model, scenes, self.rows, self.masks, config)
         for name, values in error.items():
@@ -497,11 +531,18 @@ def report_markdown(results: dict[str, Any]) -> str:
              "architecture freshly initialised; `pixels` raw pixels with the viewpoint.", ""]
     if results["state"]:
         columns = list(next(iter(results["state"].values())))
-        lines += ["## State probes (R² on test scenes)", "",
+        lines += ["## State probes (R² on test scenes, 95% bootstrap interval over scenes)", "",
                   "| target | " + " | ".join(columns) + " |",
                   "| --- |" + " ---: |" * len(columns)]
-        lines += [f"| {t} | " + " | ".join(f"{row.get(c, float('nan')):.3f}" for c in columns)
-                  + " |" for t, row in results["state"].items()]
+        intervals = results.get("state_interval") or {}
+
+        def cell(target: str, column: str) -> str:
+            low_high = intervals.get(target, {}).get(column)
+            value = f"{results['state'][target].get(column, float('nan')):.2f}"
+            return f"{value} [{low_high[0]:.2f}, {low_high[1]:.2f}]" if low_high else value
+
+        lines += [f"| {t} | " + " | ".join(cell(t, c) for c in columns) + " |"
+                  for t in results["state"]]
         lines += ["", "![state probes](state_probes.png)", ""]
     else:
         lines += ["No ground truth in this dataset: no state probes.", ""]

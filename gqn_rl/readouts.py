@@ -31,6 +31,22 @@ def r2_score(predicted: np.ndarray, target: np.ndarray) -> float:
     return float(np.mean(1.0 - residual / np.maximum(total, 1e-12)))
 
 
+def bootstrap_r2(predicted: np.ndarray, target: np.ndarray, groups: np.ndarray, seed: int,
+                 resamples: int = 1000, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of :func:`r2_score`, resampling whole groups (scenes,
+    whose views are not independent) with replacement: ``groups`` ``[N]`` labels each row."""
+    labels, rows_of = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(rows_of == g) for g in range(len(labels))]
+    rng = np.random.default_rng(seed)
+    scores = []
+    for _ in range(resamples):
+        rows = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        scores.append(r2_score(predicted[rows], target[rows]))
+    tail = 100 * (1 - level) / 2
+    low, high = np.nanpercentile(scores, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 @dataclass(frozen=True)
 class _Standardiser:
     """Column means and scales of a fit set, applied to any set."""

@@ -14,8 +14,10 @@ from gqn import GQN, GQNConfig
 from gqn.checkpoint import save_checkpoint
 from gqn.config import TrainConfig
 from gqn.data import DatasetWriter, SceneDataset
+from gqn_rl.datagen import GenerateConfig, generate
 from gqn_rl.probe import ProbeConfig, probe, state_targets
 from gqn_rl.readouts import (
+    bootstrap_r2,
     fit_cnn,
     fit_linear_classifier,
     fit_mlp,
@@ -42,6 +44,21 @@ def test_regressors_find_a_planted_signal_and_none_in_noise(fit) -> None:
         x_fit, y_fit, x_val, y_val, x_test, y_test = split(x, y)
         score = r2_score(fit(x_fit, y_fit, x_val, y_val)(x_test), y_test)
         assert low <= score <= high, (fit.__name__, score)
+
+
+def test_bootstrap_interval_brackets_the_score_and_narrows_with_more_scenes() -> None:
+    def interval(scenes: int) -> tuple[float, float, float]:
+        truth = RNG.normal(size=(scenes * 4, 2))
+        predicted = truth + RNG.normal(scale=0.7, size=truth.shape)
+        groups = np.repeat(np.arange(scenes), 4)  # four views per scene
+        return (r2_score(predicted, truth), *bootstrap_r2(predicted, truth, groups, seed=0))
+
+    score, low, high = interval(50)
+    assert low < score < high
+    big_score, big_low, big_high = interval(800)
+    assert big_low < big_score < big_high and big_high - big_low < (high - low) / 2
+    perfect = RNG.normal(size=(40, 3))
+    assert bootstrap_r2(perfect, perfect, np.arange(40), seed=0) == (1.0, 1.0)
 
 
 def test_r2_leaves_out_missing_targets() -> None:
@@ -119,6 +136,9 @@ def test_probe_finds_the_planted_colour_and_not_the_noise(tmp_path: Path) -> Non
     assert state["wall_colour"]["gqn 1 view, ridge"] > 0.5  # a random CNN keeps the colour
     assert state["wall_colour"]["supervised CNN 1 view"] > 0.5
     assert all(v < 0.3 for v in state["hand_position"].values())
+    low, high = results["state_interval"]["wall_colour"]["pixels 1 view, ridge"]
+    assert low <= state["wall_colour"]["pixels 1 view, ridge"] <= high
+    assert results["state_interval"]["hand_position"].keys() == state["hand_position"].keys()
     error = results["prediction_error"]
     assert error["K"] == [1, 2, 3] and all(np.isfinite(error["gqn"]))
     assert results["surprise"]["own_scene_nats"] >= 0
@@ -158,7 +178,6 @@ def test_cli_probe_writes_json_report_and_plots(tmp_path: Path) -> None:
 
 
 def test_foreground_masks_cover_the_objects_of_generated_scenes(tmp_path: Path) -> None:
-    from gqn_rl.datagen import GenerateConfig, generate
     from gqn_rl.foreground import foreground_masks
 
     data = generate(GenerateConfig(scene="arm", scenes=2, test_scenes=2, size=32, views=3),
@@ -175,7 +194,6 @@ def test_foreground_masks_cover_the_objects_of_generated_scenes(tmp_path: Path) 
 
 
 def test_foreground_masks_refuse_images_that_do_not_match(tmp_path: Path) -> None:
-    from gqn_rl.datagen import GenerateConfig, generate
     from gqn_rl.foreground import foreground_masks
 
     data = generate(GenerateConfig(scene="rooms_free", scenes=1, test_scenes=1, size=16,
@@ -185,6 +203,17 @@ def test_foreground_masks_refuse_images_that_do_not_match(tmp_path: Path) -> Non
     images.flush()
     with pytest.raises(ValueError, match="scene 0 of the test split renders differently"):
         foreground_masks(SceneDataset(data, "test"), [0])
+
+
+def test_foreground_masks_accept_scenes_loaded_out_of_order(tmp_path: Path) -> None:
+    """Scene 0 written into the model compiled from scene 59 rounds a few pixels differently
+    (regression: the probe's shuffled scenes were refused)."""
+    from gqn_rl.foreground import foreground_masks
+
+    data = generate(GenerateConfig(scene="shepard_metzler_7", scenes=1, test_scenes=60, size=32),
+                    tmp_path / "sm", progress=False)
+    masks = foreground_masks(SceneDataset(data, "test"), [59, 0])
+    assert masks.shape == (2, 15, 32, 32) and masks.any(axis=(2, 3)).all()
 
 
 def test_pretraining_logs_quick_probes_without_changing_the_run(tmp_path: Path) -> None:
