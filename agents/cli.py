@@ -531,6 +531,60 @@ def _add_agents(commands: argparse._SubParsersAction) -> None:
     d.set_defaults(run=_demo)
 
 
+def _benchmark(args: argparse.Namespace) -> int:
+    from agents.benchmark import BenchmarkConfig, run_benchmark
+
+    config = BenchmarkConfig(tuple(args.env), tuple(args.encoder), args.seeds, args.track,
+                             args.steps, tuple(args.demos), args.workers,
+                             eval_episodes=args.eval_episodes)
+    path = run_benchmark(config, args.out, progress=not args.no_progress)
+    print(f"wrote {path}; gqn-rl report {args.out} writes the report")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from agents.report import write_report
+
+    print(f"wrote {write_report(args.out)}")
+    return 0
+
+
+def _add_benchmark(commands: argparse._SubParsersAction) -> None:
+    from agents.benchmark import CONTENDERS, TRACKS
+
+    b = commands.add_parser(
+        "benchmark", help="agents on a grid of environments, encoders, seeds and a track",
+        description="Run every (env, encoder, seed) of the grid on the rl track (each "
+                    "environment's recipe: agents/hyperparams.py RECIPES) or the bc track "
+                    "(behaviour cloning from scripted demonstrations) into OUT; finished runs "
+                    "are skipped and an interrupted one resumes. OUT/results.csv has a row "
+                    "per run; gqn-rl report OUT writes the report.")
+    b.add_argument("--env", nargs="+", required=True, help="gymnasium ids")
+    b.add_argument("--encoder", nargs="+", required=True, choices=list(CONTENDERS),
+                   metavar="KIND", help=f"some of: {', '.join(CONTENDERS)}")
+    b.add_argument("--seeds", type=_positive_int, required=True, help="seeds 0..N-1")
+    b.add_argument("--track", choices=TRACKS, default="rl")
+    b.add_argument("--out", type=Path, required=True, help="benchmark directory")
+    b.add_argument("--steps", type=_positive_int,
+                   help="RL steps per run (default: each environment's recipe budget)")
+    b.add_argument("--demos", type=_positive_int, nargs="+", default=[10, 50, 200],
+                   help="demonstration counts of the bc track (default 10 50 200)")
+    b.add_argument("--workers", type=_positive_int, default=1,
+                   help="processes, one torch thread each (default 1)")
+    b.add_argument("--eval-episodes", type=_positive_int, default=20,
+                   help="episodes per RL evaluation (default 20)")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.set_defaults(run=_benchmark)
+    r = commands.add_parser(
+        "report", help="the benchmark's report.md and PNGs",
+        description="Normalised scores (random 0, state oracle 100), IQM with stratified-"
+                    "bootstrap CIs and probability of improvement over pixels (rliable), "
+                    "sample-efficiency curves, steps and wall time to 50%% and 80%% of the "
+                    "oracle's score, camera shift: OUT/report.md.")
+    r.add_argument("out", type=Path, metavar="DIR", help="directory of gqn-rl benchmark")
+    r.set_defaults(run=_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gqn-rl", description="Generative Query Networks as scene encoders for RL agents.")
@@ -543,6 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(commands)
     _add_episode(commands)
     _add_agents(commands)
+    _add_benchmark(commands)
     return parser
 
 

@@ -3,15 +3,18 @@
 ``ALGORITHMS`` holds each algorithm's settings per environment; ``ENCODERS`` the changes an
 encoder kind makes to them and to the environment. :func:`hyperparams` merges the two.
 Keys besides SB3's constructor arguments: ``n_envs`` (parallel environments), ``env_kwargs``
-(for ``gym.make``), ``encoder_kwargs`` (for the GQN encoder) and ``policy``.
+(for ``gym.make``), ``encoder_kwargs`` (for the GQN encoder), ``policy``, ``normalize``
+(``VecNormalize``'s arguments, or absent) and ``augment`` (``"shift"``: random-shift image
+augmentation while training).
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
-ENCODER_KINDS = ("pixels", "state", "gqn-frozen", "gqn-joint", "gqn-aux")
+ENCODER_KINDS = ("pixels", "pixels-aug", "state", "gqn-frozen", "gqn-joint", "gqn-aux")
 ALGOS = ("ppo", "sac")
 
 _PPO = dict(n_envs=8, n_steps=128, batch_size=256, n_epochs=4, learning_rate=3e-4,
@@ -40,6 +43,9 @@ ALGORITHMS: dict[str, dict[str, dict[str, Any]]] = {
 ENCODERS: dict[str, dict[str, Any]] = {
     # SB3's NatureCNN on the 64x64 image (it needs at least 36x36).
     "pixels": {"env_kwargs": {"image_size": 64}, "policy": "MultiInputPolicy"},
+    # As pixels, on randomly shifted images while training (DrQ; Hansen et al. 2022).
+    "pixels-aug": {"env_kwargs": {"image_size": 64}, "policy": "MultiInputPolicy",
+                   "augment": "shift"},
     # The oracle: the true low-dimensional state.
     "state": {"env_kwargs": {"obs_mode": "state"}, "policy": "MlpPolicy"},
     # r from a frozen GQN, computed in the vector env (VecGQNObservation).
@@ -51,6 +57,24 @@ ENCODERS: dict[str, dict[str, Any]] = {
     "gqn-aux": {"policy": "MultiInputPolicy", "env_kwargs": {"context_cameras": 2},
                 "encoder_kwargs": {"context": "current", "lr_scale": 0.3,
                                    "aux_weight": 1e-3}},
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The benchmark's algorithm and budget for one environment."""
+
+    algo: str
+    """``ppo`` or ``sac``."""
+    steps: int
+    """Environment steps of a run: the state oracle trains in at most 15 minutes on the
+    2-core development machine (docs/results.md)."""
+
+
+RECIPES: dict[str, Recipe] = {
+    "gqn_rl/ArmReach-v0": Recipe("ppo", 500_000),
+    "gqn_rl/RoomNavigation-v0": Recipe("ppo", 200_000),
+    "gqn_rl/MentalRotation-v0": Recipe("ppo", 200_000),
 }
 
 

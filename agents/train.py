@@ -2,7 +2,8 @@
 
 A run directory holds ``run.json`` (everything needed to rebuild the agent's environment),
 ``tensorboard/``, ``eval/evaluations.npz`` (periodic evaluation), ``checkpoints/`` (resume
-points), ``final_model.zip`` and, after evaluation, ``evaluation.json``.
+points), ``final_model.zip`` (with ``vecnormalize.pkl`` when the recipe normalises
+observations or rewards) and, after evaluation, ``evaluation.json``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import pickle
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -20,7 +22,12 @@ from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecTransposeImage
+from stable_baselines3.common.vec_env import (
+    DummyVecEnv,
+    VecEnv,
+    VecNormalize,
+    VecTransposeImage,
+)
 
 import envs
 from agents.hyperparams import hyperparams
@@ -30,7 +37,7 @@ from gqn.fileio import atomic_write, sha256
 from gqn.seeding import derive_seed
 from gqn_rl.encoders import encoder_config, encoder_source, load_encoder, shipped_checkpoint
 from gqn_rl.episodes import run_episode, save_gif, summarize
-from gqn_rl.extractors import GQNExtractor, ScaledAdam
+from gqn_rl.extractors import GQNExtractor, ScaledAdam, ShiftAugmentedExtractor
 from gqn_rl.wrappers import GQNObservation, VecGQNObservation
 
 ALGORITHM_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
@@ -178,14 +185,16 @@ def load_gqn(run: ResolvedRun) -> GQN | None:
     return gqn
 
 
-def env_factory(run: ResolvedRun, render_mode: str | None = None) -> Callable[[], gym.Env]:
+def env_factory(run: ResolvedRun, render_mode: str | None = None,
+                env_kwargs: Mapping[str, Any] | None = None) -> Callable[[], gym.Env]:
     """A function making one environment of the run, before any GQN wrapper.
 
-    Our environments get the run's ``env_kwargs``; any other MuJoCo environment is seen
-    through :class:`~envs.camera_adapter.MujocoCameraObservation` unless the encoder is
-    ``state``.
+    Our environments get the run's ``env_kwargs`` (updated by ``env_kwargs``); any other
+    MuJoCo environment is seen through :class:`~envs.camera_adapter.MujocoCameraObservation`
+    unless the encoder is ``state``.
     """
-    env_id, kwargs = run.config.env, dict(run.hyperparams["env_kwargs"])
+    env_id = run.config.env
+    kwargs = {**run.hyperparams["env_kwargs"], **(env_kwargs or {})}
 
     def make() -> gym.Env:
         if env_id in envs.ENVIRONMENTS:
@@ -207,8 +216,28 @@ def make_venv(run: ResolvedRun, n_envs: int, seed: int, gqn: GQN | None) -> VecE
     return venv
 
 
-RUN_SETTINGS = ("n_envs", "policy", "env_kwargs", "encoder_kwargs", "image_size")
+RUN_SETTINGS = ("n_envs", "policy", "env_kwargs", "encoder_kwargs", "image_size", "normalize",
+                "augment")
 """Hyperparameter keys that are not SB3 constructor arguments."""
+NORMALIZE_FILE = "vecnormalize.pkl"
+"""The final ``VecNormalize`` statistics, beside ``final_model.zip``."""
+
+
+def normalized(run: ResolvedRun, venv: VecEnv, stats: Path | None = None,
+               training: bool = True) -> VecEnv:
+    """``venv`` behind ``VecNormalize`` with the recipe's ``normalize`` settings (``venv``
+    itself without them), starting from the statistics saved in ``stats`` if given; when not
+    ``training`` the statistics stay fixed and rewards are left as they are."""
+    settings = run.hyperparams.get("normalize")
+    if not settings:
+        return venv
+    if stats is not None:
+        wrapped = VecNormalize.load(str(stats), venv)
+    else:
+        wrapped = VecNormalize(venv, gamma=run.hyperparams.get("gamma", 0.99), **settings)
+    if not training:
+        wrapped.training, wrapped.norm_reward = False, False
+    return wrapped
 
 
 def build_model(run: ResolvedRun, venv: VecEnv, gqn: GQN | None, **kwargs: Any) -> BaseAlgorithm:
@@ -217,6 +246,8 @@ def build_model(run: ResolvedRun, venv: VecEnv, gqn: GQN | None, **kwargs: Any) 
     ``gqn``'s weights."""
     params = {k: v for k, v in run.hyperparams.items() if k not in RUN_SETTINGS}
     policy_kwargs = dict(params.pop("policy_kwargs", {}))
+    if run.hyperparams.get("augment") == "shift":
+        policy_kwargs["features_extractor_class"] = ShiftAugmentedExtractor
     if run.config.encoder in ("gqn-joint", "gqn-aux"):
         policy_kwargs.update(
             features_extractor_class=GQNExtractor, optimizer_class=ScaledAdam,
@@ -232,14 +263,18 @@ def build_model(run: ResolvedRun, venv: VecEnv, gqn: GQN | None, **kwargs: Any) 
     return model
 
 
-def _load_latest(algo: type[BaseAlgorithm], out: Path, venv: VecEnv) -> BaseAlgorithm | None:
+def _load_latest(run: ResolvedRun, out: Path, venv: VecEnv) -> BaseAlgorithm | None:
     """The newest resume point in ``out/checkpoints`` that loads (a file cut short by a crash
-    is skipped), with its replay buffer for off-policy algorithms; None if there is none."""
+    is skipped) on ``venv`` (behind its saved ``VecNormalize`` statistics when the recipe
+    normalises), with its replay buffer for off-policy algorithms; None if there is none."""
+    algo = ALGORITHM_CLASSES[run.config.algo]
     found = sorted(((int(m.group(1)), p) for p in (out / "checkpoints").glob("model_*_steps.zip")
                     if (m := re.fullmatch(r"model_(\d+)_steps\.zip", p.name))), reverse=True)
     for steps, path in found:
+        stats = path.with_name(f"model_vecnormalize_{steps}_steps.pkl")
         try:
-            model = algo.load(path, env=venv, device="cpu",
+            env = normalized(run, venv, stats if stats.is_file() else None)
+            model = algo.load(path, env=env, device="cpu",
                               tensorboard_log=str(out / "tensorboard"))
         except Exception as error:  # noqa: BLE001 - any unreadable file: try the one before
             print(f"skipping {path}: {error}")
@@ -293,14 +328,16 @@ def train(config: RunConfig, out: Path, resume: bool = False, progress: bool = T
     if algo == "sac" and not isinstance(venv.action_space, gym.spaces.Box):
         raise ValueError(f"SAC needs continuous actions; {run.config.env} has "
                          f"{venv.action_space}")
-    model = _load_latest(ALGORITHM_CLASSES[algo], out, venv) if resume else None
+    model = _load_latest(run, out, venv) if resume else None
     if model is None:
         try:
-            model = build_model(run, venv, gqn, tensorboard_log=str(out / "tensorboard"))
+            model = build_model(run, normalized(run, venv), gqn,
+                                tensorboard_log=str(out / "tensorboard"))
         except (TypeError, ValueError, AssertionError) as error:
             raise ValueError(f"cannot build the {algo} agent from its settings (see "
                              f"--hyperparams): {error}") from error
-    eval_env = make_venv(run, 1, derive_seed(seed, "evaluation"), gqn)
+    eval_env = normalized(run, make_venv(run, 1, derive_seed(seed, "evaluation"), gqn),
+                          training=False)  # EvalCallback copies the training statistics
     if isinstance(model.get_env(), VecTransposeImage):  # as SB3 did to the training env
         eval_env = VecTransposeImage(eval_env)
     out.mkdir(parents=True, exist_ok=True)
@@ -311,7 +348,7 @@ def train(config: RunConfig, out: Path, resume: bool = False, progress: bool = T
                      best_model_save_path=str(out / "best"), verbose=0),
         CheckpointCallback(save_freq=max(1, run.config.checkpoint_every // n_envs),
                            save_path=str(out / "checkpoints"), name_prefix="model",
-                           save_replay_buffer=algo == "sac"),
+                           save_replay_buffer=algo == "sac", save_vecnormalize=True),
     ]
     remaining = run.config.steps - model.num_timesteps
     if remaining > 0:
@@ -319,17 +356,22 @@ def train(config: RunConfig, out: Path, resume: bool = False, progress: bool = T
                     reset_num_timesteps=not resume, tb_log_name=run.config.encoder)
     final = out / "final_model.zip"
     atomic_write(final, model.save)
+    statistics = model.get_vec_normalize_env()
+    if statistics is not None:
+        atomic_write(out / NORMALIZE_FILE, lambda f: pickle.dump(statistics, f))
     venv.close()
     eval_env.close()
     return final
 
 
 def evaluate(run_dir: Path, episodes: int = 20, gif: Path | None = None,
-             seed: int | None = None) -> dict[str, Any]:
+             seed: int | None = None, env_kwargs: Mapping[str, Any] | None = None,
+             save: bool = True) -> dict[str, Any]:
     """Mean and std of return and the success rate of a trained run over ``episodes``
     episodes (deterministic actions, episode ``i`` reset with ``seed + i``; by default
     ``seed`` is derived from the run's seed, apart from its training and evaluation
-    streams); writes ``evaluation.json`` and optionally a GIF of the first episode."""
+    streams), in the run's environment changed by ``env_kwargs`` (e.g. another camera);
+    writes ``evaluation.json`` when ``save``, and optionally a GIF of the first episode."""
     run_dir = Path(run_dir)
     run_file, model_file = run_dir / RUN_FILE, run_dir / "final_model.zip"
     for path in (run_file, model_file):
@@ -339,20 +381,24 @@ def evaluate(run_dir: Path, episodes: int = 20, gif: Path | None = None,
     if seed is None:
         seed = derive_seed(run.config.seed, "final-evaluation")
     model = ALGORITHM_CLASSES[run.config.algo].load(model_file, device="cpu")
-    env = env_factory(run, render_mode="rgb_array" if gif else None)()
+    env = env_factory(run, render_mode="rgb_array" if gif else None, env_kwargs=env_kwargs)()
     if run.config.encoder == "gqn-frozen":
         env = GQNObservation(env, load_gqn(run), **run.hyperparams.get("encoder_kwargs", {}))
     env.action_space.seed(seed)
+    statistics = run_dir / NORMALIZE_FILE
+    normalize = (lambda obs: obs) if not statistics.is_file() else normalized(
+        run, DummyVecEnv([lambda: env]), statistics, training=False).normalize_obs
 
     def policy(obs: Any) -> Any:
-        return model.predict(obs, deterministic=True)[0]
+        return model.predict(normalize(obs), deterministic=True)[0]
 
     results = [run_episode(env, policy, seed=seed + i, record=gif is not None and i == 0)
                for i in range(episodes)]
     env.close()
     report = {"env": run.config.env, "encoder": run.config.encoder, "algo": run.config.algo,
               "train_steps": int(model.num_timesteps), **summarize(results)}
-    _save_json(run_dir / "evaluation.json", report)
+    if save:
+        _save_json(run_dir / "evaluation.json", report)
     if gif is not None:
         save_gif(results[0].frames, gif, scale=2)
     return report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import gymnasium as gym
@@ -9,16 +10,25 @@ import mujoco
 import numpy as np
 from numpy.typing import ArrayLike
 
+from envs.camera import wrap_angle
 from envs.scene_env import SceneEnv
 from envs.scenes.arm import FAMILY, JOINTS, ArmGeometry
+
+CAMERAS = ("fixed", "moving", "outside")
+"""Camera modes: the training one, and the two camera shifts agents are evaluated under."""
+OUTSIDE_RING = (1.8, 2.2)
+"""Camera distances from the table's axis of ``camera="outside"`` (the dataset's: 1.3-1.7)."""
 
 
 class ArmReachEnv(SceneEnv):
     """Reach the target with the hand: the GQN paper's control task, in the ``arm`` scenes.
 
     Each episode draws an ``arm`` scene (joint angles, target, colours) and a camera from the
-    family's dataset cameras, which stays put for the episode. The target is not in the
-    observation: the agent must see it.
+    family's dataset cameras, which stays put for the episode (``camera="fixed"``). The
+    target is not in the observation: the agent must see it. Two camera shifts test agents
+    trained so: ``camera="moving"`` orbits the camera round the table by ``orbit_speed``
+    radians every step; ``"outside"`` draws it farther out than any dataset camera
+    (:data:`OUTSIDE_RING`).
 
     **Action**: ``Box(-1, 1, (4,))``, the velocity of each joint (``base_yaw``, ``shoulder``,
     ``elbow``, ``wrist``) as a fraction of ``max_joint_speed``; one step lasts
@@ -44,9 +54,13 @@ class ArmReachEnv(SceneEnv):
     state_size = 14
 
     def __init__(self, *, frame_skip: int = 5, max_joint_speed: float = 2.0,
-                 reach_distance: float = 0.1, reach_bonus: float = 1.0, **kwargs: Any) -> None:
+                 reach_distance: float = 0.1, reach_bonus: float = 1.0, camera: str = "fixed",
+                 orbit_speed: float = 0.1, **kwargs: Any) -> None:
+        if camera not in CAMERAS:
+            raise ValueError(f"camera must be one of {CAMERAS}, got {camera!r}")
         self.frame_skip, self.max_joint_speed = int(frame_skip), float(max_joint_speed)
         self.reach_distance, self.reach_bonus = float(reach_distance), float(reach_bonus)
+        self.camera, self.orbit_speed = camera, float(orbit_speed)
         super().__init__(**kwargs)
         self._hand = self.model.site("hand").id
         self._target = self.model.site("target").id
@@ -57,12 +71,17 @@ class ArmReachEnv(SceneEnv):
 
     def _reset_task(self, rng: np.random.Generator) -> None:
         self.data.qpos[:] = self.family.initial_qpos(self.scene)
-        self._camera = self.family.sample_poses(self.scene, rng, 1)[0]
+        cameras = self.family
+        if self.camera == "outside":
+            cameras = dataclasses.replace(cameras, camera_radius=OUTSIDE_RING)
+        self._camera = cameras.sample_poses(self.scene, rng, 1)[0]
         self._goal_angles: np.ndarray | None = None  # the scripted policy's plan
 
     def _step_task(self, action: Any) -> tuple[dict[str, float], bool, dict[str, Any]]:
         self.data.ctrl[:] = np.asarray(action, dtype=np.float64) * self.max_joint_speed
         mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
+        if self.camera == "moving":
+            self._camera = _orbit(self._camera, self.orbit_speed)
         distance = self.distance()
         reached = distance < self.reach_distance
         terms = {"distance": -distance, "reach": self.reach_bonus * reached}
@@ -97,6 +116,15 @@ class ArmReachEnv(SceneEnv):
                                                 + self.family.clearance)
         velocity = 5.0 * (self._goal_angles - self.data.qpos)
         return np.clip(velocity / self.max_joint_speed, -1.0, 1.0).astype(np.float32)
+
+
+def _orbit(pose: np.ndarray, angle: float) -> np.ndarray:
+    """A camera pose ``[5]`` turned by ``angle`` about the vertical axis through the origin
+    (the table's centre): it keeps looking at the same point."""
+    x, y, z, yaw, pitch = pose
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([c * x - s * y, s * x + c * y, z, wrap_angle(yaw + angle), pitch],
+                    dtype=np.float32)
 
 
 def reaching_angles(arm: ArmGeometry, target: ArrayLike, floor_z: float,

@@ -1,9 +1,11 @@
-"""SB3 features extractors that hold a GQN, trained by the RL loss (and optionally its own).
+"""SB3 features extractors: a GQN trained by the RL loss (and optionally its own), and
+SB3's pixel encoder on randomly shifted images.
 
 ``GQNExtractor`` reads the image(s) and viewpoint(s) of a Dict observation (SB3 hands images
 channels-first in [0, 1]) and returns the flat representations with the other entries. With
 ``aux_weight > 0`` it also adds the GQN's negative ELBO on the step's views, so the generator
 keeps training and the representation stays grounded in the scene (``gqn-aux``).
+``ShiftAugmentedExtractor`` is the ``pixels-aug`` baseline.
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+import torch.nn.functional as F
+from stable_baselines3.common.torch_layers import (
+    BaseFeaturesExtractor,
+    CombinedExtractor,
+    NatureCNN,
+)
 
 from gqn import GQN, GQNConfig
 from gqn.config import config_from_dict
@@ -123,3 +130,35 @@ class ScaledAdam(torch.optim.Adam):
         finally:
             for group, lr in zip(self.param_groups, base, strict=True):
                 group["lr"] = lr
+
+
+def random_shift(images: torch.Tensor, pad: int) -> torch.Tensor:
+    """Each image ``[N, C, H, W]`` padded by ``pad`` pixels (edges repeated) and cropped back
+    to ``H x W`` at its own random offset: shifts of up to ``pad`` pixels each way."""
+    n, c, h, w = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, n, 1), device=images.device)
+    rows = (dy + torch.arange(h, device=images.device))[:, None, :, None]  # [N, 1, H, 1]
+    cols = (dx + torch.arange(w, device=images.device))[:, None, None, :]  # [N, 1, 1, W]
+    batch = torch.arange(n, device=images.device)[:, None, None, None]
+    channel = torch.arange(c, device=images.device)[None, :, None, None]
+    return padded[batch, channel, rows, cols]
+
+
+class ShiftAugmentedExtractor(CombinedExtractor):
+    """SB3's default Dict encoder (a NatureCNN per image, the vectors flattened) that sees
+    randomly shifted images while the agent trains, and unshifted ones when it acts: the
+    random-shift augmentation of DrQ, which Hansen et al. (2022) found competitive with
+    pretrained visual encoders (the ``pixels-aug`` baseline)."""
+
+    def __init__(self, observation_space: gym.spaces.Dict, cnn_output_dim: int = 256,
+                 normalized_image: bool = False, pad: int = 4) -> None:
+        super().__init__(observation_space, cnn_output_dim, normalized_image)
+        self.pad = int(pad)
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.training:
+            observations = {k: random_shift(v.float(), self.pad)
+                            if isinstance(self.extractors[k], NatureCNN) else v
+                            for k, v in observations.items()}
+        return super().forward(observations)

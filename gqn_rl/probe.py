@@ -105,7 +105,8 @@ def state_targets(truth: dict[str, Any]) -> dict[str, np.ndarray]:
 
     ``arm`` (truth with ``hand_position``): hand and target positions, joint angles (sin,
     cos), wall and floor colours. ``rooms_*`` (``objects``): position (x, y) and colour of
-    objects 0-2 (NaN where the room has fewer), wall and floor colours.
+    objects 0-2 numbered west to east (by x: the truth's order is arbitrary, so it could not
+    be read from images; NaN where the room has fewer), wall and floor colours.
     ``shepard_metzler_*`` (``cubes``): every cube's position (the object's shape and
     orientation) and colour.
     """
@@ -118,8 +119,9 @@ def state_targets(truth: dict[str, Any]) -> dict[str, np.ndarray]:
                 "wall_colour": f(truth["wall_colour"]), "floor_colour": f(truth["floor_colour"])}
     if "objects" in truth:
         targets = {}
+        objects = sorted(truth["objects"], key=lambda o: o["position"][0])
         for i in range(3):
-            obj = truth["objects"][i] if i < len(truth["objects"]) else None
+            obj = objects[i] if i < len(objects) else None
             targets[f"object_{i}_position"] = f(obj["position"][:2]) if obj else np.full(2, np.nan)
             targets[f"object_{i}_colour"] = f(obj["colour"]) if obj else np.full(3, np.nan)
         return {**targets, "wall_colour": f(truth["wall_colour"]),

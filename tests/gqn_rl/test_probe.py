@@ -150,8 +150,10 @@ def test_probe_finds_the_planted_colour_and_not_the_noise(tmp_path: Path) -> Non
 def test_state_targets_of_every_family() -> None:
     rooms = state_targets({"family": "rooms_free", "wall_colour": [0, 0, 0],
                            "floor_colour": [1, 1, 1],
-                           "objects": [{"position": [1, 2, 0], "colour": [1, 0, 0]}]})
-    assert rooms["object_0_position"].tolist() == [1, 2]
+                           "objects": [{"position": [1, 2, 0], "colour": [1, 0, 0]},
+                                       {"position": [-1, 3, 0], "colour": [0, 1, 0]}]})
+    assert rooms["object_0_position"].tolist() == [-1, 3]  # numbered west to east
+    assert rooms["object_1_colour"].tolist() == [1, 0, 0]
     assert np.isnan(rooms["object_2_colour"]).all()
     cubes = state_targets({"family": "shepard_metzler_7", "cubes": [
         {"position": [0, 0, 1], "colour": [1, 0, 0]}] * 7})

@@ -1,0 +1,363 @@
+"""``gqn-rl benchmark``: agents on every (environment, encoder, seed, track) of a grid, into one
+directory that ``gqn-rl report`` reads: how good is a representation, by the reward of the
+agents built on it.
+
+Layout of ``DIR``::
+
+    runs/<env>/<encoder>/<track>/seed<k>/   one run (rl: gqn-rl train's files; bc: nothing
+                                            but its result); result.json is written last
+    results.csv                             one row per finished run, rebuilt after each
+
+A run is finished when its ``result.json`` exists for the same budget; running the grid again
+skips it, and an interrupted RL run resumes from its last checkpoint. Runs go to ``workers``
+processes with one torch thread each.
+
+Encoders: the kinds of :mod:`agents.hyperparams`, plus the references ``random`` and
+``scripted`` (policies, nothing trained), ``gqn-frozen-episode`` (the frozen GQN summing the
+episode's views) and ``gqn-frozen-fresh`` (a freshly initialised frozen GQN, the control).
+Tracks: ``rl`` (the environment's recipe, :data:`agents.hyperparams.RECIPES`) and ``bc``
+(behaviour cloning from ``demos`` scripted demonstrations, :mod:`agents.imitation`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import dataclasses
+import io
+import json
+import multiprocessing
+import os
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from agents.hyperparams import RECIPES
+from agents.imitation import BC_KINDS, clone_and_evaluate
+from agents.train import RUN_FILE, RunConfig, env_factory, evaluate, load_gqn, resolve_run, train
+from gqn.fileio import atomic_write
+from gqn.seeding import derive_seed
+from gqn_rl.episodes import reference_policy, run_episode, summarize
+from gqn_rl.wrappers import GQNObservation
+
+TRACKS = ("rl", "bc")
+RESULT_FILE, RESULTS_CSV = "result.json", "results.csv"
+COLUMNS = ("env", "encoder", "track", "demos", "seed", "algo", "steps", "return", "success",
+           "normalized_score", "wall_s", "success_moving_camera", "success_outside_ring")
+"""``results.csv``'s columns. ``normalized_score``: 0 is the grid's random policy and 100 its
+state oracle (mean over seeds, same environment, track and demos)."""
+REFERENCE, ORACLE = "random", "state"
+
+
+@dataclasses.dataclass(frozen=True)
+class Contender:
+    """How the benchmark builds one of its encoder names."""
+
+    kind: str | None
+    """Encoder kind of :mod:`agents.hyperparams`; None for a reference policy."""
+    fresh: bool = False
+    """A freshly initialised GQN instead of the shipped checkpoint."""
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Changes to the recipe's hyperparameters."""
+
+
+CONTENDERS: dict[str, Contender] = {
+    "random": Contender(None),
+    "scripted": Contender(None),
+    "state": Contender("state"),
+    "pixels": Contender("pixels"),
+    "pixels-aug": Contender("pixels-aug"),
+    "gqn-frozen": Contender("gqn-frozen"),
+    "gqn-frozen-episode": Contender("gqn-frozen",
+                                    overrides={"encoder_kwargs": {"context": "episode"}}),
+    "gqn-frozen-fresh": Contender("gqn-frozen", fresh=True),
+    "gqn-joint": Contender("gqn-joint"),
+    "gqn-aux": Contender("gqn-aux"),
+}
+
+CAMERA_SHIFTS = {"success_moving_camera": "moving", "success_outside_ring": "outside"}
+"""Evaluations of a finished agent (trained with the episode's fixed camera) under other
+cameras (``camera`` of :class:`envs.arm_reach.ArmReachEnv`), by results column."""
+CAMERA_SHIFT_ENVS = ("gqn_rl/ArmReach-v0",)
+"""Environments whose camera can shift (in the others the camera is the agent's own)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkConfig:
+    """A grid of runs (``gqn-rl benchmark``'s flags)."""
+
+    envs: tuple[str, ...]
+    """Environment ids."""
+    encoders: tuple[str, ...]
+    """Names of :data:`CONTENDERS`."""
+    seeds: int
+    """Seeds 0..seeds-1 of every (environment, encoder)."""
+    track: str = "rl"
+    """``rl`` or ``bc``."""
+    steps: int | None = None
+    """RL environment steps per run; None: each environment's recipe budget."""
+    demos: tuple[int, ...] = (10, 50, 200)
+    """Demonstration counts of the bc track."""
+    workers: int = 1
+    """Processes running cells at once (one torch thread each)."""
+    eval_every: int | None = None
+    """RL steps between evaluations; None: a tenth of the budget."""
+    eval_episodes: int = 20
+    """Episodes of each periodic and final RL evaluation (bc: ``bc_episodes``)."""
+    bc_episodes: int = 50
+    """Evaluation episodes of a cloned policy."""
+
+    def __post_init__(self) -> None:
+        unknown = [e for e in self.encoders if e not in CONTENDERS]
+        if unknown:
+            raise ValueError(f"--encoder: unknown {unknown}; expected some of "
+                             f"{list(CONTENDERS)}")
+        if self.track not in TRACKS:
+            raise ValueError(f"--track must be one of {TRACKS}, got {self.track!r}")
+        for env_id in self.envs:
+            if env_id not in RECIPES:
+                raise ValueError(f"--env {env_id}: the benchmark has recipes for "
+                                 f"{list(RECIPES)}")
+        if self.track == "bc":
+            bad = [e for e in self.encoders
+                   if CONTENDERS[e].kind is not None and CONTENDERS[e].kind not in BC_KINDS]
+            if bad:
+                raise ValueError(f"--track bc clones on frozen features: {bad} train their "
+                                 f"encoder by RL (bc takes {list(BC_KINDS)} and the gqn-frozen "
+                                 "variants)")
+        for name in ("seeds", "workers", "eval_episodes", "bc_episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"--steps must be >= 1, got {self.steps}")
+        if any(d < 1 for d in self.demos):
+            raise ValueError(f"--demos must be >= 1, got {self.demos}")
+
+    def cells(self) -> list[Cell]:
+        """Every run of the grid, references first."""
+        ordered = sorted(self.encoders, key=lambda e: CONTENDERS[e].kind is not None)
+        cells = []
+        for env_id in self.envs:
+            for encoder in ordered:
+                reference = CONTENDERS[encoder].kind is None
+                demos = (0,) if self.track == "rl" or reference else self.demos
+                steps = 0 if reference else self.budget(env_id)
+                for n in demos:
+                    for seed in range(self.seeds):
+                        cells.append(Cell(env_id, encoder, self.track, seed, n, steps))
+        return cells
+
+    def budget(self, env_id: str) -> int:
+        """RL steps of a run in ``env_id`` (0 for the bc track)."""
+        if self.track == "bc":
+            return 0
+        return self.steps if self.steps is not None else RECIPES[env_id].steps
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One run of the grid."""
+
+    env: str
+    encoder: str
+    track: str
+    seed: int
+    demos: int = 0
+    """Demonstrations (bc track; 0 for rl and for reference policies)."""
+    steps: int = 0
+    """RL environment steps (0 for bc and for reference policies)."""
+
+    def directory(self, root: Path) -> Path:
+        track = f"bc{self.demos}" if self.demos else self.track
+        return Path(root) / "runs" / self.env.replace("/", "_") / self.encoder / track / \
+            f"seed{self.seed}"
+
+    def finished(self, root: Path) -> bool:
+        path = self.directory(root) / RESULT_FILE
+        if not path.is_file():
+            return False
+        try:
+            return json.loads(path.read_text()).get("cell") == dataclasses.asdict(self)
+        except json.JSONDecodeError:
+            return False
+
+
+def _reference(cell: Cell, config: BenchmarkConfig) -> dict[str, Any]:
+    """A reference policy's episodes (the true-state environment: nothing is rendered)."""
+    env = gym.make(cell.env, obs_mode="state")
+    policy = reference_policy(env, cell.encoder)
+    env.action_space.seed(derive_seed(cell.seed, "reference-actions"))
+    episodes = config.bc_episodes if cell.track == "bc" else config.eval_episodes
+    start = time.perf_counter()
+    results = [run_episode(env, policy, seed=derive_seed(cell.seed, "reference") + i)
+               for i in range(episodes)]
+    env.close()
+    return {**summarize(results), "wall_s": time.perf_counter() - start}
+
+
+def _rl(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
+    contender = CONTENDERS[cell.encoder]
+    recipe = RECIPES[cell.env]
+    out = cell.directory(root)
+    run = RunConfig(cell.env, contender.kind, recipe.algo, cell.steps, cell.seed,
+                    fresh_encoder=contender.fresh,
+                    eval_every=config.eval_every or max(1, cell.steps // 10),
+                    eval_episodes=config.eval_episodes,
+                    checkpoint_every=max(1, cell.steps // 10),
+                    overrides=dict(contender.overrides))
+    wall_file = out / "wall.json"
+    wall = json.loads(wall_file.read_text())["seconds"] if wall_file.is_file() else 0.0
+    start = time.perf_counter()
+    train(run, out, resume=(out / RUN_FILE).is_file(), progress=False)
+    wall += time.perf_counter() - start
+    atomic_write(wall_file, lambda f: f.write(json.dumps({"seconds": wall}).encode()))
+    report = evaluate(out, config.eval_episodes)
+    row = {**report, "algo": recipe.algo, "wall_s": wall}
+    if cell.env in CAMERA_SHIFT_ENVS and contender.kind != "state":  # state: no camera
+        for column, camera in CAMERA_SHIFTS.items():
+            shifted = evaluate(out, config.eval_episodes, env_kwargs={"camera": camera},
+                               save=False)
+            row[column] = shifted["success_rate"]
+    return row
+
+
+def _bc(cell: Cell, config: BenchmarkConfig) -> dict[str, Any]:
+    contender = CONTENDERS[cell.encoder]
+    run = resolve_run(RunConfig(cell.env, contender.kind, "ppo", 1, cell.seed,
+                                fresh_encoder=contender.fresh,
+                                overrides=dict(contender.overrides)))
+    gqn = load_gqn(run)
+
+    def make() -> gym.Env:
+        env = env_factory(run)()
+        if gqn is not None:
+            env = GQNObservation(env, gqn, **run.hyperparams.get("encoder_kwargs", {}))
+        return env
+
+    return clone_and_evaluate(make, cell.demos, config.bc_episodes, cell.seed,
+                              augment=run.hyperparams.get("augment") == "shift")
+
+
+def run_cell(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
+    """Run one cell (or finish it) and write its ``result.json``; returns the result."""
+    if CONTENDERS[cell.encoder].kind is None:
+        row = _reference(cell, config)
+    elif cell.track == "rl":
+        row = _rl(cell, root, config)
+    else:
+        row = _bc(cell, config)
+    result = {"cell": dataclasses.asdict(cell), **row,
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    out = cell.directory(root)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / RESULT_FILE, lambda f: f.write(json.dumps(result, indent=2).encode()))
+    return result
+
+
+def _one_thread() -> None:
+    """Worker start-up: one torch thread per process, so that workers share the cores."""
+    torch.set_num_threads(1)
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def _run_in_worker(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
+    try:
+        return run_cell(cell, root, config)
+    except Exception as error:
+        raise RuntimeError(f"{cell}: {error}\n{traceback.format_exc()}") from None
+
+
+def results(root: Path) -> list[dict[str, Any]]:
+    """Every finished run's result in ``root``, sorted by cell."""
+    found = []
+    for path in sorted(Path(root).glob(f"runs/*/*/*/seed*/{RESULT_FILE}")):
+        try:
+            found.append(json.loads(path.read_text()))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not a result file ({error})") from None
+    return found
+
+
+def rows(found: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``results.csv``'s rows of ``found`` results, with normalised scores."""
+    def key(r: dict[str, Any], encoder: str) -> tuple:
+        c = r["cell"]
+        return (c["env"], c["track"], encoder, c["demos"] if encoder == ORACLE else 0)
+
+    means: dict[tuple, list[float]] = {}
+    for r in found:
+        means.setdefault(key(r, r["cell"]["encoder"]), []).append(r["mean_return"])
+    table = []
+    for r in found:
+        c = r["cell"]
+        low = means.get(key(r, REFERENCE))
+        high = means.get((c["env"], c["track"], ORACLE, c["demos"]))
+        score = None
+        if low and high and np.mean(high) != np.mean(low):
+            score = 100 * (r["mean_return"] - np.mean(low)) / (np.mean(high) - np.mean(low))
+        table.append({"env": c["env"], "encoder": c["encoder"], "track": c["track"],
+                      "demos": c["demos"], "seed": c["seed"], "algo": r.get("algo", ""),
+                      "steps": r.get("train_steps", c["steps"]), "return": r["mean_return"],
+                      "success": r["success_rate"], "normalized_score": score,
+                      "wall_s": r["wall_s"],
+                      **{k: r.get(k) for k in CAMERA_SHIFTS}})
+    return table
+
+
+def write_results_csv(root: Path) -> Path:
+    """Rebuild ``root/results.csv`` from the finished runs (atomically)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer.writeheader()
+    for row in rows(results(root)):
+        writer.writerow({k: "" if v is None else (f"{v:.4g}" if isinstance(v, float) else v)
+                         for k, v in row.items()})
+    path = Path(root) / RESULTS_CSV
+    atomic_write(path, lambda f: f.write(buffer.getvalue().encode()))
+    return path
+
+
+def run_benchmark(config: BenchmarkConfig, root: Path, progress: bool = True) -> Path:
+    """Run every unfinished cell of the grid into ``root``; returns ``results.csv``'s path.
+
+    Raises RuntimeError after the grid when runs failed (each is named; the others finish).
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    cells = config.cells()
+    todo = [c for c in cells if not c.finished(root)]
+    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="benchmark", unit="run",
+               disable=not progress)
+    failures = []
+    if config.workers == 1:
+        for cell in todo:
+            try:
+                run_cell(cell, root, config)
+            except Exception as error:  # noqa: BLE001 - reported with the others below
+                failures.append(f"{cell}: {error}")
+            write_results_csv(root)
+            bar.update(1)
+    else:
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(config.workers, mp_context=context,
+                                                    initializer=_one_thread) as pool:
+            futures = [pool.submit(_run_in_worker, cell, root, config) for cell in todo]
+            for future in concurrent.futures.as_completed(futures):
+                try:
+                    future.result()
+                except Exception as error:  # noqa: BLE001 - reported with the others below
+                    failures.append(str(error))
+                write_results_csv(root)
+                bar.update(1)
+    bar.close()
+    path = write_results_csv(root)
+    if failures:
+        raise RuntimeError(f"{len(failures)} of {len(todo)} runs failed:\n" + "\n".join(failures))
+    return path

@@ -1,0 +1,269 @@
+"""``gqn-rl report DIR``: the benchmark's ``report.md`` and PNGs, from ``DIR``'s finished runs.
+
+Scores are normalised per environment (and track, and demonstration count): 0 is the grid's
+random policy, 100 its state oracle (``state``), each the mean over its seeds. Aggregates are
+the interquartile mean (IQM) over runs with 95% stratified-bootstrap confidence intervals,
+and the probability of improvement over ``pixels``, both computed by ``rliable`` (Agarwal et
+al., 2021), the statistics the field reports.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+
+from agents.benchmark import CAMERA_SHIFTS, ORACLE, REFERENCE, results, rows
+from gqn.fileio import atomic_write
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+REPORT_FILE = "report.md"
+BASELINE = "pixels"
+"""The encoder every other is compared with (probability of improvement, step ratios)."""
+THRESHOLDS = (50, 80)
+"""Normalised scores (percent of the oracle's final score) whose steps and time are reported."""
+BOOTSTRAP_REPS = 2000
+
+
+def _iqm(scores: np.ndarray) -> float:
+    from rliable import metrics
+
+    return float(metrics.aggregate_iqm(scores))
+
+
+def _bootstrap(score_dict: dict[str, Any], func: Callable[..., Any], seed: int) -> np.ndarray:
+    """rliable's stratified-bootstrap 95% interval of ``func`` on the one entry of
+    ``score_dict``: ``[2, ...]`` (low, high)."""
+    from rliable import library
+
+    with warnings.catch_warnings():  # rliable hands arch a RandomState, which arch deprecates
+        warnings.simplefilter("ignore", FutureWarning)
+        _, cis = library.get_interval_estimates(score_dict, func, reps=BOOTSTRAP_REPS,
+                                                random_state=np.random.RandomState(seed))
+    return next(iter(cis.values()))
+
+
+def interval(scores: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
+    """IQM of ``scores`` ``[runs]`` with its 95% stratified-bootstrap interval (NaN bounds with
+    fewer than two runs)."""
+    column = np.asarray(scores, dtype=np.float64).reshape(-1, 1)
+    point = _iqm(column)
+    if len(column) < 2:
+        return point, float("nan"), float("nan")
+    low, high = np.ravel(_bootstrap({"x": column}, lambda x: np.array([_iqm(x)]), seed))
+    return point, float(low), float(high)
+
+
+def improvement(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
+    """P(a run of ``x`` scores above a run of ``y``), with its 95% bootstrap interval."""
+    from rliable import metrics
+
+    a, b = (np.asarray(v, dtype=np.float64).reshape(-1, 1) for v in (x, y))
+    point = float(metrics.probability_of_improvement(a, b))
+    if min(len(a), len(b)) < 2:
+        return point, float("nan"), float("nan")
+    low, high = np.ravel(_bootstrap({"p": (a, b)}, metrics.probability_of_improvement, seed))
+    return point, float(low), float(high)
+
+
+def _fmt(values: tuple[float, float, float], digits: int = 1) -> str:
+    point, low, high = values
+    if np.isnan(low):
+        return f"{point:.{digits}f}"
+    return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _groups(table: list[dict[str, Any]]) -> dict[tuple, dict[str, list[dict[str, Any]]]]:
+    """Rows by (env, track, demos), then by encoder; the bc track's reference policies (demos
+    0) are shown beside every demonstration count."""
+    grouped: dict[tuple, dict[str, list[dict[str, Any]]]] = {}
+    for row in table:
+        grouped.setdefault((row["env"], row["track"], row["demos"]), {}).setdefault(
+            row["encoder"], []).append(row)
+    for env, track, demos in list(grouped):
+        cloned = [k for k in grouped if k[:2] == (env, track) and k[2]]
+        if track == "bc" and demos == 0 and cloned:
+            references = grouped.pop((env, track, 0))
+            for key in cloned:
+                grouped[key] = {**references, **grouped[key]}
+    return grouped
+
+
+def _curve(run_dir: Path, low: float, high: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """Evaluation steps and normalised mean returns of one RL run, if it logged any."""
+    log = run_dir / "eval" / "evaluations.npz"
+    if not log.is_file() or high == low:
+        return None
+    data = np.load(log)
+    return data["timesteps"], 100 * (data["results"].mean(1) - low) / (high - low)
+
+
+def _curves(root: Path, env: str, encoders: dict[str, list[dict[str, Any]]], low: float,
+            high: float) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per trained encoder: steps, IQM over seeds and its interval at each evaluation."""
+    out = {}
+    for encoder, runs in encoders.items():
+        found = [_curve(_run_dir(root, r), low, high) for r in runs]
+        found = [c for c in found if c is not None]
+        if not found:
+            continue
+        length = min(len(c[0]) for c in found)
+        steps = found[0][0][:length]
+        scores = np.stack([c[1][:length] for c in found])  # [runs, evaluations]
+        estimates = np.array([interval(scores[:, t]) for t in range(length)])
+        out[encoder] = (steps, estimates[:, 0], estimates[:, 1], estimates[:, 2])
+    return out
+
+
+def _run_dir(root: Path, row: dict[str, Any]) -> Path:
+    track = f"bc{row['demos']}" if row["demos"] else row["track"]
+    return root / "runs" / row["env"].replace("/", "_") / row["encoder"] / track / \
+        f"seed{row['seed']}"
+
+
+def _first_reaching(steps: np.ndarray, iqm: np.ndarray, level: float) -> float | None:
+    hit = np.flatnonzero(iqm >= level)
+    return float(steps[hit[0]]) if len(hit) else None
+
+
+def _save(figure: Any, path: Path) -> None:
+    figure.tight_layout()
+    atomic_write(path, lambda f: figure.savefig(f, format="png"))
+    plt.close(figure)
+
+
+def _slug(*parts: Any) -> str:
+    return "_".join(str(p).replace("gqn_rl/", "").replace("/", "_") for p in parts if p != "")
+
+
+def write_report(root: Path) -> Path:
+    """``root/report.md`` and its PNGs from the finished runs of ``gqn-rl benchmark``."""
+    root = Path(root)
+    found = results(root)
+    if not found:
+        raise FileNotFoundError(f"{root}: no finished benchmark runs (runs/*/*/*/seed*/"
+                                "result.json)")
+    table = rows(found)
+    lines = ["# gqn-rl benchmark report", "",
+             f"`gqn-rl report {root}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
+             f"{len(table)} runs. Normalised score: 0 is the random policy, 100 the state "
+             "oracle (means over their seeds, same grid). IQM over runs with 95% "
+             "stratified-bootstrap intervals and the probability of improvement over "
+             f"`{BASELINE}` (rliable, {BOOTSTRAP_REPS} resamples).", ""]
+    for (env, track, demos), encoders in _groups(table).items():
+        title = f"{env}, {track}" + (f", {demos} demonstrations" if demos else "")
+        lines += [f"## {title}", ""]
+        lines += _section(root, env, track, demos, encoders)
+    path = root / REPORT_FILE
+    atomic_write(path, lambda f: f.write("\n".join(lines).encode()))
+    return path
+
+
+def _section(root: Path, env: str, track: str, demos: int,
+             encoders: dict[str, list[dict[str, Any]]]) -> list[str]:
+    low = np.mean([r["return"] for r in encoders.get(REFERENCE, [])] or [np.nan])
+    high = np.mean([r["return"] for r in encoders.get(ORACLE, [])] or [np.nan])
+    normalise = np.isfinite(low) and np.isfinite(high) and high != low
+    scores = {e: 100 * (np.array([r["return"] for r in runs]) - low) / (high - low)
+              if normalise else np.zeros(0) for e, runs in encoders.items()}
+    lines = ["| encoder | runs | return (mean) | success (mean) | normalised score, IQM [95% CI] "
+             f"| P(improvement over {BASELINE}) | wall s (mean) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    estimates = {}
+    for encoder, runs in encoders.items():
+        score = scores[encoder]
+        estimates[encoder] = interval(score) if len(score) else None
+        versus = ("" if encoder == BASELINE or BASELINE not in scores or not len(score)
+                  or not len(scores[BASELINE])
+                  else _fmt(improvement(score, scores[BASELINE]), 2))
+        lines.append(
+            f"| {encoder} | {len(runs)} | {np.mean([r['return'] for r in runs]):.1f} | "
+            f"{np.mean([r['success'] for r in runs]):.2f} | "
+            f"{_fmt(estimates[encoder]) if estimates[encoder] else 'n/a'} | {versus} | "
+            f"{np.mean([r['wall_s'] for r in runs]):.0f} |")
+    lines.append("")
+    slug = _slug(env, track, demos or "")
+    shown = {e: v for e, v in estimates.items() if v is not None}
+    if shown:
+        figure, axes = plt.subplots(figsize=(6, 0.45 * len(shown) + 1.2), dpi=100)
+        names = list(shown)
+        points = np.array([shown[n][0] for n in names])
+        lows = np.array([shown[n][1] for n in names])
+        highs = np.array([shown[n][2] for n in names])
+        errors = np.nan_to_num(np.stack([points - lows, highs - points]))
+        axes.barh(names, points, xerr=errors, color="tab:blue", alpha=0.7)
+        axes.axvline(0, color="grey", lw=0.8)
+        axes.axvline(100, color="grey", lw=0.8, ls="--")
+        axes.set(xlabel="normalised score (IQM, 95% CI)", title=f"{env} ({track})")
+        _save(figure, root / f"scores_{slug}.png")
+        lines += [f"![normalised scores](scores_{slug}.png)", ""]
+    if track != "rl":
+        return lines
+    if not normalise:
+        return lines + [f"(Normalised scores need `{REFERENCE}` and `{ORACLE}` runs.)", ""]
+    curves = _curves(root, env, {e: r for e, r in encoders.items()
+                                 if e not in (REFERENCE, "scripted")}, low, high)
+    if curves:
+        lines += _efficiency(root, slug, env, curves, encoders)
+    lines += _camera_shift(encoders)
+    return lines
+
+
+def _efficiency(root: Path, slug: str, env: str, curves: dict[str, tuple],
+                encoders: dict[str, list[dict[str, Any]]]) -> list[str]:
+    figure, axes = plt.subplots(figsize=(6.5, 4), dpi=100)
+    for encoder, (steps, iqm, low, high) in curves.items():
+        axes.plot(steps, iqm, label=encoder)
+        if not np.isnan(low).all():
+            axes.fill_between(steps, low, high, alpha=0.2)
+    axes.axhline(0, color="grey", lw=0.8)
+    axes.axhline(100, color="grey", lw=0.8, ls="--")
+    axes.set(xlabel="environment steps", ylabel="normalised score (IQM, 95% CI)", title=env)
+    axes.legend(fontsize=7)
+    _save(figure, root / f"curves_{slug}.png")
+    lines = [f"![sample efficiency](curves_{slug}.png)", "",
+             "Steps (and wall time: steps x the run's mean seconds per step) until the IQM "
+             "curve first reaches a share of the oracle's final score; the ratio is "
+             f"`{BASELINE}`'s steps over the encoder's (the GQN paper's claim: about 4x).", "",
+             "| encoder | " + " | ".join(f"steps to {t}% | ratio | minutes to {t}%"
+                                         for t in THRESHOLDS) + " |",
+             "| --- |" + " ---: | ---: | ---: |" * len(THRESHOLDS)]
+    reach: dict[str, dict[int, float | None]] = {
+        e: {t: _first_reaching(c[0], c[1], t) for t in THRESHOLDS} for e, c in curves.items()}
+    for encoder in curves:
+        runs = encoders[encoder]
+        per_step = np.mean([r["wall_s"] / max(1, r["steps"]) for r in runs])
+        cells = []
+        for t in THRESHOLDS:
+            steps = reach[encoder][t]
+            base = reach.get(BASELINE, {}).get(t)
+            ratio = f"{base / steps:.2f}" if steps and base else "n/a"
+            cells += [f"{steps:.0f}" if steps else "not reached", ratio,
+                      f"{steps * per_step / 60:.1f}" if steps else "n/a"]
+        lines.append(f"| {encoder} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _camera_shift(encoders: dict[str, list[dict[str, Any]]]) -> list[str]:
+    shifted = {e: runs for e, runs in encoders.items()
+               if any(r.get(c) is not None for r in runs for c in CAMERA_SHIFTS)}
+    if not shifted:
+        return []
+    mean: Callable[[list[dict[str, Any]], str], str] = lambda runs, key: (  # noqa: E731
+        f"{np.mean([r[key] for r in runs if r.get(key) is not None]):.2f}")
+    lines = ["Camera shift: success rate of agents trained with the episode's fixed camera, "
+             "evaluated with it, with a camera that orbits the table every step, and with "
+             "cameras outside the training ring.", "",
+             "| encoder | fixed camera | moving camera | outside the ring |",
+             "| --- | ---: | ---: | ---: |"]
+    for encoder, runs in shifted.items():
+        lines.append(f"| {encoder} | {mean(runs, 'success')} | "
+                     + " | ".join(mean(runs, c) for c in CAMERA_SHIFTS) + " |")
+    return lines + [""]

@@ -1,0 +1,117 @@
+"""``gqn-rl benchmark`` and ``gqn-rl report`` on tiny grids: results rows, normalised scores,
+skipping finished runs, resuming an interrupted one, both tracks, workers, every report
+section."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.benchmark import (
+    COLUMNS,
+    RESULT_FILE,
+    BenchmarkConfig,
+    Cell,
+    run_benchmark,
+)
+from agents.cli import main
+from agents.report import improvement, interval, write_report
+
+ROTATION = "gqn_rl/MentalRotation-v0"  # true-state runs render nothing: fast
+ROOM = "gqn_rl/RoomNavigation-v0"
+ARM = "gqn_rl/ArmReach-v0"
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_rl_grid_normalises_skips_finished_runs_and_resumes_an_interrupted_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = BenchmarkConfig((ROTATION,), ("random", "scripted", "state"), seeds=2,
+                             steps=2048, eval_episodes=2)
+    rows = read_rows(run_benchmark(config, tmp_path, progress=False))
+    assert len(rows) == 6 and tuple(rows[0]) == COLUMNS
+    scores = {r["encoder"]: [] for r in rows}
+    for r in rows:
+        scores[r["encoder"]].append(float(r["normalized_score"]))
+    assert np.mean(scores["random"]) == pytest.approx(0, abs=0.1)
+    assert np.mean(scores["state"]) == pytest.approx(100, abs=0.1)
+    assert {r["steps"] for r in rows if r["encoder"] == "state"} == {"2048"}
+
+    results = sorted(tmp_path.glob(f"runs/*/*/*/seed*/{RESULT_FILE}"))
+    stamps = {p: p.stat().st_mtime_ns for p in results}
+    run_benchmark(config, tmp_path, progress=False)  # everything finished: nothing reruns
+    assert {p: p.stat().st_mtime_ns for p in results} == stamps
+
+    interrupted = Cell(ROTATION, "state", "rl", 1, 0, 2048).directory(tmp_path)
+    (interrupted / RESULT_FILE).unlink()  # as if killed after its last checkpoint
+    (interrupted / "final_model.zip").unlink()
+    capsys.readouterr()
+    run_benchmark(config, tmp_path, progress=False)
+    assert "resuming from" in capsys.readouterr().out
+    assert (interrupted / RESULT_FILE).is_file()
+    assert len(read_rows(tmp_path / "results.csv")) == 6
+
+    text = write_report(tmp_path).read_text()
+    assert "normalised score, IQM [95% CI]" in text and "steps to 80%" in text
+    for png in tmp_path.glob("*.png"):
+        assert png.stat().st_size > 0
+    assert {p.name for p in tmp_path.glob("*.png")} == {"scores_MentalRotation-v0_rl.png",
+                                                        "curves_MentalRotation-v0_rl.png"}
+
+
+def test_bc_track_clones_the_scripted_policy_in_parallel_workers(tmp_path: Path) -> None:
+    config = BenchmarkConfig((ROOM,), ("random", "state"), seeds=2, track="bc",
+                             demos=(1, 20), workers=2, bc_episodes=5)
+    rows = read_rows(run_benchmark(config, tmp_path, progress=False))
+    assert sorted((r["encoder"], r["demos"]) for r in rows) == sorted(
+        [("random", "0")] * 2 + [("state", "1")] * 2 + [("state", "20")] * 2)
+    success = {d: np.mean([float(r["success"]) for r in rows
+                           if r["encoder"] == "state" and r["demos"] == d]) for d in ("1", "20")}
+    assert success["20"] >= 0.8  # walking to the goal is easy to clone from the state
+    text = write_report(tmp_path).read_text()
+    assert "bc, 1 demonstrations" in text and "bc, 20 demonstrations" in text
+
+
+def test_report_statistics_come_from_rliable() -> None:
+    point, low, high = interval(np.array([10.0, 20, 30, 40, 50]))
+    assert point == 30 and low < point < high
+    assert interval(np.array([3.0]))[0] == 3 and np.isnan(interval(np.array([3.0]))[1])
+    p, low, high = improvement(np.array([10.0, 20, 30]), np.array([0.0, 1, 2]))
+    assert p == 1.0 and low <= p <= high
+
+
+def test_bad_grids_are_refused_with_the_flag_at_fault(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(ValueError, match="--encoder: unknown"):
+        BenchmarkConfig((ARM,), ("gqn-frozen-ish",), seeds=1)
+    with pytest.raises(ValueError, match="--track bc clones on frozen features"):
+        BenchmarkConfig((ARM,), ("gqn-joint",), seeds=1, track="bc")
+    with pytest.raises(ValueError, match="--env Pendulum-v1: the benchmark has recipes for"):
+        BenchmarkConfig(("Pendulum-v1",), ("state",), seeds=1)
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no finished benchmark runs" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_image_encoders_camera_shift_and_every_report_section(tmp_path: Path) -> None:
+    rl = BenchmarkConfig((ARM,), ("random", "state", "pixels", "pixels-aug", "gqn-frozen",
+                                  "gqn-frozen-fresh"), seeds=2, steps=1024, eval_episodes=1)
+    rows = read_rows(run_benchmark(rl, tmp_path / "rl", progress=False))
+    shifted = [r for r in rows if r["encoder"] in ("pixels", "pixels-aug", "gqn-frozen")]
+    assert all(r["success_moving_camera"] != "" and r["success_outside_ring"] != ""
+               for r in shifted)
+    text = write_report(tmp_path / "rl").read_text()
+    for section in ("P(improvement over pixels)", "steps to 50%", "Camera shift",
+                    "sample efficiency"):
+        assert section in text
+    bc = BenchmarkConfig((ARM,), ("random", "state", "gqn-frozen", "pixels"), seeds=1,
+                         track="bc", demos=(2,), bc_episodes=2)
+    rows = read_rows(run_benchmark(bc, tmp_path / "bc", progress=False))
+    assert {r["encoder"] for r in rows} == {"random", "state", "gqn-frozen", "pixels"}
+    assert "bc, 2 demonstrations" in write_report(tmp_path / "bc").read_text()
