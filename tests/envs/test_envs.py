@@ -166,7 +166,8 @@ def test_state_mode_is_the_true_state() -> None:
     state, _ = env.reset(seed=5)
     unwrapped = env.unwrapped
     np.testing.assert_allclose(state[:4], unwrapped.scene.joint_angles, atol=1e-6)
-    np.testing.assert_allclose(state[-3:], unwrapped.scene.target_position, atol=1e-6)
+    np.testing.assert_allclose(state[11:14], unwrapped.scene.target_position, atol=1e-6)
+    np.testing.assert_allclose(state[14:], state[11:14] - state[8:11], atol=1e-6)
     assert unwrapped.distance() == pytest.approx(np.linalg.norm(state[8:11] - state[11:14]),
                                                  abs=1e-5)
 
@@ -199,3 +200,32 @@ def test_actions_outside_the_space_are_refused() -> None:
     env.reset(seed=0)
     with pytest.raises(ValueError, match="outside the action space"):
         env.step(np.array([3.0, 0.0], dtype=np.float32))
+
+
+def test_arm_reach_ends_on_touching_the_target() -> None:
+    env = make("gqn_rl/ArmReach-v0", obs_mode="state")
+    env.reset(seed=3)
+    for step in range(100):
+        _, reward, terminated, truncated, info = env.step(env.unwrapped.scripted_action())
+        if terminated or truncated:
+            break
+    assert terminated and info["is_success"] and step < 99
+    assert info["reward_reach"] == env.unwrapped.reach_bonus
+
+
+def test_arm_reach_camera_shifts() -> None:
+    def viewpoints(camera: str) -> np.ndarray:
+        env = make("gqn_rl/ArmReach-v0", image_size=16, camera=camera)
+        obs, _ = env.reset(seed=0)
+        seen = [obs["viewpoint"]]
+        for _ in range(3):
+            seen.append(env.step(np.zeros(4, np.float32))[0]["viewpoint"])
+        return np.stack(seen)
+
+    fixed, moving, outside = (viewpoints(c) for c in ("fixed", "moving", "outside"))
+    assert np.allclose(fixed, fixed[0]) and not np.allclose(moving[1:], moving[:-1])
+    radius = lambda v: np.hypot(v[:, 0], v[:, 1])  # noqa: E731
+    np.testing.assert_allclose(radius(moving), radius(moving)[0], rtol=1e-5)  # an orbit
+    assert radius(fixed)[0] <= 1.7 < 1.8 <= radius(outside)[0]
+    with pytest.raises(ValueError, match="camera must be one of"):
+        ArmReachEnv(camera="wobbly")
