@@ -15,7 +15,7 @@ from agents.cli import main
 from agents.hyperparams import ENCODER_KINDS, hyperparams
 from agents.train import RunConfig, evaluate, train
 from gqn import GQNConfig
-from gqn_rl.extractors import GQNExtractor, ScaledAdam
+from gqn_rl.extractors import GQNExtractor, ScaledAdam, ShiftAugmentedExtractor, random_shift
 
 CONFIG = GQNConfig(image_size=16, representation="pool", r_dim=8, h_dim=8, z_dim=2, L=2)
 TINY = {"ppo": {"n_envs": 2, "n_steps": 32, "batch_size": 32, "n_epochs": 1},
@@ -66,6 +66,32 @@ def test_extractor_features_and_errors() -> None:
     assert not any(p.requires_grad for p in extractor.gqn.parameters())
     with pytest.raises(ValueError, match="context_cameras"):
         GQNExtractor(env.observation_space, vars(CONFIG), aux_weight=1.0)
+
+
+def test_random_shift_moves_each_image_by_at_most_pad_pixels() -> None:
+    images = torch.rand(64, 3, 12, 12)
+    shifted = random_shift(images, pad=2)
+    assert shifted.shape == images.shape
+    offsets = set()
+    for original, moved in zip(images, shifted, strict=True):  # find each image's shift
+        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if torch.equal(moved[:, 2:-2, 2:-2],
+                                original[:, 2 + dy:10 + dy, 2 + dx:10 + dx])]
+        assert found
+        offsets.add(found[0])
+    assert len(offsets) > 5  # per image, not one shift for the batch
+
+
+def test_pixels_aug_shifts_only_while_training() -> None:
+    env = gym.make("gqn_rl/MentalRotation-v0", image_size=36)
+    extractor = ShiftAugmentedExtractor(
+        gym.spaces.Dict({k: (gym.spaces.Box(0, 255, (3, 36, 36), np.uint8) if k != "viewpoint"
+                             else s) for k, s in env.observation_space.spaces.items()}))
+    batch = torch_batch(env, 4)
+    extractor.eval()
+    torch.testing.assert_close(extractor(batch), extractor(batch))
+    extractor.train()
+    assert not torch.allclose(extractor(batch), extractor(batch))
 
 
 def test_scaled_adam_keeps_each_parameters_fraction_of_the_rate() -> None:

@@ -205,11 +205,11 @@ def test_actions_outside_the_space_are_refused() -> None:
 def test_arm_reach_ends_on_touching_the_target() -> None:
     env = make("gqn_rl/ArmReach-v0", obs_mode="state")
     env.reset(seed=3)
-    for step in range(100):
-        _, reward, terminated, truncated, info = env.step(env.unwrapped.scripted_action())
-        if terminated or truncated:
-            break
-    assert terminated and info["is_success"] and step < 99
+    steps, terminated, truncated = 0, False, False
+    while not (terminated or truncated):
+        _, _, terminated, truncated, info = env.step(env.unwrapped.scripted_action())
+        steps += 1
+    assert terminated and info["is_success"] and steps < 100
     assert info["reward_reach"] == env.unwrapped.reach_bonus
 
 
