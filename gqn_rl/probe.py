@@ -107,8 +107,10 @@ def state_targets(truth: dict[str, Any]) -> dict[str, np.ndarray]:
     cos), wall and floor colours. ``rooms_*`` (``objects``): position (x, y) and colour of
     objects 0-2 numbered west to east (by x: the truth's order is arbitrary, so it could not
     be read from images; NaN where the room has fewer), wall and floor colours.
-    ``shepard_metzler_*`` (``cubes``): every cube's position (the object's shape and
-    orientation) and colour.
+    ``shepard_metzler_*`` (``cubes``): the object's shape and orientation as the second
+    moments of its cubes' positions about their centre (xx, yy, zz, xy, xz, yz), and the mean
+    cube colour: the truth lists the cubes in the order they were stacked, from one end of the
+    object or the other, so per-cube targets could not be read from images.
     """
     family = str(truth.get("family", ""))
     f = np.asarray
@@ -127,8 +129,12 @@ def state_targets(truth: dict[str, Any]) -> dict[str, np.ndarray]:
         return {**targets, "wall_colour": f(truth["wall_colour"]),
                 "floor_colour": f(truth["floor_colour"])}
     if "cubes" in truth:
-        return {"cube_positions": f([c["position"] for c in truth["cubes"]]).ravel(),
-                "cube_colours": f([c["colour"] for c in truth["cubes"]]).ravel()}
+        positions = f([c["position"] for c in truth["cubes"]], dtype=np.float64)
+        centred = positions - positions.mean(0)
+        moments = centred.T @ centred / len(centred)  # [3, 3]
+        rows, cols = (0, 1, 2, 0, 0, 1), (0, 1, 2, 1, 2, 2)
+        return {"shape_moments": moments[rows, cols],
+                "mean_colour": f([c["colour"] for c in truth["cubes"]]).mean(0)}
     raise ValueError(f"no probe targets for scene family {family!r} (truth field 'family')")
 
 

@@ -155,9 +155,12 @@ def test_state_targets_of_every_family() -> None:
     assert rooms["object_0_position"].tolist() == [-1, 3]  # numbered west to east
     assert rooms["object_1_colour"].tolist() == [1, 0, 0]
     assert np.isnan(rooms["object_2_colour"]).all()
-    cubes = state_targets({"family": "shepard_metzler_7", "cubes": [
-        {"position": [0, 0, 1], "colour": [1, 0, 0]}] * 7})
-    assert cubes["cube_positions"].shape == (21,)
+    chain = [{"position": [x, 0, 0], "colour": [1, 0, 0]} for x in (-1, 0, 1)]
+    cubes = state_targets({"family": "shepard_metzler_7", "cubes": chain})
+    reversed_chain = state_targets({"family": "shepard_metzler_7", "cubes": chain[::-1]})
+    np.testing.assert_allclose(cubes["shape_moments"], [2 / 3, 0, 0, 0, 0, 0])
+    np.testing.assert_allclose(cubes["shape_moments"], reversed_chain["shape_moments"])
+    assert cubes["mean_colour"].tolist() == [1, 0, 0]
     with pytest.raises(ValueError, match="no probe targets for scene family 'synthetic'"):
         state_targets({"family": "synthetic"})
 
