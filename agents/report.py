@@ -173,8 +173,8 @@ def _section(root: Path, env: str, track: str, demos: int,
     normalise = np.isfinite(low) and np.isfinite(high) and high != low
     scores = {e: 100 * (np.array([r["return"] for r in runs]) - low) / (high - low)
               if normalise else np.zeros(0) for e, runs in encoders.items()}
-    lines = ["| encoder | runs | return (mean) | success (mean) | normalised score, IQM [95% CI] "
-             f"| P(improvement over {BASELINE}) | wall s (mean) |",
+    lines = ["| encoder | runs | return (mean) | success, IQM [95% CI] "
+             f"| normalised score, IQM [95% CI] | P(improvement over {BASELINE}) | wall s (mean) |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     estimates = {}
     for encoder, runs in encoders.items():
@@ -185,7 +185,7 @@ def _section(root: Path, env: str, track: str, demos: int,
                   else _fmt(improvement(score, scores[BASELINE]), 2))
         lines.append(
             f"| {encoder} | {len(runs)} | {np.mean([r['return'] for r in runs]):.1f} | "
-            f"{np.mean([r['success'] for r in runs]):.2f} | "
+            f"{_fmt(interval(np.array([r['success'] for r in runs])), 2)} | "
             f"{_fmt(estimates[encoder]) if estimates[encoder] else 'n/a'} | {versus} | "
             f"{np.mean([r['wall_s'] for r in runs]):.0f} |")
     lines.append("")
