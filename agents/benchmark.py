@@ -113,6 +113,8 @@ class BenchmarkConfig:
     """Episodes of each periodic and final RL evaluation (bc: ``bc_episodes``)."""
     bc_episodes: int = 50
     """Evaluation episodes of a cloned policy."""
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Changes to every RL run's hyperparameters (as ``gqn-rl train --hyperparams``)."""
 
     def __post_init__(self) -> None:
         unknown = [e for e in self.encoders if e not in CONTENDERS]
@@ -211,7 +213,7 @@ def _rl(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
                     eval_every=config.eval_every or max(1, cell.steps // 10),
                     eval_episodes=config.eval_episodes,
                     checkpoint_every=max(1, cell.steps // 10),
-                    overrides=dict(contender.overrides))
+                    overrides={**contender.overrides, **config.overrides})
     wall_file = out / "wall.json"
     wall = json.loads(wall_file.read_text())["seconds"] if wall_file.is_file() else 0.0
     start = time.perf_counter()

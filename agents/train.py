@@ -287,6 +287,21 @@ def _load_latest(run: ResolvedRun, out: Path, venv: VecEnv) -> BaseAlgorithm | N
     return None
 
 
+class NewestBufferCheckpoint(CheckpointCallback):
+    """SB3's CheckpointCallback that keeps only the newest replay buffer: a SAC buffer of
+    images is gigabytes (100k transitions of two 64x64 images: 2.4 GB), and resuming needs
+    only the last one."""
+
+    def _on_step(self) -> bool:
+        result = super()._on_step()
+        if self.save_replay_buffer and self.n_calls % self.save_freq == 0:
+            newest = Path(self._checkpoint_path("replay_buffer_", extension="pkl"))
+            for old in Path(self.save_path).glob(f"{self.name_prefix}_replay_buffer_*.pkl"):
+                if old != newest:
+                    old.unlink(missing_ok=True)
+        return result
+
+
 def _save_json(path: Path, value: Any) -> None:
     atomic_write(path, lambda f: f.write(json.dumps(value, indent=2).encode() + b"\n"))
 
@@ -346,9 +361,9 @@ def train(config: RunConfig, out: Path, resume: bool = False, progress: bool = T
         EvalCallback(eval_env, eval_freq=max(1, run.config.eval_every // n_envs),
                      n_eval_episodes=run.config.eval_episodes, log_path=str(out / "eval"),
                      best_model_save_path=str(out / "best"), verbose=0),
-        CheckpointCallback(save_freq=max(1, run.config.checkpoint_every // n_envs),
-                           save_path=str(out / "checkpoints"), name_prefix="model",
-                           save_replay_buffer=algo == "sac", save_vecnormalize=True),
+        NewestBufferCheckpoint(save_freq=max(1, run.config.checkpoint_every // n_envs),
+                               save_path=str(out / "checkpoints"), name_prefix="model",
+                               save_replay_buffer=algo == "sac", save_vecnormalize=True),
     ]
     remaining = run.config.steps - model.num_timesteps
     if remaining > 0:

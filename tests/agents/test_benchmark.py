@@ -101,8 +101,11 @@ def test_bad_grids_are_refused_with_the_flag_at_fault(tmp_path: Path,
 @pytest.mark.slow
 def test_image_encoders_camera_shift_and_every_report_section(tmp_path: Path) -> None:
     rl = BenchmarkConfig((ARM,), ("random", "state", "pixels", "pixels-aug", "gqn-frozen",
-                                  "gqn-frozen-fresh"), seeds=2, steps=1024, eval_episodes=1)
+                                  "gqn-frozen-fresh"), seeds=2, steps=1024, eval_episodes=1,
+                         overrides={"buffer_size": 2000})  # SAC's default: 2.4 GB of images
     rows = read_rows(run_benchmark(rl, tmp_path / "rl", progress=False))
+    buffers = list((tmp_path / "rl").glob("runs/*/pixels/rl/seed0/checkpoints/*buffer*.pkl"))
+    assert len(buffers) == 1  # only the newest replay buffer is kept
     shifted = [r for r in rows if r["encoder"] in ("pixels", "pixels-aug", "gqn-frozen")]
     assert all(r["success_moving_camera"] != "" and r["success_outside_ring"] != ""
                for r in shifted)
