@@ -27,9 +27,10 @@ def gqn_rl(*args: str) -> list[str]:
 
 def run_with_kills(command: list[str], rng: np.random.Generator, kills: int = 2,
                    window: tuple[float, float] = (2.0, 8.0),
-                   resume: list[str] | None = None) -> int:
+                   resume: list[str] | None = None, resume_point: Path | None = None) -> int:
     """Start ``command``, kill it with SIGKILL after a random delay up to ``kills`` times
-    (each restart adds ``resume``), then let it finish; returns how many kills landed."""
+    (each restart adds ``resume`` once ``resume_point`` exists: a kill before the first
+    checkpoint means starting again), then let it finish; returns how many kills landed."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     landed, current = 0, command
     for _ in range(kills):
@@ -40,7 +41,8 @@ def run_with_kills(command: list[str], rng: np.random.Generator, kills: int = 2,
             process.send_signal(signal.SIGKILL)
             landed += 1
         process.wait()
-        current = command + (resume or [])
+        resumable = resume_point is None or resume_point.exists()
+        current = command + (resume or []) if resumable else command
     done = subprocess.run(current, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     return landed
@@ -76,7 +78,8 @@ def test_killed_pretraining_resumes_bit_exact(tmp_path: Path, seed: int) -> None
     subprocess.run(gqn_rl(*args, "--out", str(tmp_path / "whole")), check=True,
                    capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     landed = run_with_kills(gqn_rl(*args, "--out", str(tmp_path / "killed")),
-                            np.random.default_rng(seed), window=(4.0, 7.0), resume=["--resume"])
+                            np.random.default_rng(seed), window=(4.0, 7.0), resume=["--resume"],
+                            resume_point=tmp_path / "killed" / "checkpoint.pt")
     assert landed >= 1, "no kill landed: widen the window"
     whole, killed = (torch.load(tmp_path / name / "checkpoint.pt", weights_only=False)
                      for name in ("whole", "killed"))
