@@ -56,6 +56,12 @@ state oracle (mean over seeds, same environment, track and demos)."""
 REFERENCE, ORACLE = "random", "state"
 
 
+def normalized_score(value: Any, random: float, oracle: float) -> Any:
+    """``value`` (a return, or an array of them) on the scale where the random policy's mean
+    return is 0 and the state oracle's 100."""
+    return 100 * (value - random) / (oracle - random)
+
+
 @dataclasses.dataclass(frozen=True)
 class Contender:
     """How the benchmark builds one of its encoder names."""
@@ -303,7 +309,7 @@ def rows(found: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         high = means.get((c["env"], c["track"], ORACLE, c["demos"]))
         score = None
         if low and high and np.mean(high) != np.mean(low):
-            score = 100 * (r["mean_return"] - np.mean(low)) / (np.mean(high) - np.mean(low))
+            score = normalized_score(r["mean_return"], np.mean(low), np.mean(high))
         table.append({"env": c["env"], "encoder": c["encoder"], "track": c["track"],
                       "demos": c["demos"], "seed": c["seed"], "algo": r.get("algo", ""),
                       "steps": r.get("train_steps", c["steps"]), "return": r["mean_return"],

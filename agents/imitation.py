@@ -130,10 +130,12 @@ def _batched(obs: Any) -> Any:
     return np.asarray(obs)[None]
 
 
-def _stack(observations: list[Any]) -> Any:
-    if isinstance(observations[0], dict):
-        return {k: np.stack([o[k] for o in observations]) for k in observations[0]}
-    return np.stack(observations)
+def _join(parts: list[Any], join: Callable[[list[np.ndarray]], np.ndarray]) -> Any:
+    """``join`` (``np.stack`` or ``np.concatenate``) applied to observations or batches of
+    them, entry by entry for Dict observations."""
+    if isinstance(parts[0], dict):
+        return {k: join([p[k] for p in parts]) for k in parts[0]}
+    return join(parts)
 
 
 def _take(batch: Any, rows: np.ndarray) -> Any:
@@ -159,7 +161,7 @@ def demonstrations(env: gym.Env, episodes: int, seed: int
             return action
 
         episode = run_episode(env, policy, seed=derive_seed(seed, "demonstrations") + i)
-        observations.append(_stack(seen))
+        observations.append(_join(seen, np.stack))
         actions.append(np.stack(done))
         successes.append(episode.success)
     return observations, actions, successes
@@ -173,8 +175,8 @@ def fit_cloned_policy(policy: ClonedPolicy, observations: list[Any], actions: li
     order = rng.permutation(len(observations))
     held = max(1, round(config.held_out * len(order))) if len(order) > 1 else 0
     fit_rows, val_rows = order[held:], order[:held] if held else order
-    fit_obs = _stack_episodes([observations[i] for i in fit_rows])
-    val_obs = _stack_episodes([observations[i] for i in val_rows])
+    fit_obs = _join([observations[i] for i in fit_rows], np.concatenate)
+    val_obs = _join([observations[i] for i in val_rows], np.concatenate)
     fit_act = torch.as_tensor(np.concatenate([actions[i] for i in fit_rows]))
     val_act = torch.as_tensor(np.concatenate([actions[i] for i in val_rows]))
     space = policy.observation_space
@@ -204,12 +206,6 @@ def fit_cloned_policy(policy: ClonedPolicy, observations: list[Any], actions: li
     policy.load_state_dict(best_state)
     policy.eval()
     return {"held_out_loss": best, "epochs": epochs}
-
-
-def _stack_episodes(episodes: list[Any]) -> Any:
-    if isinstance(episodes[0], dict):
-        return {k: np.concatenate([e[k] for e in episodes]) for k in episodes[0]}
-    return np.concatenate(episodes)
 
 
 def clone_and_evaluate(make_env: Callable[[], gym.Env], demos: int, episodes: int, seed: int,

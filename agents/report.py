@@ -18,7 +18,15 @@ from typing import Any
 import matplotlib
 import numpy as np
 
-from agents.benchmark import CAMERA_SHIFTS, ORACLE, REFERENCE, results, rows
+from agents.benchmark import (
+    CAMERA_SHIFTS,
+    ORACLE,
+    REFERENCE,
+    Cell,
+    normalized_score,
+    results,
+    rows,
+)
 from gqn.fileio import atomic_write
 
 matplotlib.use("Agg")
@@ -102,7 +110,7 @@ def _curve(run_dir: Path, low: float, high: float) -> tuple[np.ndarray, np.ndarr
     if not log.is_file() or high == low:
         return None
     data = np.load(log)
-    return data["timesteps"], 100 * (data["results"].mean(1) - low) / (high - low)
+    return data["timesteps"], normalized_score(data["results"].mean(1), low, high)
 
 
 def _curves(root: Path, env: str, encoders: dict[str, list[dict[str, Any]]], low: float,
@@ -110,7 +118,8 @@ def _curves(root: Path, env: str, encoders: dict[str, list[dict[str, Any]]], low
     """Per trained encoder: steps, IQM over seeds and its interval at each evaluation."""
     out = {}
     for encoder, runs in encoders.items():
-        found = [_curve(_run_dir(root, r), low, high) for r in runs]
+        found = [_curve(Cell(r["env"], r["encoder"], r["track"], r["seed"],
+                             r["demos"]).directory(root), low, high) for r in runs]
         found = [c for c in found if c is not None]
         if not found:
             continue
@@ -120,12 +129,6 @@ def _curves(root: Path, env: str, encoders: dict[str, list[dict[str, Any]]], low
         estimates = np.array([interval(scores[:, t]) for t in range(length)])
         out[encoder] = (steps, estimates[:, 0], estimates[:, 1], estimates[:, 2])
     return out
-
-
-def _run_dir(root: Path, row: dict[str, Any]) -> Path:
-    track = f"bc{row['demos']}" if row["demos"] else row["track"]
-    return root / "runs" / row["env"].replace("/", "_") / row["encoder"] / track / \
-        f"seed{row['seed']}"
 
 
 def _first_reaching(steps: np.ndarray, iqm: np.ndarray, level: float) -> float | None:
@@ -171,7 +174,7 @@ def _section(root: Path, env: str, track: str, demos: int,
     low = np.mean([r["return"] for r in encoders.get(REFERENCE, [])] or [np.nan])
     high = np.mean([r["return"] for r in encoders.get(ORACLE, [])] or [np.nan])
     normalise = np.isfinite(low) and np.isfinite(high) and high != low
-    scores = {e: 100 * (np.array([r["return"] for r in runs]) - low) / (high - low)
+    scores = {e: normalized_score(np.array([r["return"] for r in runs]), low, high)
               if normalise else np.zeros(0) for e, runs in encoders.items()}
     lines = ["| encoder | runs | return (mean) | success, IQM [95% CI] "
              f"| normalised score, IQM [95% CI] | P(improvement over {BASELINE}) | wall s (mean) |",
