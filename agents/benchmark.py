@@ -41,7 +41,16 @@ from tqdm import tqdm
 
 from agents.hyperparams import RECIPES
 from agents.imitation import BC_KINDS, clone_and_evaluate
-from agents.train import RUN_FILE, RunConfig, env_factory, evaluate, load_gqn, resolve_run, train
+from agents.train import (
+    GQN_KINDS,
+    RUN_FILE,
+    RunConfig,
+    env_factory,
+    evaluate,
+    load_gqn,
+    resolve_run,
+    train,
+)
 from gqn.fileio import atomic_write
 from gqn.seeding import derive_seed
 from gqn_rl.episodes import reference_policy, run_episode, summarize
@@ -121,6 +130,12 @@ class BenchmarkConfig:
     """Evaluation episodes of a cloned policy."""
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """Changes to every RL run's hyperparameters (as ``gqn-rl train --hyperparams``)."""
+    camera_shift: bool = True
+    """Evaluate ArmReach's image agents under the shifted cameras too (``CAMERA_SHIFTS``)."""
+    checkpoint: str | None = None
+    """GQN checkpoint of the GQN encoders (not the fresh control); None: the shipped one of
+    each environment's scene family. A directory holds one checkpoint's runs: finished runs
+    are not redone for another."""
 
     def __post_init__(self) -> None:
         unknown = [e for e in self.encoders if e not in CONTENDERS]
@@ -147,6 +162,9 @@ class BenchmarkConfig:
             raise ValueError(f"--steps must be >= 1, got {self.steps}")
         if any(d < 1 for d in self.demos):
             raise ValueError(f"--demos must be >= 1, got {self.demos}")
+        for env_id in self.envs:  # bad --hyperparams fail now, not in every run
+            resolve_run(RunConfig(env_id, "state", RECIPES[env_id].algo, 1,
+                                  overrides=self.overrides))
 
     def cells(self) -> list[Cell]:
         """Every run of the grid, references first."""
@@ -210,12 +228,19 @@ def _reference(cell: Cell, config: BenchmarkConfig) -> dict[str, Any]:
     return {**summarize(results), "wall_s": time.perf_counter() - start}
 
 
+def _checkpoint(contender: Contender, config: BenchmarkConfig) -> str | None:
+    """The GQN checkpoint a contender's runs ask for (None: shipped, or none needed)."""
+    if contender.fresh or contender.kind not in GQN_KINDS:
+        return None
+    return config.checkpoint
+
+
 def _rl(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
     contender = CONTENDERS[cell.encoder]
     recipe = RECIPES[cell.env]
     out = cell.directory(root)
     run = RunConfig(cell.env, contender.kind, recipe.algo, cell.steps, cell.seed,
-                    fresh_encoder=contender.fresh,
+                    checkpoint=_checkpoint(contender, config), fresh_encoder=contender.fresh,
                     eval_every=config.eval_every or max(1, cell.steps // 10),
                     eval_episodes=config.eval_episodes,
                     checkpoint_every=max(1, cell.steps // 10),
@@ -228,7 +253,7 @@ def _rl(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
     atomic_write(wall_file, lambda f: f.write(json.dumps({"seconds": wall}).encode()))
     report = evaluate(out, config.eval_episodes)
     row = {**report, "algo": recipe.algo, "wall_s": wall}
-    if cell.env in CAMERA_SHIFT_ENVS and contender.kind != "state":  # state: no camera
+    if config.camera_shift and cell.env in CAMERA_SHIFT_ENVS and contender.kind != "state":
         for column, camera in CAMERA_SHIFTS.items():
             shifted = evaluate(out, config.eval_episodes, env_kwargs={"camera": camera},
                                save=False)
@@ -239,6 +264,7 @@ def _rl(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
 def _bc(cell: Cell, config: BenchmarkConfig) -> dict[str, Any]:
     contender = CONTENDERS[cell.encoder]
     run = resolve_run(RunConfig(cell.env, contender.kind, "ppo", 1, cell.seed,
+                                checkpoint=_checkpoint(contender, config),
                                 fresh_encoder=contender.fresh,
                                 overrides=dict(contender.overrides)))
     gqn = load_gqn(run)

@@ -477,8 +477,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from agents.demo import DemoConfig, run_demo
 
-    config = _with_given(DemoConfig(), scenes=args.scenes, pretrain_steps=args.pretrain_steps,
-                         agent_steps=args.agent_steps)
+    config = _with_given(DemoConfig(), steps=args.steps, seeds=args.seeds,
+                         workers=args.workers, pretrain=args.pretrain or None,
+                         scenes=args.scenes, pretrain_steps=args.pretrain_steps)
     print(f"report: {run_demo(args.out, config, progress=not args.no_progress)}")
     return 0
 
@@ -518,15 +519,24 @@ def _add_agents(commands: argparse._SubParsersAction) -> None:
     e.add_argument("--gif", type=Path, help="save the first episode as a GIF")
     e.set_defaults(run=_evaluate)
     d = commands.add_parser(
-        "demo", help="the whole pipeline, small: dataset, GQN, two PPO agents, report",
-        description="Render an arm dataset, pretrain cpu-small, train PPO on ArmReach with the "
-                    "frozen GQN encoder and on pixels for the same steps, evaluate both and "
-                    "write OUT/report.md (about 15 minutes on two cores). Run it again to "
-                    "finish an interrupted demo.")
+        "demo", help="agents learning ArmReach, small: oracle, frozen GQN, pixels, report",
+        description="A small benchmark on ArmReach: the random and scripted references, the "
+                    "state oracle, the frozen GQN (the shipped arm checkpoint, or with "
+                    "--pretrain one pretrained here) and pixels, trained with the recipe for "
+                    "the same steps; OUT/report.md has normalised scores, learning curves, GQN "
+                    "samples and an episode GIF (about 15 minutes on two cores). Run it again "
+                    "to finish an interrupted demo.")
     d.add_argument("--out", type=Path, default=Path("runs/demo"), help="default runs/demo")
-    d.add_argument("--scenes", type=_positive_int, help="arm scenes to render (default 2000)")
-    d.add_argument("--pretrain-steps", type=_positive_int, help="GQN steps (default 3000)")
-    d.add_argument("--agent-steps", type=_positive_int, help="PPO steps each (default 100000)")
+    d.add_argument("--steps", type=_positive_int, help="steps of each agent (default 10000)")
+    d.add_argument("--seeds", type=_positive_int, help="seeds of each agent (default 1)")
+    d.add_argument("--workers", type=_positive_int, help="agents at once (default 2)")
+    d.add_argument("--pretrain", action="store_true",
+                   help="render arm scenes and pretrain the GQN first (a new OUT: a directory "
+                        "keeps the agents of the GQN it started with)")
+    d.add_argument("--scenes", type=_positive_int,
+                   help="with --pretrain: arm scenes to render (default 2000)")
+    d.add_argument("--pretrain-steps", type=_positive_int,
+                   help="with --pretrain: GQN steps (default 3000)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(run=_demo)
 
@@ -536,7 +546,9 @@ def _benchmark(args: argparse.Namespace) -> int:
 
     config = BenchmarkConfig(tuple(args.env), tuple(args.encoder), args.seeds, args.track,
                              args.steps, tuple(args.demos), args.workers,
-                             eval_episodes=args.eval_episodes)
+                             eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+                             overrides=dict(args.hyperparams or []),
+                             checkpoint=None if args.checkpoint is None else str(args.checkpoint))
     path = run_benchmark(config, args.out, progress=not args.no_progress)
     print(f"wrote {path}; gqn-rl report {args.out} writes the report")
     return 0
@@ -571,8 +583,14 @@ def _add_benchmark(commands: argparse._SubParsersAction) -> None:
                    help="demonstration counts of the bc track (default 10 50 200)")
     b.add_argument("--workers", type=_positive_int, default=1,
                    help="processes, one torch thread each (default 1)")
+    b.add_argument("--eval-every", type=_positive_int,
+                   help="RL steps between evaluations (default: a tenth of the budget)")
     b.add_argument("--eval-episodes", type=_positive_int, default=20,
                    help="episodes per RL evaluation (default 20)")
+    b.add_argument("--checkpoint", type=Path,
+                   help="GQN checkpoint of the gqn-* encoders (default: the shipped one)")
+    b.add_argument("--hyperparams", nargs="+", type=_key_value, metavar="KEY=VALUE",
+                   help="override settings of agents/hyperparams.py in every RL run")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(run=_benchmark)
     r = commands.add_parser(

@@ -51,14 +51,16 @@ class ArmReachEnv(SceneEnv):
     ``max_episode_steps`` 100; ``info["is_success"]`` says whether the hand touches the
     target. (The first version ran every episode to 100 steps with the bonus on every
     touching step and no target offset in the state: no agent, not even on the true state,
-    learnt it in the project's budgets; docs/results.md has the figures.)
+    learnt it in the project's budgets. With a bonus of 1, SAC on the state hovered near the
+    target in a quarter of the episodes; a bonus of 10 and steps of 0.1 s instead of 0.05
+    made it learn to touch in 40,000 steps. docs/results.md has the figures.)
     """
 
     family = FAMILY
     state_size = 17
 
-    def __init__(self, *, frame_skip: int = 5, max_joint_speed: float = 2.0,
-                 reach_distance: float | None = None, reach_bonus: float = 1.0,
+    def __init__(self, *, frame_skip: int = 10, max_joint_speed: float = 2.0,
+                 reach_distance: float | None = None, reach_bonus: float = 10.0,
                  camera: str = "fixed",
                  orbit_speed: float = 0.1, **kwargs: Any) -> None:
         if camera not in CAMERAS:

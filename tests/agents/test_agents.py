@@ -108,6 +108,10 @@ def test_hyperparams_merge_encoder_and_environment() -> None:
     aux = hyperparams("gqn_rl/ArmReach-v0", "gqn-aux", "ppo")
     assert aux["env_kwargs"]["context_cameras"] == 2 and aux["encoder_kwargs"]["aux_weight"] > 0
     assert hyperparams("Reacher-v5", "pixels", "sac")["env_kwargs"] == {}
+    state, pixels = (hyperparams("gqn_rl/ArmReach-v0", k, "sac") for k in ("state", "pixels"))
+    assert pixels["batch_size"] < state["batch_size"] and pixels["train_freq"] > 1
+    assert hyperparams("gqn_rl/ArmReach-v0", "gqn-frozen", "sac")["batch_size"] == \
+        state["batch_size"]  # an MLP on r, as on the state: SAC's own settings
     with pytest.raises(ValueError, match="unknown encoder"):
         hyperparams("gqn_rl/ArmReach-v0", "cnn", "ppo")
 

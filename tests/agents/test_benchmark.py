@@ -94,6 +94,8 @@ def test_bad_grids_are_refused_with_the_flag_at_fault(tmp_path: Path,
         BenchmarkConfig((ARM,), ("gqn-joint",), seeds=1, track="bc")
     with pytest.raises(ValueError, match="--env Pendulum-v1: the benchmark has recipes for"):
         BenchmarkConfig(("Pendulum-v1",), ("state",), seeds=1)
+    with pytest.raises(ValueError, match="--hyperparams: unknown setting"):
+        BenchmarkConfig((ARM,), ("state",), seeds=1, overrides={"batch_sise": 64})
     assert main(["report", str(tmp_path)]) == 2
     assert "no finished benchmark runs" in capsys.readouterr().err
 
@@ -102,7 +104,7 @@ def test_bad_grids_are_refused_with_the_flag_at_fault(tmp_path: Path,
 def test_image_encoders_camera_shift_and_every_report_section(tmp_path: Path) -> None:
     rl = BenchmarkConfig((ARM,), ("random", "state", "pixels", "pixels-aug", "gqn-frozen",
                                   "gqn-frozen-fresh"), seeds=2, steps=1024, eval_episodes=1,
-                         overrides={"buffer_size": 2000})  # SAC's default: 2.4 GB of images
+                         overrides={"buffer_size": 2000})  # the recipe's 30k: 0.7 GB of images
     rows = read_rows(run_benchmark(rl, tmp_path / "rl", progress=False))
     buffers = list((tmp_path / "rl").glob("runs/*/pixels/rl/seed0/checkpoints/*buffer*.pkl"))
     assert len(buffers) == 1  # only the newest replay buffer is kept

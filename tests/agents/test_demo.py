@@ -1,43 +1,55 @@
-"""`gqn-rl demo` end to end at a tiny size (slow), that a rerun redoes nothing, and its
-learning-curve plot (fast)."""
+"""`gqn-rl demo` end to end at a tiny size (slow): the benchmark report with its extras, that a
+rerun redoes nothing, and the pretraining option."""
 
+import json
 from pathlib import Path
 
 import imageio.v3 as iio
-import numpy as np
 import pytest
 
-from agents.demo import DemoConfig, plot_curves, run_demo
+from agents.benchmark import Cell
+from agents.demo import ENV, DemoConfig, run_demo
+from gqn_rl.encoders import shipped_checkpoint
 
-TINY = DemoConfig(scenes=12, pretrain_steps=4, agent_steps=256, eval_episodes=1,
-                  final_episodes=2)
+TINY = DemoConfig(steps=256, eval_every=128, eval_episodes=1, workers=1,
+                  overrides={"buffer_size": 512, "learning_starts": 192, "batch_size": 32})
 
 
-def test_learning_curves_plot_every_run(tmp_path: Path) -> None:
-    runs = {}
-    for name in ("a", "b"):
-        (tmp_path / name / "eval").mkdir(parents=True)
-        np.savez(tmp_path / name / "eval" / "evaluations.npz", timesteps=np.array([10, 20]),
-                 results=np.array([[0.0, 1.0], [2.0, 3.0]]))
-        runs[name] = tmp_path / name
-    plot_curves(runs, tmp_path / "curves.png")
-    image = iio.imread(tmp_path / "curves.png")
-    assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0
-    assert not list(tmp_path.glob("*.tmp")), "the plot is written atomically"
+def run_json(out: Path, encoder: str, steps: int) -> dict:
+    return json.loads((Cell(ENV, encoder, "rl", 0, 0, steps).directory(out) / "run.json")
+                      .read_text())
 
 
 @pytest.mark.slow
-def test_demo_writes_a_report_with_both_agents(tmp_path: Path) -> None:
+def test_demo_reports_every_agent_against_the_references(tmp_path: Path) -> None:
     report = run_demo(tmp_path, TINY, progress=False)
     text = report.read_text()
-    assert "| gqn-frozen |" in text and "| pixels |" in text
-    for name in ("learning_curves.png", "gqn_samples.png", "episode_gqn-frozen.gif"):
+    for encoder in ("random", "scripted", "state", "gqn-frozen", "pixels"):
+        assert f"| {encoder} |" in text, encoder
+    assert "normalised score, IQM [95% CI]" in text and "steps to 80%" in text
+    assert "![GQN samples](gqn_samples.png)" in text
+    for name in ("scores_ArmReach-v0_rl.png", "curves_ArmReach-v0_rl.png", "gqn_samples.png",
+                 "episode_gqn-frozen.gif"):
         assert (tmp_path / name).stat().st_size > 0, name
     grid = iio.imread(tmp_path / "gqn_samples.png")
     assert grid.shape[1] == 5 * 32 * 3  # 3 context views, truth, sample; 3x enlarged
-    done = ["gqn/checkpoint.pt", "pixels/final_model.zip", "pixels/evaluation.json",
-            "gqn-frozen/final_model.zip", "episode_pixels.gif"]
-    written = {name: (tmp_path / name).stat().st_mtime_ns for name in done}
-    assert run_demo(tmp_path, TINY, progress=False).read_text().count("| pixels |") == 1
-    assert {name: (tmp_path / name).stat().st_mtime_ns for name in done} == written, \
-        "a rerun of a finished demo wrote its stages again"
+    assert run_json(tmp_path, "gqn-frozen", 256)["checkpoint"] == str(shipped_checkpoint("arm"))
+    assert not (tmp_path / "gqn").exists(), "without --pretrain the shipped GQN is used"
+
+    done = sorted(tmp_path.glob("runs/*/*/rl/seed0/*.json")) + [tmp_path / "episode_gqn-frozen.gif"]
+    written = {path: path.stat().st_mtime_ns for path in done}
+    rerun = run_demo(tmp_path, TINY, progress=False).read_text()
+    assert rerun.count("| pixels |") == text.count("| pixels |")
+    assert {path: path.stat().st_mtime_ns for path in done} == written, \
+        "a rerun of a finished demo trained or evaluated again"
+
+
+@pytest.mark.slow
+def test_demo_can_pretrain_its_own_gqn(tmp_path: Path) -> None:
+    config = DemoConfig(steps=128, eval_every=64, eval_episodes=1, workers=1,
+                        encoders=("random", "state", "gqn-frozen"), pretrain=True, scenes=12,
+                        pretrain_steps=4, overrides=TINY.overrides)
+    text = run_demo(tmp_path, config, progress=False).read_text()
+    checkpoint = tmp_path / "gqn" / "checkpoint.pt"
+    assert checkpoint.is_file() and str(checkpoint) in text
+    assert run_json(tmp_path, "gqn-frozen", 128)["checkpoint"] == str(checkpoint)
