@@ -125,7 +125,10 @@ class BenchmarkConfig:
     eval_every: int | None = None
     """RL steps between evaluations; None: a tenth of the budget."""
     eval_episodes: int = 20
-    """Episodes of each periodic and final RL evaluation (bc: ``bc_episodes``)."""
+    """Episodes of each periodic RL evaluation."""
+    final_episodes: int | None = None
+    """Episodes of the final RL evaluation and of the rl track's reference policies; None:
+    ``eval_episodes`` (bc: ``bc_episodes``)."""
     bc_episodes: int = 50
     """Evaluation episodes of a cloned policy."""
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -155,8 +158,8 @@ class BenchmarkConfig:
                 raise ValueError(f"--track bc clones on frozen features: {bad} train their "
                                  f"encoder by RL (bc takes {list(BC_KINDS)} and the gqn-frozen "
                                  "variants)")
-        for name in ("seeds", "workers", "eval_episodes", "bc_episodes"):
-            if getattr(self, name) < 1:
+        for name in ("seeds", "workers", "eval_episodes", "bc_episodes", "final_episodes"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"--steps must be >= 1, got {self.steps}")
@@ -179,6 +182,11 @@ class BenchmarkConfig:
                     for seed in range(self.seeds):
                         cells.append(Cell(env_id, encoder, self.track, seed, n, steps))
         return cells
+
+    @property
+    def final(self) -> int:
+        """Episodes of a final RL evaluation (and of the rl track's references)."""
+        return self.eval_episodes if self.final_episodes is None else self.final_episodes
 
     def budget(self, env_id: str) -> int:
         """RL steps of a run in ``env_id`` (0 for the bc track)."""
@@ -220,7 +228,7 @@ def _reference(cell: Cell, config: BenchmarkConfig) -> dict[str, Any]:
     env = gym.make(cell.env, obs_mode="state")
     policy = reference_policy(env, cell.encoder)
     env.action_space.seed(derive_seed(cell.seed, "reference-actions"))
-    episodes = config.bc_episodes if cell.track == "bc" else config.eval_episodes
+    episodes = config.bc_episodes if cell.track == "bc" else config.final
     start = time.perf_counter()
     results = [run_episode(env, policy, seed=derive_seed(cell.seed, "reference") + i)
                for i in range(episodes)]
@@ -251,11 +259,11 @@ def _rl(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
     train(run, out, resume=(out / RUN_FILE).is_file(), progress=False)
     wall += time.perf_counter() - start
     atomic_write(wall_file, lambda f: f.write(json.dumps({"seconds": wall}).encode()))
-    report = evaluate(out, config.eval_episodes)
+    report = evaluate(out, config.final)
     row = {**report, "algo": recipe.algo, "wall_s": wall}
     if config.camera_shift and cell.env in CAMERA_SHIFT_ENVS and contender.kind != "state":
         for column, camera in CAMERA_SHIFTS.items():
-            shifted = evaluate(out, config.eval_episodes, env_kwargs={"camera": camera},
+            shifted = evaluate(out, config.final, env_kwargs={"camera": camera},
                                save=False)
             row[column] = shifted["success_rate"]
     return row

@@ -547,6 +547,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     config = BenchmarkConfig(tuple(args.env), tuple(args.encoder), args.seeds, args.track,
                              args.steps, tuple(args.demos), args.workers,
                              eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+                             final_episodes=args.final_episodes,
                              overrides=dict(args.hyperparams or []),
                              checkpoint=None if args.checkpoint is None else str(args.checkpoint))
     path = run_benchmark(config, args.out, progress=not args.no_progress)
@@ -586,7 +587,10 @@ def _add_benchmark(commands: argparse._SubParsersAction) -> None:
     b.add_argument("--eval-every", type=_positive_int,
                    help="RL steps between evaluations (default: a tenth of the budget)")
     b.add_argument("--eval-episodes", type=_positive_int, default=20,
-                   help="episodes per RL evaluation (default 20)")
+                   help="episodes per periodic RL evaluation (default 20)")
+    b.add_argument("--final-episodes", type=_positive_int,
+                   help="episodes of the final RL evaluation and of the references "
+                        "(default: --eval-episodes)")
     b.add_argument("--checkpoint", type=Path,
                    help="GQN checkpoint of the gqn-* encoders (default: the shipped one)")
     b.add_argument("--hyperparams", nargs="+", type=_key_value, metavar="KEY=VALUE",

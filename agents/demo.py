@@ -53,6 +53,9 @@ class DemoConfig:
     eval_every: int = 1_000
     """Environment steps between evaluations."""
     eval_episodes: int = 10
+    """Episodes of each periodic evaluation."""
+    final_episodes: int = 50
+    """Episodes of the final evaluations and of the reference policies."""
     """Episodes of each evaluation."""
     overrides: dict = dataclasses.field(default_factory=dict)
     """Changes to every agent's hyperparameters (``agents/hyperparams.py``)."""
@@ -91,7 +94,8 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), progress: bool = True
     print(f"== train agents ({', '.join(config.encoders)}; GQN: {checkpoint})", flush=True)
     benchmark = BenchmarkConfig((ENV,), config.encoders, config.seeds, steps=config.steps,
                                 workers=config.workers, eval_every=config.eval_every,
-                                eval_episodes=config.eval_episodes, camera_shift=False,
+                                eval_episodes=config.eval_episodes,
+                                final_episodes=config.final_episodes, camera_shift=False,
                                 overrides=config.overrides, checkpoint=str(checkpoint))
     run_benchmark(benchmark, out, progress=progress)
     print("== report", flush=True)

@@ -160,7 +160,7 @@ def write_report(root: Path) -> Path:
              "oracle (means over their seeds, same grid). IQM over runs with 95% "
              "stratified-bootstrap intervals and the probability of improvement over "
              f"`{BASELINE}` (rliable, {BOOTSTRAP_REPS} resamples).", ""]
-    for (env, track, demos), encoders in _groups(table).items():
+    for (env, track, demos), encoders in sorted(_groups(table).items()):  # demos by number
         title = f"{env}, {track}" + (f", {demos} demonstrations" if demos else "")
         lines += [f"## {title}", ""]
         lines += _section(root, env, track, demos, encoders)

@@ -5,6 +5,7 @@ section."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,11 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 def test_rl_grid_normalises_skips_finished_runs_and_resumes_an_interrupted_one(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     config = BenchmarkConfig((ROTATION,), ("random", "scripted", "state"), seeds=2,
-                             steps=2048, eval_episodes=2)
+                             steps=2048, eval_episodes=2, final_episodes=3)
     rows = read_rows(run_benchmark(config, tmp_path, progress=False))
+    for encoder in ("random", "state"):  # the final evaluation's episodes, not the periodic
+        result = Cell(ROTATION, encoder, "rl", 0, 0, 0 if encoder == "random" else 2048)
+        assert json.loads((result.directory(tmp_path) / RESULT_FILE).read_text())["episodes"] == 3
     assert len(rows) == 6 and tuple(rows[0]) == COLUMNS
     scores = {r["encoder"]: [] for r in rows}
     for r in rows:

@@ -11,7 +11,7 @@ from agents.benchmark import Cell
 from agents.demo import ENV, DemoConfig, run_demo
 from gqn_rl.encoders import shipped_checkpoint
 
-TINY = DemoConfig(steps=256, eval_every=128, eval_episodes=1, workers=1,
+TINY = DemoConfig(steps=256, eval_every=128, eval_episodes=1, final_episodes=2, workers=1,
                   overrides={"buffer_size": 512, "learning_starts": 192, "batch_size": 32})
 
 
@@ -46,7 +46,7 @@ def test_demo_reports_every_agent_against_the_references(tmp_path: Path) -> None
 
 @pytest.mark.slow
 def test_demo_can_pretrain_its_own_gqn(tmp_path: Path) -> None:
-    config = DemoConfig(steps=128, eval_every=64, eval_episodes=1, workers=1,
+    config = DemoConfig(steps=128, eval_every=64, eval_episodes=1, final_episodes=1, workers=1,
                         encoders=("random", "state", "gqn-frozen"), pretrain=True, scenes=12,
                         pretrain_steps=4, overrides=TINY.overrides)
     text = run_demo(tmp_path, config, progress=False).read_text()
