@@ -524,7 +524,7 @@ def _add_agents(commands: argparse._SubParsersAction) -> None:
                     "state oracle, the frozen GQN (the shipped arm checkpoint, or with "
                     "--pretrain one pretrained here) and pixels, trained with the recipe for "
                     "the same steps; OUT/report.md has normalised scores, learning curves, GQN "
-                    "samples and an episode GIF (about 15 minutes on two cores). Run it again "
+                    "samples and an episode GIF (15-20 minutes on two cores). Run it again "
                     "to finish an interrupted demo.")
     d.add_argument("--out", type=Path, default=Path("runs/demo"), help="default runs/demo")
     d.add_argument("--steps", type=_positive_int, help="steps of each agent (default 10000)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import Any
 
 import imageio.v3 as iio
 import numpy as np
@@ -39,7 +40,7 @@ SAMPLE_SCENES = 12
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
-    """Sizes of the demo's stages (the defaults take about 15 minutes on two CPU cores)."""
+    """Sizes of the demo's stages (the defaults take 15-20 minutes on two CPU cores)."""
 
     steps: int = 10_000
     """Environment steps of each trained agent (the recipe's SAC)."""
@@ -56,8 +57,7 @@ class DemoConfig:
     """Episodes of each periodic evaluation."""
     final_episodes: int = 50
     """Episodes of the final evaluations and of the reference policies."""
-    """Episodes of each evaluation."""
-    overrides: dict = dataclasses.field(default_factory=dict)
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Changes to every agent's hyperparameters (``agents/hyperparams.py``)."""
     pretrain: bool = False
     """Render an ``arm`` dataset and pretrain a GQN for the frozen encoder, instead of
