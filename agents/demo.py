@@ -20,7 +20,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from agents.benchmark import BenchmarkConfig, Cell, run_benchmark
+from agents.benchmark import BenchmarkConfig, run_benchmark
 from agents.report import write_report
 from agents.train import evaluate
 from gqn import PRESETS
@@ -99,10 +99,10 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), progress: bool = True
                                 overrides=config.overrides, checkpoint=str(checkpoint))
     run_benchmark(benchmark, out, progress=progress)
     print("== report", flush=True)
-    frozen = Cell(ENV, "gqn-frozen", "rl", 0, 0, config.steps).directory(out)
+    frozen = [cell for cell in benchmark.cells() if cell.encoder == "gqn-frozen"]
     gif = out / "episode_gqn-frozen.gif"
-    if "gqn-frozen" in config.encoders and not gif.is_file():
-        evaluate(frozen, 1, gif=gif, save=False)
+    if frozen and not gif.is_file():
+        evaluate(frozen[0].directory(out), 1, gif=gif, save=False)
     sample_grid(checkpoint, data, out / "gqn_samples.png")
     report = write_report(out)
     extras = ["", "## The frozen encoder", "",
