@@ -14,7 +14,8 @@ processes with one torch thread each.
 
 Encoders: the kinds of :mod:`agents.hyperparams`, plus the references ``random`` and
 ``scripted`` (policies, nothing trained), ``gqn-frozen-episode`` (the frozen GQN summing the
-episode's views) and ``gqn-frozen-fresh`` (a freshly initialised frozen GQN, the control).
+episode's views), ``gqn-frozen-fresh`` (a freshly initialised frozen GQN, the control) and
+``gqn-inference-bonus`` (``gqn-inference`` with its surprise bonus).
 Tracks: ``rl`` (the environment's recipe, :data:`agents.hyperparams.RECIPES`) and ``bc``
 (behaviour cloning from ``demos`` scripted demonstrations, :mod:`agents.imitation`).
 """
@@ -50,11 +51,11 @@ from agents.train import (
     load_gqn,
     resolve_run,
     train,
+    wrap_env,
 )
 from gqn.fileio import atomic_write
 from gqn.seeding import derive_seed
 from gqn_rl.episodes import reference_policy, run_episode, summarize
-from gqn_rl.wrappers import GQNObservation
 
 TRACKS = ("rl", "bc")
 RESULT_FILE, RESULTS_CSV = "result.json", "results.csv"
@@ -79,6 +80,8 @@ class Contender:
     """Encoder kind of :mod:`agents.hyperparams`; None for a reference policy."""
     fresh: bool = False
     """A freshly initialised GQN instead of the shipped checkpoint."""
+    intrinsic_bonus: bool = False
+    """``gqn-inference`` with its surprise bonus (:attr:`RunConfig.intrinsic_bonus`)."""
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """Changes to the recipe's hyperparameters."""
 
@@ -95,6 +98,8 @@ CONTENDERS: dict[str, Contender] = {
     "gqn-frozen-fresh": Contender("gqn-frozen", fresh=True),
     "gqn-joint": Contender("gqn-joint"),
     "gqn-aux": Contender("gqn-aux"),
+    "gqn-inference": Contender("gqn-inference"),
+    "gqn-inference-bonus": Contender("gqn-inference", intrinsic_bonus=True),
 }
 
 CAMERA_SHIFTS = {"success_moving_camera": "moving", "success_outside_ring": "outside"}
@@ -249,6 +254,7 @@ def _rl(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
     out = cell.directory(root)
     run = RunConfig(cell.env, contender.kind, recipe.algo, cell.steps, cell.seed,
                     checkpoint=_checkpoint(contender, config), fresh_encoder=contender.fresh,
+                    intrinsic_bonus=contender.intrinsic_bonus,
                     eval_every=config.eval_every or max(1, cell.steps // 10),
                     eval_episodes=config.eval_episodes,
                     checkpoint_every=max(1, cell.steps // 10),
@@ -278,10 +284,7 @@ def _bc(cell: Cell, config: BenchmarkConfig) -> dict[str, Any]:
     gqn = load_gqn(run)
 
     def make() -> gym.Env:
-        env = env_factory(run)()
-        if gqn is not None:
-            env = GQNObservation(env, gqn, **run.hyperparams.get("encoder_kwargs", {}))
-        return env
+        return wrap_env(run, env_factory(run)(), gqn)
 
     return clone_and_evaluate(make, cell.demos, config.bc_episodes, cell.seed,
                               augment=run.hyperparams.get("augment") == "shift")

@@ -455,7 +455,8 @@ def _train(args: argparse.Namespace) -> int:
 
     run = RunConfig(env=args.env, encoder=args.encoder, algo=args.algo, steps=args.steps,
                     seed=args.seed, checkpoint=str(args.checkpoint) if args.checkpoint else None,
-                    fresh_encoder=args.fresh_encoder, eval_every=args.eval_every,
+                    fresh_encoder=args.fresh_encoder, intrinsic_bonus=args.intrinsic_bonus,
+                    eval_every=args.eval_every,
                     eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
                     overrides=dict(args.hyperparams or []))
     final = train(run, args.out, resume=args.resume, progress=not args.no_progress)
@@ -502,6 +503,9 @@ def _add_agents(commands: argparse._SubParsersAction) -> None:
     t.add_argument("--checkpoint", type=Path, help="GQN pretraining checkpoint")
     t.add_argument("--fresh-encoder", action="store_true",
                    help="a freshly initialised GQN (the random-encoder control)")
+    t.add_argument("--intrinsic-bonus", action="store_true",
+                   help="gqn-inference: add the normalised surprise to the training reward, "
+                        "weighted by the recipe's beta (agents.hyperparams.INTRINSIC_BETA)")
     t.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
     t.add_argument("--eval-every", type=_positive_int, default=5000, help="steps between evals")
     t.add_argument("--eval-episodes", type=_positive_int, default=10)

@@ -14,7 +14,8 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-ENCODER_KINDS = ("pixels", "pixels-aug", "state", "gqn-frozen", "gqn-joint", "gqn-aux")
+ENCODER_KINDS = ("pixels", "pixels-aug", "state", "gqn-frozen", "gqn-joint", "gqn-aux",
+                 "gqn-inference")
 ALGOS = ("ppo", "sac")
 
 _PPO = dict(n_envs=8, n_steps=128, batch_size=256, n_epochs=4, learning_rate=3e-4,
@@ -23,10 +24,16 @@ _PPO = dict(n_envs=8, n_steps=128, batch_size=256, n_epochs=4, learning_rate=3e-
 _SAC = dict(n_envs=1, buffer_size=100_000, learning_starts=1_000, batch_size=256,
             learning_rate=3e-4, gamma=0.98, tau=0.01, train_freq=1, gradient_steps=1,
             policy_kwargs=dict(net_arch=[128, 128]))
+_ARM_ENV = {"proprioception": True}
+"""ArmReach's image agents also get the joint angles and velocities, as the visual
+representations of CortexBench (VC-1), R3M and PVR are evaluated on manipulation: the image
+then has to tell where the target is, and what a representation adds is measured beside
+what the arm's own sensors tell (``gqn-frozen-fresh`` is that control). Without them no image
+agent got past the random policy in 10,000 SAC steps (docs/results.md)."""
 
 ALGORITHMS: dict[str, dict[str, dict[str, Any]]] = {
     "ppo": {
-        "gqn_rl/ArmReach-v0": _PPO,
+        "gqn_rl/ArmReach-v0": {**_PPO, "env_kwargs": _ARM_ENV},
         "gqn_rl/RoomNavigation-v0": {**_PPO, "gamma": 0.99, "ent_coef": 0.01},
         "gqn_rl/MentalRotation-v0": {**_PPO, "gamma": 0.95},
         "default": _PPO,  # any other gymnasium id, e.g. Reacher-v5 through the camera adapter
@@ -35,7 +42,8 @@ ALGORITHMS: dict[str, dict[str, dict[str, Any]]] = {
         # Tuned on the true state (docs/results.md): faster learning rate and target updates
         # and a shorter horizon than SB3's defaults, as rl-baselines3-zoo's reaching tasks.
         "gqn_rl/ArmReach-v0": {**_SAC, "learning_rate": 1e-3, "gamma": 0.95, "tau": 0.02,
-                               "policy_kwargs": dict(net_arch=[256, 256])},
+                               "policy_kwargs": dict(net_arch=[256, 256]),
+                               "env_kwargs": _ARM_ENV},
         "gqn_rl/RoomNavigation-v0": {**_SAC, "gamma": 0.99,
                                      "env_kwargs": {"continuous": True}},
         "gqn_rl/MentalRotation-v0": {**_SAC, "gamma": 0.95},
@@ -71,7 +79,23 @@ ENCODERS: dict[str, dict[str, Any]] = {
     "gqn-aux": {"policy": "MultiInputPolicy", "env_kwargs": {"context_cameras": 2},
                 "encoder_kwargs": {"context": "current", "lr_scale": 0.3,
                                    "aux_weight": 1e-3}},
+    # r summed over the episode's views, with the frozen GQN's inference core's belief and
+    # surprise about each new view (VecGQNInferenceObservation); beta: see INTRINSIC_BETA.
+    "gqn-inference": {"policy": "MultiInputPolicy",
+                      "encoder_kwargs": {"belief_pool": 1, "beta": 0.0}},
 }
+
+INTRINSIC_BETA: dict[str, float] = {
+    "gqn_rl/ArmReach-v0": 0.05,
+    "gqn_rl/RoomNavigation-v0": 0.005,
+    "gqn_rl/MentalRotation-v0": 0.01,
+    "default": 0.01,
+}
+"""Weight of ``gqn-inference``'s surprise bonus when a run asks for it (``--intrinsic-bonus``).
+The bonus is normalised to a standard deviation of ``beta``; these values are not tuned: each
+is about a tenth of the task's typical reward per step (ArmReach ``-distance`` ~0.5 m;
+RoomNavigation's progress and time terms ~0.05; MentalRotation's ~0.1), so that the bonus
+steers exploration without outweighing the task."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ early-stopped on held-out episodes, and then run for ``episodes`` evaluation epi
 
 Features come from the encoder kind as in RL: the true state (``state``); SB3's NatureCNN on
 the images, trained by the cloning loss (``pixels``; ``pixels-aug`` on randomly shifted
-images); a frozen GQN's ``r`` (``gqn-frozen``, through :class:`~gqn_rl.wrappers.GQNObservation`).
+images); a frozen GQN's ``r`` (``gqn-frozen``, through :class:`~gqn_rl.wrappers.GQNObservation`)
+or its ``r``, belief and surprise (``gqn-inference``, through
+:class:`~gqn_rl.wrappers.GQNInferenceObservation`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from gqn.seeding import derive_seed
 from gqn_rl.episodes import reference_policy, run_episode, summarize
 from gqn_rl.extractors import ShiftAugmentedExtractor
 
-BC_KINDS = ("state", "pixels", "pixels-aug", "gqn-frozen")
+BC_KINDS = ("state", "pixels", "pixels-aug", "gqn-frozen", "gqn-inference")
 """Encoder kinds the imitation track clones with (the others train their encoder by RL)."""
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import gymnasium as gym
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
+from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import (
     DummyVecEnv,
@@ -30,7 +30,7 @@ from stable_baselines3.common.vec_env import (
 )
 
 import envs
-from agents.hyperparams import hyperparams
+from agents.hyperparams import INTRINSIC_BETA, hyperparams
 from envs.camera_adapter import MujocoCameraObservation
 from gqn import GQN
 from gqn.fileio import atomic_write, sha256
@@ -38,10 +38,19 @@ from gqn.seeding import derive_seed
 from gqn_rl.encoders import encoder_config, encoder_source, load_encoder, shipped_checkpoint
 from gqn_rl.episodes import run_episode, save_gif, summarize
 from gqn_rl.extractors import GQNExtractor, ScaledAdam, ShiftAugmentedExtractor
-from gqn_rl.wrappers import GQNObservation, VecGQNObservation
+from gqn_rl.wrappers import (
+    INTRINSIC_REWARD,
+    GQNInferenceObservation,
+    GQNObservation,
+    VecGQNInferenceObservation,
+    VecGQNObservation,
+)
 
 ALGORITHM_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
-GQN_KINDS = ("gqn-frozen", "gqn-joint", "gqn-aux")
+GQN_KINDS = ("gqn-frozen", "gqn-joint", "gqn-aux", "gqn-inference")
+WRAPPERS = {"gqn-frozen": (GQNObservation, VecGQNObservation),
+            "gqn-inference": (GQNInferenceObservation, VecGQNInferenceObservation)}
+"""The kinds whose frozen GQN sits in the environment: (gymnasium, vector-env) wrapper."""
 RUN_FILE = "run.json"
 
 
@@ -64,6 +73,10 @@ class RunConfig:
     """GQN checkpoint (``--checkpoint``); None: the shipped one of the scene family, if any."""
     fresh_encoder: bool = False
     """A freshly initialised GQN (seeded by ``seed``) instead of a checkpoint."""
+    intrinsic_bonus: bool = False
+    """``gqn-inference`` only: add the surprise bonus to the training reward, with the
+    recipe's weight (:data:`agents.hyperparams.INTRINSIC_BETA`) unless the overrides set
+    ``encoder_kwargs`` ``beta``."""
     eval_every: int = 5_000
     """Environment steps between evaluations."""
     eval_episodes: int = 10
@@ -131,11 +144,16 @@ def resolve_run(config: RunConfig) -> ResolvedRun:
     if config.encoder not in GQN_KINDS and (config.checkpoint or config.fresh_encoder):
         raise ValueError(f"--encoder {config.encoder} uses no GQN: --checkpoint and "
                          "--fresh-encoder are for the gqn-* encoders")
+    if config.intrinsic_bonus and config.encoder != "gqn-inference":
+        raise ValueError(f"--intrinsic-bonus is the surprise of --encoder gqn-inference, "
+                         f"not of {config.encoder}")
     try:
         gym.spec(config.env)
     except gym.error.Error as error:
         raise ValueError(f"--env {config.env}: {error}") from None
     params = hyperparams(config.env, config.encoder, config.algo)
+    if config.intrinsic_bonus:
+        params["encoder_kwargs"]["beta"] = INTRINSIC_BETA.get(config.env, INTRINSIC_BETA["default"])
     unknown = sorted(set(config.overrides) - _settings(config.algo))
     if unknown:
         raise ValueError(f"--hyperparams: unknown setting(s) {', '.join(unknown)} for "
@@ -207,13 +225,42 @@ def env_factory(run: ResolvedRun, render_mode: str | None = None,
     return make
 
 
-def make_venv(run: ResolvedRun, n_envs: int, seed: int, gqn: GQN | None) -> VecEnv:
-    """The run's vector environment, behind the frozen-GQN wrapper for ``gqn-frozen`` when
-    ``gqn`` is given (without it: the bare environment)."""
+def _wrapper_kwargs(run: ResolvedRun, training: bool) -> dict[str, Any]:
+    """The GQN wrapper's arguments: the surprise bonus only while training."""
+    kwargs = dict(run.hyperparams.get("encoder_kwargs", {}))
+    if not training and "beta" in kwargs:
+        kwargs["beta"] = 0.0
+    return kwargs
+
+
+def wrap_env(run: ResolvedRun, env: gym.Env, gqn: GQN | None) -> gym.Env:
+    """One environment of the run behind its GQN wrapper (``gqn-frozen``, ``gqn-inference``)
+    when ``gqn`` is given, for evaluation: with no surprise bonus."""
+    if gqn is None or run.config.encoder not in WRAPPERS:
+        return env
+    return WRAPPERS[run.config.encoder][0](env, gqn, **_wrapper_kwargs(run, training=False))
+
+
+def make_venv(run: ResolvedRun, n_envs: int, seed: int, gqn: GQN | None,
+              training: bool = True) -> VecEnv:
+    """The run's vector environment, behind its GQN wrapper (``gqn-frozen``,
+    ``gqn-inference``) when ``gqn`` is given (without it: the bare environment); the surprise
+    bonus only when ``training``."""
     venv = make_vec_env(env_factory(run), n_envs=n_envs, seed=seed, vec_env_cls=DummyVecEnv)
-    if gqn is not None and run.config.encoder == "gqn-frozen":
-        venv = VecGQNObservation(venv, gqn, **run.hyperparams.get("encoder_kwargs", {}))
+    if gqn is not None and run.config.encoder in WRAPPERS:
+        venv = WRAPPERS[run.config.encoder][1](venv, gqn, **_wrapper_kwargs(run, training))
     return venv
+
+
+class IntrinsicRewardLog(BaseCallback):
+    """Logs the mean surprise bonus of the training steps as ``charts/intrinsic_reward``
+    (the task's return stays ``rollout/ep_rew_mean``: the Monitor sits under the bonus)."""
+
+    def _on_step(self) -> bool:
+        for info in self.locals.get("infos", ()):
+            if INTRINSIC_REWARD in info:
+                self.logger.record_mean("charts/intrinsic_reward", info[INTRINSIC_REWARD])
+        return True
 
 
 RUN_SETTINGS = ("n_envs", "policy", "env_kwargs", "encoder_kwargs", "image_size", "normalize",
@@ -351,8 +398,9 @@ def train(config: RunConfig, out: Path, resume: bool = False, progress: bool = T
         except (TypeError, ValueError, AssertionError) as error:
             raise ValueError(f"cannot build the {algo} agent from its settings (see "
                              f"--hyperparams): {error}") from error
-    eval_env = normalized(run, make_venv(run, 1, derive_seed(seed, "evaluation"), gqn),
-                          training=False)  # EvalCallback copies the training statistics
+    # EvalCallback copies the training statistics; the evaluation earns no surprise bonus.
+    eval_venv = make_venv(run, 1, derive_seed(seed, "evaluation"), gqn, training=False)
+    eval_env = normalized(run, eval_venv, training=False)
     if isinstance(model.get_env(), VecTransposeImage):  # as SB3 did to the training env
         eval_env = VecTransposeImage(eval_env)
     out.mkdir(parents=True, exist_ok=True)
@@ -365,6 +413,8 @@ def train(config: RunConfig, out: Path, resume: bool = False, progress: bool = T
                                save_path=str(out / "checkpoints"), name_prefix="model",
                                save_replay_buffer=algo == "sac", save_vecnormalize=True),
     ]
+    if run.hyperparams.get("encoder_kwargs", {}).get("beta"):
+        callbacks.append(IntrinsicRewardLog())
     remaining = run.config.steps - model.num_timesteps
     if remaining > 0:
         model.learn(remaining, callback=callbacks, progress_bar=progress,
@@ -397,8 +447,7 @@ def evaluate(run_dir: Path, episodes: int = 20, gif: Path | None = None,
         seed = derive_seed(run.config.seed, "final-evaluation")
     model = ALGORITHM_CLASSES[run.config.algo].load(model_file, device="cpu")
     env = env_factory(run, render_mode="rgb_array" if gif else None, env_kwargs=env_kwargs)()
-    if run.config.encoder == "gqn-frozen":
-        env = GQNObservation(env, load_gqn(run), **run.hyperparams.get("encoder_kwargs", {}))
+    env = wrap_env(run, env, load_gqn(run))
     env.action_space.seed(seed)
     statistics = run_dir / NORMALIZE_FILE
     normalize = (lambda obs: obs) if not statistics.is_file() else normalized(

@@ -11,7 +11,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from envs.camera import wrap_angle
-from envs.scene_env import SceneEnv
+from envs.keys import JOINT_STATE
+from envs.scene_env import WORLD_BOUND, SceneEnv, state_space
 from envs.scenes.arm import FAMILY, JOINTS, ArmGeometry
 
 CAMERAS = ("fixed", "moving", "outside")
@@ -35,7 +36,10 @@ class ArmReachEnv(SceneEnv):
     ``frame_skip`` physics steps of 0.01 s.
 
     **Observation**: ``image`` and ``viewpoint`` of the episode's camera (see
-    :class:`~envs.scene_env.SceneEnv`). With ``obs_mode="state"``, float32 ``[17]``: joint
+    :class:`~envs.scene_env.SceneEnv`); with ``proprioception=True`` also ``joints``, float32
+    ``[8]``: the joint angles and velocities, what a robot's own sensors give (the visual
+    representations of CortexBench, R3M and PVR are evaluated so: the image then has to
+    tell only where the target is). With ``obs_mode="state"``, float32 ``[17]``: joint
     angles [4], joint velocities [4], hand position [3], target position [3], and the target
     relative to the hand [3].
 
@@ -61,13 +65,14 @@ class ArmReachEnv(SceneEnv):
 
     def __init__(self, *, frame_skip: int = 10, max_joint_speed: float = 2.0,
                  reach_distance: float | None = None, reach_bonus: float = 10.0,
-                 camera: str = "fixed",
-                 orbit_speed: float = 0.1, **kwargs: Any) -> None:
+                 camera: str = "fixed", orbit_speed: float = 0.1,
+                 proprioception: bool = False, **kwargs: Any) -> None:
         if camera not in CAMERAS:
             raise ValueError(f"camera must be one of {CAMERAS}, got {camera!r}")
         self.frame_skip, self.max_joint_speed = int(frame_skip), float(max_joint_speed)
         self.reach_bonus = float(reach_bonus)
         self.camera, self.orbit_speed = camera, float(orbit_speed)
+        self.proprioception = bool(proprioception)
         super().__init__(**kwargs)
         self._hand = self.model.site("hand").id
         self._target = self.model.site("target").id
@@ -102,6 +107,17 @@ class ArmReachEnv(SceneEnv):
 
     def _camera_pose(self) -> np.ndarray:
         return self._camera
+
+    def _task_spaces(self) -> dict[str, gym.spaces.Space]:
+        if not self.proprioception:
+            return {}
+        return {JOINT_STATE: state_space(2 * len(JOINTS))}
+
+    def _task_observation(self) -> dict[str, np.ndarray]:
+        if not self.proprioception:
+            return {}
+        joints = np.concatenate([self.data.qpos, self.data.qvel])
+        return {JOINT_STATE: np.clip(joints, -WORLD_BOUND, WORLD_BOUND).astype(np.float32)}
 
     def _state(self) -> np.ndarray:
         d = self.data

@@ -11,6 +11,9 @@ IMAGE = "image"
 """The agent's view, uint8 ``[S, S, 3]``."""
 VIEWPOINT = "viewpoint"
 """The agent's 7-D viewpoint, float32 ``[7]``."""
+JOINT_STATE = "joints"
+"""Proprioception where a task gives it (ArmReach's ``proprioception=True``): joint angles
+and velocities, float32."""
 _CONTEXT_IMAGE_PREFIX = f"context_{IMAGE}_"
 
 

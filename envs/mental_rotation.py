@@ -73,7 +73,7 @@ class MentalRotationEnv(SceneEnv):
     def _action_space(self) -> gym.spaces.Box:
         return gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
 
-    def _goal_spaces(self) -> dict[str, gym.spaces.Space]:
+    def _task_spaces(self) -> dict[str, gym.spaces.Space]:
         return {"goal": image_space(self.image_size)}
 
     def _sample_view(self, rng: np.random.Generator) -> tuple[float, float]:
@@ -118,7 +118,7 @@ class MentalRotationEnv(SceneEnv):
     def _camera_pose(self) -> np.ndarray:
         return self._pose(self._view)
 
-    def _goal_observation(self) -> dict[str, np.ndarray]:
+    def _task_observation(self) -> dict[str, np.ndarray]:
         return {"goal": self._goal_image.copy()}
 
     def _state(self) -> np.ndarray:

@@ -87,7 +87,7 @@ class RoomNavigationEnv(SceneEnv):
             return gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
         return gym.spaces.Discrete(3)
 
-    def _goal_spaces(self) -> dict[str, gym.spaces.Space]:
+    def _task_spaces(self) -> dict[str, gym.spaces.Space]:
         return {"goal": gym.spaces.Box(0.0, 1.0, (3,), np.float32)}
 
     def _reset_task(self, rng: np.random.Generator) -> None:
@@ -130,7 +130,7 @@ class RoomNavigationEnv(SceneEnv):
         x, y, yaw = self.data.qpos[:3]
         return np.array([x, y, self.family.eye_height, yaw, self.camera_pitch], np.float32)
 
-    def _goal_observation(self) -> dict[str, np.ndarray]:
+    def _task_observation(self) -> dict[str, np.ndarray]:
         return {"goal": np.array(self.scene.objects[self._goal].colour, dtype=np.float32)}
 
     def _goal_offset(self) -> np.ndarray:

@@ -63,7 +63,7 @@ class SceneEnv(gym.Env[Any, Any], abc.ABC):
       sin pitch)``;
     - ``context_image_{k}`` and ``context_viewpoint_{k}`` for ``k < context_cameras``:
       further views and their viewpoints;
-    - the task's goal entries, if any (see the subclass).
+    - the task's own entries, if any: a goal, the arm's joints (see the subclass).
 
     Every image's viewpoint sits under its key with ``image`` replaced by ``viewpoint``
     (:func:`envs.keys.viewpoint_key`). ``obs_mode="state"`` returns the task's true low-dimensional
@@ -114,7 +114,7 @@ class SceneEnv(gym.Env[Any, Any], abc.ABC):
             for k in range(self.context_cameras):
                 spaces[context_image_key(k)] = image_space(self.image_size)
                 spaces[viewpoint_key(context_image_key(k))] = viewpoint_space()
-            spaces.update(self._goal_spaces())
+            spaces.update(self._task_spaces())
             self.observation_space = gym.spaces.Dict(spaces)
 
     # ------------------------------------------------------------------ the task's part
@@ -127,8 +127,9 @@ class SceneEnv(gym.Env[Any, Any], abc.ABC):
     def _action_space(self) -> gym.spaces.Space: ...
 
 
-    def _goal_spaces(self) -> dict[str, gym.spaces.Space]:
-        """Spaces of the goal entries of the image observation (none by default)."""
+    def _task_spaces(self) -> dict[str, gym.spaces.Space]:
+        """Spaces of the task's own entries of the image observation: a goal, the arm's
+        joints (none by default)."""
         return {}
 
     @abc.abstractmethod
@@ -147,8 +148,8 @@ class SceneEnv(gym.Env[Any, Any], abc.ABC):
     def _state(self) -> np.ndarray:
         """The true low-dimensional state, float32, ``[state_size]``."""
 
-    def _goal_observation(self) -> dict[str, np.ndarray]:
-        """Goal entries of the image observation (fresh arrays)."""
+    def _task_observation(self) -> dict[str, np.ndarray]:
+        """The task's own entries of the image observation (fresh arrays)."""
         return {}
 
     @abc.abstractmethod
@@ -195,7 +196,7 @@ class SceneEnv(gym.Env[Any, Any], abc.ABC):
         if self.render_mode != "rgb_array":
             return None
         views = [self._renderer.render(self._camera_pose())]
-        views += [v for v in self._goal_observation().values() if v.dtype == np.uint8]
+        views += [v for v in self._task_observation().values() if v.dtype == np.uint8]
         return np.concatenate(views, axis=1)
 
     def close(self) -> None:
@@ -212,7 +213,7 @@ class SceneEnv(gym.Env[Any, Any], abc.ABC):
         for k, context_pose in enumerate(self._context_poses):
             obs[context_image_key(k)] = self._renderer.render(context_pose)
             obs[viewpoint_key(context_image_key(k))] = pose_to_viewpoint(context_pose)
-        obs.update(self._goal_observation())
+        obs.update(self._task_observation())
         return obs
 
     # ------------------------------------------------------------------ pickling

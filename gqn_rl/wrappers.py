@@ -1,11 +1,16 @@
-"""Frozen GQN encoders inside the environment: a gymnasium wrapper and an SB3 vector wrapper.
+"""Frozen GQN encoders inside the environment: gymnasium wrappers and SB3 vector wrappers.
 
-Both replace each image of a Dict observation by its scene representation (see
-:class:`gqn_rl.encoders.SceneEncoder` for which entries and which viewpoints) computed with no
-gradient by a GQN in eval mode::
+:class:`GQNObservation` and :class:`VecGQNObservation` replace each image of a Dict
+observation by its scene representation (see :class:`gqn_rl.encoders.SceneEncoder` for which
+entries and which viewpoints) computed with no gradient by a GQN in eval mode::
 
     env = GQNObservation(gym.make("gqn_rl/ArmReach-v0", image_size=32), model)
     venv = VecGQNObservation(make_vec_env("gqn_rl/ArmReach-v0", n_envs=8, ...), model)
+
+:class:`GQNInferenceObservation` and :class:`VecGQNInferenceObservation` also run the GQN's
+inference core on each new view against the episode's scene memory, and give the agent what it
+made of the view (``belief``) and how unexpected the view was (``surprise``), optionally as an
+intrinsic reward.
 """
 
 from __future__ import annotations
@@ -15,10 +20,21 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.nn.functional as F
+from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
+from envs.keys import IMAGE, VIEWPOINT
 from gqn import GQN
 from gqn_rl.encoders import ContextMode, SceneEncoder, r_shape, to_tensors
+
+BELIEF, SURPRISE = "belief", "surprise"
+"""Observation keys of the inference wrappers, beside ``r``."""
+INTRINSIC_REWARD = "intrinsic_reward"
+"""``info`` key of the surprise bonus added to a step's reward (the task's reward is the
+rest; a ``Monitor`` under the wrapper records the task's alone)."""
+INTRINSIC_CLIP = 5.0
+"""The normalised surprise is clipped to this many standard deviations."""
 
 
 class _FrozenEncoding:
@@ -30,13 +46,17 @@ class _FrozenEncoding:
         self.encoder = SceneEncoder(space, r_shape(model), context, spatial)
         self.memory: torch.Tensor | None = None  # [N, r_dim, h, w] episode sums
 
+    @property
+    def observation_space(self) -> gym.spaces.Dict:
+        return self.encoder.observation_space
+
     @torch.no_grad()
     def __call__(self, obs: dict[str, np.ndarray], rows: slice | np.ndarray = slice(None),
                  remember: bool = True) -> dict[str, np.ndarray]:
         """Encode batched observations ``{key: [n, ...]}`` of the envs ``rows``."""
         tensors = to_tensors(obs, self.device)
         memory = None if self.memory is None else self.memory[rows]
-        encoded = self.encoder.represent(self.model, tensors, memory)
+        encoded = self.encode(tensors, memory)
         if remember and self.encoder.context == "episode":
             if self.memory is None:
                 self.memory = encoded["r"].clone()
@@ -45,6 +65,66 @@ class _FrozenEncoding:
         out = {k: v.cpu().numpy() for k, v in self.encoder.flatten(encoded).items()}
         out.update({k: np.asarray(obs[k]) for k in self.encoder.passed})
         return out
+
+    def encode(self, obs: dict[str, torch.Tensor], memory: torch.Tensor | None
+               ) -> dict[str, torch.Tensor]:
+        """The encoded entries of batched tensor observations (``memory``: see
+        :meth:`SceneEncoder.represent`)."""
+        return self.encoder.represent(self.model, obs, memory)
+
+
+class _InferenceEncoding(_FrozenEncoding):
+    """:class:`_FrozenEncoding` in ``episode`` mode, plus the inference core's reading of
+    each new view against the memory of the episode's earlier views."""
+
+    def __init__(self, model: GQN, space: gym.Space, belief_pool: int) -> None:
+        if isinstance(belief_pool, bool) or int(belief_pool) != belief_pool or belief_pool < 1:
+            raise ValueError(f"belief_pool must be a positive integer, got {belief_pool!r}")
+        super().__init__(model, space, "episode", spatial=False)
+        self.belief_pool = int(belief_pool)
+        c = model.config
+        if self.belief_pool > c.latent_size:
+            raise ValueError(f"belief_pool {belief_pool} exceeds the inference core's "
+                             f"{c.latent_size}x{c.latent_size} grid")
+        belief_size = (c.h_dim + c.z_dim) * self.belief_pool ** 2
+        self._space = gym.spaces.Dict({
+            **self.encoder.observation_space.spaces,
+            BELIEF: gym.spaces.Box(-np.inf, np.inf, (belief_size,), np.float32),
+            SURPRISE: gym.spaces.Box(0.0, np.inf, (1,), np.float32)})
+
+    @property
+    def observation_space(self) -> gym.spaces.Dict:
+        return self._space
+
+    def encode(self, obs: dict[str, torch.Tensor], memory: torch.Tensor | None
+               ) -> dict[str, torch.Tensor]:
+        encoded = super().encode(obs, memory)  # r: the memory plus this view
+        previous = torch.zeros_like(encoded["r"]) if memory is None else memory
+        trace = self.model.infer(previous, obs[IMAGE], obs[VIEWPOINT])
+        pooled = [F.adaptive_avg_pool2d(x, self.belief_pool).flatten(1)
+                  for x in (trace.hidden[:, -1], trace.posterior_mean.mean(1))]
+        return {**encoded, BELIEF: torch.cat(pooled, 1),
+                SURPRISE: trace.kl.sum(1, keepdim=True).clamp(min=0.0)}
+
+
+class SurpriseBonus:
+    """The intrinsic reward ``beta * (surprise - mean) / std``, with the running mean and
+    standard deviation of every surprise seen so far (clipped to :data:`INTRINSIC_CLIP`
+    standard deviations). The statistics start afresh with each wrapper."""
+
+    def __init__(self, beta: float) -> None:
+        if not np.isfinite(beta) or beta < 0:
+            raise ValueError(f"beta (the weight of the surprise bonus) must be finite and "
+                             f">= 0, got {beta!r}")
+        self.beta = float(beta)
+        self.stats = RunningMeanStd(shape=())
+
+    def __call__(self, surprise: np.ndarray) -> np.ndarray:
+        """Bonuses ``[n]`` for surprises ``[n]`` (nats); the statistics take them in first."""
+        surprise = np.asarray(surprise, dtype=np.float64)
+        self.stats.update(surprise)
+        z = (surprise - self.stats.mean) / np.sqrt(self.stats.var + 1e-8)
+        return (self.beta * np.clip(z, -INTRINSIC_CLIP, INTRINSIC_CLIP)).astype(np.float32)
 
 
 class GQNObservation(gym.ObservationWrapper):
@@ -61,13 +141,71 @@ class GQNObservation(gym.ObservationWrapper):
                  spatial: bool = False) -> None:
         super().__init__(env)
         self.frozen = _FrozenEncoding(model, env.observation_space, context, spatial)
-        self.observation_space = self.frozen.encoder.observation_space
+        self.observation_space = self.frozen.observation_space
 
     def reset(self, **kwargs: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         self.frozen.memory = None
         return super().reset(**kwargs)
 
     def observation(self, observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        batched = {k: np.asarray(v)[None] for k, v in observation.items()}
+        return {k: v[0] for k, v in self.frozen(batched).items()}
+
+
+_INFERENCE_DOC = """
+    At each step the inference core reads the new view (``image`` and ``viewpoint``) against
+    ``r_prev``, the sum of the representations of the episode's earlier views (the GQN's
+    additive scene memory). At an episode's first step there are none: ``r_prev`` is zero,
+    the representation of an empty context, so the core reads the view against what the
+    generator draws from no knowledge of the scene, and the surprise is the view's whole
+    information cost under the prior. The observation holds
+
+    - ``r``: the sum after adding this view, float32 ``[r_dim * h * w]``;
+    - ``belief``: the inference core's final hidden state and its posterior means of ``z``
+      (averaged over the L steps), each average-pooled to a ``belief_pool`` square grid,
+      float32 ``[(h_dim + z_dim) * belief_pool**2]``;
+    - ``surprise``: KL(posterior || prior) summed over the L steps, nats, float32 ``[1]``;
+    - a goal view's representation and the entries that pass through, as
+      :class:`GQNObservation` with ``context="episode"``.
+
+    The posterior's latents are sampled (torch's global generator), as in training. With
+    ``beta > 0`` the reward of each step gains ``beta`` times the new view's surprise,
+    normalised by its running mean and standard deviation (:class:`SurpriseBonus`: views the
+    scene memory cannot predict); the bonus is in ``info["intrinsic_reward"]``.
+
+    Args:
+        model: the GQN (its image size must match the environment's); it needs an informative
+            posterior: with a collapsed one the surprise is zero whatever the view.
+        belief_pool: side of the pooled grid of ``belief``, at most the cores' grid.
+        beta: weight of the surprise bonus (0: none).
+"""
+
+
+class GQNInferenceObservation(gym.Wrapper):
+    __doc__ = ("""Belief and surprise from a frozen GQN's inference core, for one environment.
+""" + _INFERENCE_DOC)
+
+    def __init__(self, env: gym.Env, model: GQN, belief_pool: int = 1,
+                 beta: float = 0.0) -> None:
+        super().__init__(env)
+        self.frozen = _InferenceEncoding(model, env.observation_space, belief_pool)
+        self.bonus = SurpriseBonus(beta) if beta else None
+        self.observation_space = self.frozen.observation_space
+
+    def reset(self, **kwargs: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        self.frozen.memory = None
+        obs, info = self.env.reset(**kwargs)
+        return self._encode(obs), info
+
+    def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        obs = self._encode(obs)
+        if self.bonus is not None:
+            info = {**info, INTRINSIC_REWARD: float(self.bonus(obs[SURPRISE])[0])}
+            reward = float(reward) + info[INTRINSIC_REWARD]
+        return obs, reward, terminated, truncated, info
+
+    def _encode(self, observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         batched = {k: np.asarray(v)[None] for k, v in observation.items()}
         return {k: v[0] for k, v in self.frozen(batched).items()}
 
@@ -79,8 +217,11 @@ class VecGQNObservation(VecEnvWrapper):
 
     def __init__(self, venv: VecEnv, model: GQN, context: ContextMode = "current",
                  spatial: bool = False) -> None:
-        self.frozen = _FrozenEncoding(model, venv.observation_space, context, spatial)
-        super().__init__(venv, observation_space=self.frozen.encoder.observation_space)
+        self._wrap(venv, _FrozenEncoding(model, venv.observation_space, context, spatial))
+
+    def _wrap(self, venv: VecEnv, frozen: _FrozenEncoding) -> None:
+        self.frozen = frozen
+        VecEnvWrapper.__init__(self, venv, observation_space=frozen.observation_space)
 
     def reset(self) -> dict[str, np.ndarray]:
         self.frozen.memory = None
@@ -103,3 +244,27 @@ class VecGQNObservation(VecEnvWrapper):
     def _unbatch(batch: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
         n = len(next(iter(batch.values())))
         return [{k: v[i] for k, v in batch.items()} for i in range(n)]
+
+
+class VecGQNInferenceObservation(VecGQNObservation):
+    __doc__ = ("""The vector-env twin of :class:`GQNInferenceObservation`: one batched forward
+    pass per step for all environments; a finished episode's bonus comes from the surprise of
+    its last view (``terminal_observation``, encoded too), not of the next episode's first.
+""" + _INFERENCE_DOC)
+
+    def __init__(self, venv: VecEnv, model: GQN, belief_pool: int = 1,
+                 beta: float = 0.0) -> None:
+        self._wrap(venv, _InferenceEncoding(model, venv.observation_space, belief_pool))
+        self.bonus = SurpriseBonus(beta) if beta else None
+
+    def step_wait(self) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[dict]]:
+        obs, rewards, dones, infos = super().step_wait()
+        if self.bonus is None:
+            return obs, rewards, dones, infos
+        surprise = obs[SURPRISE][:, 0].copy()
+        for i in np.flatnonzero(dones):
+            surprise[i] = infos[i]["terminal_observation"][SURPRISE][0]
+        bonus = self.bonus(surprise)
+        for info, value in zip(infos, bonus, strict=True):
+            info[INTRINSIC_REWARD] = float(value)
+        return obs, rewards + bonus, dones, infos

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from agents.cli import main
-from agents.hyperparams import ENCODER_KINDS, hyperparams
-from agents.train import RunConfig, evaluate, train
+from agents.hyperparams import ENCODER_KINDS, INTRINSIC_BETA, hyperparams
+from agents.train import RunConfig, evaluate, resolve_run, train
 from gqn import GQNConfig
 from gqn_rl.extractors import GQNExtractor, ScaledAdam, ShiftAugmentedExtractor, random_shift
 
@@ -107,6 +107,7 @@ def test_scaled_adam_keeps_each_parameters_fraction_of_the_rate() -> None:
 def test_hyperparams_merge_encoder_and_environment() -> None:
     aux = hyperparams("gqn_rl/ArmReach-v0", "gqn-aux", "ppo")
     assert aux["env_kwargs"]["context_cameras"] == 2 and aux["encoder_kwargs"]["aux_weight"] > 0
+    assert aux["env_kwargs"]["proprioception"]  # the arm's joints beside the image
     assert hyperparams("Reacher-v5", "pixels", "sac")["env_kwargs"] == {}
     state, pixels = (hyperparams("gqn_rl/ArmReach-v0", k, "sac") for k in ("state", "pixels"))
     assert pixels["batch_size"] < state["batch_size"] and pixels["train_freq"] > 1
@@ -133,6 +134,37 @@ def test_every_encoder_trains_and_evaluates(tmp_path: Path, env_id: str, algo: s
     assert (tmp_path / "eval" / "evaluations.npz").is_file()
     report = evaluate(tmp_path, episodes=1)
     assert report["train_steps"] >= run.steps and np.isfinite(report["mean_return"])
+
+
+@pytest.mark.parametrize(("env_id", "algo"), [
+    pytest.param(e, a, marks=() if (e, a) == ("gqn_rl/ArmReach-v0", "ppo") else pytest.mark.slow)
+    for e, algos in ENVS.items() for a in algos])
+def test_gqn_inference_trains_with_the_surprise_bonus(tmp_path: Path, env_id: str,
+                                                      algo: str) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = RunConfig(env_id, "gqn-inference", algo, steps=256 if algo == "ppo" else 160,
+                    eval_every=128, eval_episodes=1, checkpoint_every=128,
+                    overrides={**TINY[algo], "encoder_kwargs": {"beta": 0.1}},
+                    fresh_encoder=True, intrinsic_bonus=True)
+    train(run, tmp_path, progress=False)
+    saved = json.loads((tmp_path / "run.json").read_text())
+    assert saved["hyperparams"]["encoder_kwargs"]["beta"] == 0.1  # the override wins
+    events = EventAccumulator(str(next((tmp_path / "tensorboard").iterdir()))).Reload()
+    assert "charts/intrinsic_reward" in events.Tags()["scalars"]
+    assert np.isfinite(evaluate(tmp_path, episodes=1)["mean_return"])
+
+
+def test_intrinsic_bonus_takes_the_recipe_beta_and_only_gqn_inference() -> None:
+    run = resolve_run(RunConfig("gqn_rl/RoomNavigation-v0", "gqn-inference", "ppo", 10,
+                                fresh_encoder=True, intrinsic_bonus=True))
+    assert run.hyperparams["encoder_kwargs"]["beta"] == INTRINSIC_BETA["gqn_rl/RoomNavigation-v0"]
+    plain = resolve_run(RunConfig("gqn_rl/RoomNavigation-v0", "gqn-inference", "ppo", 10,
+                                  fresh_encoder=True))
+    assert plain.hyperparams["encoder_kwargs"]["beta"] == 0.0
+    with pytest.raises(ValueError, match="--intrinsic-bonus"):
+        resolve_run(RunConfig("gqn_rl/ArmReach-v0", "gqn-frozen", "sac", 10,
+                              intrinsic_bonus=True))
 
 
 def test_cli_train_resume_and_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -22,7 +22,8 @@ SMALL = {"image_size": 16}
 VARIANTS = [(env_id, {}) for env_id in IDS] + [
     (env_id, {"obs_mode": "state"}) for env_id in IDS] + [
     (env_id, {"context_cameras": 2}) for env_id in IDS] + [
-    ("gqn_rl/RoomNavigation-v0", {"continuous": True})]
+    ("gqn_rl/RoomNavigation-v0", {"continuous": True}),
+    ("gqn_rl/ArmReach-v0", {"proprioception": True})]
 
 
 def make(env_id: str, **kwargs) -> gym.Env:
@@ -170,6 +171,19 @@ def test_state_mode_is_the_true_state() -> None:
     np.testing.assert_allclose(state[14:], state[11:14] - state[8:11], atol=1e-6)
     assert unwrapped.distance() == pytest.approx(np.linalg.norm(state[8:11] - state[11:14]),
                                                  abs=1e-5)
+
+
+def test_arm_reach_proprioception_is_the_joint_state() -> None:
+    env = make("gqn_rl/ArmReach-v0", proprioception=True)
+    obs, _ = env.reset(seed=5)
+    assert set(obs) == {"image", "viewpoint", "joints"}
+    np.testing.assert_allclose(obs["joints"][:4], env.unwrapped.scene.joint_angles, atol=1e-6)
+    np.testing.assert_array_equal(obs["joints"][4:], 0.0)
+    obs, *_ = env.step(np.ones(4, dtype=np.float32))
+    state = env.unwrapped._state()
+    np.testing.assert_allclose(obs["joints"], state[:8], atol=1e-6)
+    assert (obs["joints"][4:] > 0).all()  # the joints move
+    assert "joints" not in make("gqn_rl/ArmReach-v0").reset(seed=5)[0]
 
 
 def test_room_navigation_walls_stop_the_agent() -> None:
