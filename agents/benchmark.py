@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agents.hyperparams import RECIPES
+from agents.hyperparams import MEMORY_VIEWS, RECIPES
 from agents.imitation import BC_KINDS, clone_and_evaluate
 from agents.train import (
     GQN_KINDS,
@@ -93,8 +93,8 @@ CONTENDERS: dict[str, Contender] = {
     "pixels": Contender("pixels"),
     "pixels-aug": Contender("pixels-aug"),
     "gqn-frozen": Contender("gqn-frozen"),
-    "gqn-frozen-episode": Contender("gqn-frozen",
-                                    overrides={"encoder_kwargs": {"context": "episode"}}),
+    "gqn-frozen-episode": Contender("gqn-frozen", overrides={"encoder_kwargs": {
+        "context": "episode", "memory_views": MEMORY_VIEWS}}),
     "gqn-frozen-fresh": Contender("gqn-frozen", fresh=True),
     "gqn-joint": Contender("gqn-joint"),
     "gqn-aux": Contender("gqn-aux"),

@@ -61,6 +61,12 @@ at every checkpoint)."""
 TRAINED_IN_LOOP = ("pixels", "pixels-aug", "gqn-joint", "gqn-aux")
 """Encoder kinds whose image encoder is part of the policy, trained by the RL loss."""
 
+MEMORY_VIEWS = 9
+"""The episode memory's scale (``SceneMemory``'s ``max_views``) for the encoders that sum an
+episode's views: the most context views the shipped GQNs were trained with (``rooms_free``
+9; ``arm`` 10, ``shepard_metzler_7`` 14). Read as a plain sum, a 200-step episode's memory
+grows a hundredfold and the inference core's surprise with it (gqn_rl.encoders.SceneMemory)."""
+
 ENCODERS: dict[str, dict[str, Any]] = {
     # SB3's NatureCNN on the 64x64 image (it needs at least 36x36).
     "pixels": {"env_kwargs": {"image_size": 64}, "policy": "MultiInputPolicy"},
@@ -82,7 +88,8 @@ ENCODERS: dict[str, dict[str, Any]] = {
     # r summed over the episode's views, with the frozen GQN's inference core's belief and
     # surprise about each new view (VecGQNInferenceObservation); beta: see INTRINSIC_BETA.
     "gqn-inference": {"policy": "MultiInputPolicy",
-                      "encoder_kwargs": {"belief_pool": 1, "beta": 0.0}},
+                      "encoder_kwargs": {"belief_pool": 1, "beta": 0.0,
+                                         "memory_views": MEMORY_VIEWS}},
 }
 
 INTRINSIC_BETA: dict[str, float] = {

@@ -26,7 +26,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from envs.keys import IMAGE, VIEWPOINT
 from gqn import GQN
-from gqn_rl.encoders import ContextMode, SceneEncoder, r_shape, to_tensors
+from gqn_rl.encoders import ContextMode, SceneEncoder, SceneMemory, r_shape, to_tensors
 
 BELIEF, SURPRISE = "belief", "surprise"
 """Observation keys of the inference wrappers, beside ``r``."""
@@ -40,11 +40,12 @@ INTRINSIC_CLIP = 5.0
 class _FrozenEncoding:
     """The model, the encoder and the episode memory shared by both wrappers."""
 
-    def __init__(self, model: GQN, space: gym.Space, context: ContextMode, spatial: bool) -> None:
+    def __init__(self, model: GQN, space: gym.Space, context: ContextMode, spatial: bool,
+                 memory_views: int | None = None) -> None:
         self.model = model.eval().requires_grad_(False)
         self.device = next(model.parameters()).device
         self.encoder = SceneEncoder(space, r_shape(model), context, spatial)
-        self.memory: torch.Tensor | None = None  # [N, r_dim, h, w] episode sums
+        self.memory = SceneMemory(memory_views)
 
     @property
     def observation_space(self) -> gym.spaces.Dict:
@@ -53,34 +54,36 @@ class _FrozenEncoding:
     @torch.no_grad()
     def __call__(self, obs: dict[str, np.ndarray], rows: slice | np.ndarray = slice(None),
                  remember: bool = True) -> dict[str, np.ndarray]:
-        """Encode batched observations ``{key: [n, ...]}`` of the envs ``rows``."""
+        """Encode batched observations ``{key: [n, ...]}`` of the envs ``rows``; in
+        ``episode`` mode, add their views to the memory when ``remember``."""
         tensors = to_tensors(obs, self.device)
-        memory = None if self.memory is None else self.memory[rows]
-        encoded = self.encode(tensors, memory)
-        if remember and self.encoder.context == "episode":
-            if self.memory is None:
-                self.memory = encoded["r"].clone()
-            else:
-                self.memory[rows] = encoded["r"]
+        encoded = self.encoder.represent(self.model, tensors)
+        if self.encoder.context == "episode":
+            view = encoded["r"]
+            encoded["r"] = self.memory.read_with(view, rows)
+            encoded.update(self.read_view(tensors, self.memory.read(rows), view))
+            if remember:
+                self.memory.add(view, rows)
         out = {k: v.cpu().numpy() for k, v in self.encoder.flatten(encoded).items()}
         out.update({k: np.asarray(obs[k]) for k in self.encoder.passed})
         return out
 
-    def encode(self, obs: dict[str, torch.Tensor], memory: torch.Tensor | None
-               ) -> dict[str, torch.Tensor]:
-        """The encoded entries of batched tensor observations (``memory``: see
-        :meth:`SceneEncoder.represent`)."""
-        return self.encoder.represent(self.model, obs, memory)
+    def read_view(self, obs: dict[str, torch.Tensor], previous: torch.Tensor | None,
+                  view: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Further entries about a new view, given the memory of the earlier ones (None before
+        the first) and the view's own ``r``: none here."""
+        return {}
 
 
 class _InferenceEncoding(_FrozenEncoding):
     """:class:`_FrozenEncoding` in ``episode`` mode, plus the inference core's reading of
     each new view against the memory of the episode's earlier views."""
 
-    def __init__(self, model: GQN, space: gym.Space, belief_pool: int) -> None:
+    def __init__(self, model: GQN, space: gym.Space, belief_pool: int,
+                 memory_views: int | None) -> None:
         if isinstance(belief_pool, bool) or int(belief_pool) != belief_pool or belief_pool < 1:
             raise ValueError(f"belief_pool must be a positive integer, got {belief_pool!r}")
-        super().__init__(model, space, "episode", spatial=False)
+        super().__init__(model, space, "episode", spatial=False, memory_views=memory_views)
         self.belief_pool = int(belief_pool)
         c = model.config
         if self.belief_pool > c.latent_size:
@@ -96,14 +99,13 @@ class _InferenceEncoding(_FrozenEncoding):
     def observation_space(self) -> gym.spaces.Dict:
         return self._space
 
-    def encode(self, obs: dict[str, torch.Tensor], memory: torch.Tensor | None
-               ) -> dict[str, torch.Tensor]:
-        encoded = super().encode(obs, memory)  # r: the memory plus this view
-        previous = torch.zeros_like(encoded["r"]) if memory is None else memory
+    def read_view(self, obs: dict[str, torch.Tensor], previous: torch.Tensor | None,
+                  view: torch.Tensor) -> dict[str, torch.Tensor]:
+        previous = torch.zeros_like(view) if previous is None else previous
         trace = self.model.infer(previous, obs[IMAGE], obs[VIEWPOINT])
         pooled = [F.adaptive_avg_pool2d(x, self.belief_pool).flatten(1)
                   for x in (trace.hidden[:, -1], trace.posterior_mean.mean(1))]
-        return {**encoded, BELIEF: torch.cat(pooled, 1),
+        return {BELIEF: torch.cat(pooled, 1),
                 SURPRISE: trace.kl.sum(1, keepdim=True).clamp(min=0.0)}
 
 
@@ -135,16 +137,19 @@ class GQNObservation(gym.ObservationWrapper):
         model: the GQN (its image size must match the environment's).
         context: ``current``, ``cameras`` or ``episode`` (reset at each ``reset``).
         spatial: keep ``r`` as ``[r_dim, h, w]`` instead of flat.
+        memory_views: ``episode`` mode: read the sum at the scale of at most this many views
+            (:class:`~gqn_rl.encoders.SceneMemory`); None: the plain sum.
     """
 
     def __init__(self, env: gym.Env, model: GQN, context: ContextMode = "current",
-                 spatial: bool = False) -> None:
+                 spatial: bool = False, memory_views: int | None = None) -> None:
         super().__init__(env)
-        self.frozen = _FrozenEncoding(model, env.observation_space, context, spatial)
+        self.frozen = _FrozenEncoding(model, env.observation_space, context, spatial,
+                                      memory_views)
         self.observation_space = self.frozen.observation_space
 
     def reset(self, **kwargs: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        self.frozen.memory = None
+        self.frozen.memory.clear()
         return super().reset(**kwargs)
 
     def observation(self, observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -155,10 +160,11 @@ class GQNObservation(gym.ObservationWrapper):
 _INFERENCE_DOC = """
     At each step the inference core reads the new view (``image`` and ``viewpoint``) against
     ``r_prev``, the sum of the representations of the episode's earlier views (the GQN's
-    additive scene memory). At an episode's first step there are none: ``r_prev`` is zero,
-    the representation of an empty context, so the core reads the view against what the
-    generator draws from no knowledge of the scene, and the surprise is the view's whole
-    information cost under the prior. The observation holds
+    additive scene memory; with ``memory_views``, read at the scale of at most that many
+    views, :class:`~gqn_rl.encoders.SceneMemory`). At an episode's first step there are
+    none: ``r_prev`` is zero, the representation of an empty context, so the core reads the
+    view against what the generator draws from no knowledge of the scene, and the surprise is
+    the view's whole information cost under the prior. The observation holds
 
     - ``r``: the sum after adding this view, float32 ``[r_dim * h * w]``;
     - ``belief``: the inference core's final hidden state and its posterior means of ``z``
@@ -178,6 +184,9 @@ _INFERENCE_DOC = """
             posterior: with a collapsed one the surprise is zero whatever the view.
         belief_pool: side of the pooled grid of ``belief``, at most the cores' grid.
         beta: weight of the surprise bonus (0: none).
+        memory_views: read the memory at the scale of at most this many views, the most
+            context views the GQN was trained with (None: the plain sum, whose surprise
+            grows with the episode's length once past them).
 """
 
 
@@ -185,15 +194,16 @@ class GQNInferenceObservation(gym.Wrapper):
     __doc__ = ("""Belief and surprise from a frozen GQN's inference core, for one environment.
 """ + _INFERENCE_DOC)
 
-    def __init__(self, env: gym.Env, model: GQN, belief_pool: int = 1,
-                 beta: float = 0.0) -> None:
+    def __init__(self, env: gym.Env, model: GQN, belief_pool: int = 1, beta: float = 0.0,
+                 memory_views: int | None = None) -> None:
         super().__init__(env)
-        self.frozen = _InferenceEncoding(model, env.observation_space, belief_pool)
+        self.frozen = _InferenceEncoding(model, env.observation_space, belief_pool,
+                                         memory_views)
         self.bonus = SurpriseBonus(beta) if beta else None
         self.observation_space = self.frozen.observation_space
 
     def reset(self, **kwargs: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        self.frozen.memory = None
+        self.frozen.memory.clear()
         obs, info = self.env.reset(**kwargs)
         return self._encode(obs), info
 
@@ -216,15 +226,16 @@ class VecGQNObservation(VecEnvWrapper):
     finished episode's memory)."""
 
     def __init__(self, venv: VecEnv, model: GQN, context: ContextMode = "current",
-                 spatial: bool = False) -> None:
-        self._wrap(venv, _FrozenEncoding(model, venv.observation_space, context, spatial))
+                 spatial: bool = False, memory_views: int | None = None) -> None:
+        self._wrap(venv, _FrozenEncoding(model, venv.observation_space, context, spatial,
+                                         memory_views))
 
     def _wrap(self, venv: VecEnv, frozen: _FrozenEncoding) -> None:
         self.frozen = frozen
         VecEnvWrapper.__init__(self, venv, observation_space=frozen.observation_space)
 
     def reset(self) -> dict[str, np.ndarray]:
-        self.frozen.memory = None
+        self.frozen.memory.clear()
         return self.frozen(self.venv.reset())
 
     def step_wait(self) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[dict]]:
@@ -236,8 +247,7 @@ class VecGQNObservation(VecEnvWrapper):
             for i, encoded in zip(done, self._unbatch(self.frozen(terminal, done, False)),
                                   strict=True):
                 infos[i]["terminal_observation"] = encoded
-            if self.frozen.memory is not None:
-                self.frozen.memory[done] = 0.0  # the new episodes start with no views
+            self.frozen.memory.clear(done)  # the new episodes start with no views
         return self.frozen(obs), rewards, dones, infos
 
     @staticmethod
@@ -252,9 +262,10 @@ class VecGQNInferenceObservation(VecGQNObservation):
     its last view (``terminal_observation``, encoded too), not of the next episode's first.
 """ + _INFERENCE_DOC)
 
-    def __init__(self, venv: VecEnv, model: GQN, belief_pool: int = 1,
-                 beta: float = 0.0) -> None:
-        self._wrap(venv, _InferenceEncoding(model, venv.observation_space, belief_pool))
+    def __init__(self, venv: VecEnv, model: GQN, belief_pool: int = 1, beta: float = 0.0,
+                 memory_views: int | None = None) -> None:
+        self._wrap(venv, _InferenceEncoding(model, venv.observation_space, belief_pool,
+                                            memory_views))
         self.bonus = SurpriseBonus(beta) if beta else None
 
     def step_wait(self) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[dict]]:

@@ -14,7 +14,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from envs.keys import IMAGE, VIEWPOINT, context_image_key, viewpoint_key
 from gqn import GQN, GQNConfig
 from gqn.checkpoint import load_model
-from gqn_rl.encoders import shipped_checkpoint
+from gqn_rl.encoders import SceneMemory, shipped_checkpoint
 from gqn_rl.wrappers import (
     INTRINSIC_REWARD,
     GQNInferenceObservation,
@@ -68,6 +68,38 @@ def test_belief_pool_option_checks_and_sb3_checker(model: GQN) -> None:
     with pytest.raises(ValueError, match="beta"):
         GQNInferenceObservation(make(), model, beta=-1.0)
     check_env(GQNInferenceObservation(make(), model, beta=0.5), warn=True)
+
+
+def test_scene_memory_sums_views_and_caps_their_scale() -> None:
+    views = torch.arange(1.0, 13.0).view(12, 1, 1, 1).expand(12, 2, 1, 1)  # view k is k
+    plain, capped = SceneMemory(), SceneMemory(max_views=3)
+    assert plain.read() is None
+    for k in range(12):
+        both = torch.stack([views[k], 2 * views[k]])  # two envs
+        np.testing.assert_allclose(capped.read_with(both), (capped.add(both), capped.read())[1])
+        plain.add(both)
+    total = views.sum(0)
+    torch.testing.assert_close(plain.read()[0], total)
+    torch.testing.assert_close(capped.read()[1], 2 * 3 * total / 12)  # 3 views' worth of mean
+    capped.clear(np.array([0]))
+    torch.testing.assert_close(capped.read()[0], torch.zeros(2, 1, 1))
+    torch.testing.assert_close(capped.read_with(views[:2])[0], views[0])
+    with pytest.raises(ValueError, match="memory_views"):
+        SceneMemory(max_views=0)
+
+
+def test_a_capped_memory_keeps_a_long_episode_s_surprise_in_range(rooms) -> None:
+    model, scenes, space = rooms
+    long_episode = [view for views in scenes[:4] for view in views] * 4  # 112 views
+    plain = GQNInferenceObservation(Slideshow(long_episode, space), model)
+    capped = GQNInferenceObservation(Slideshow(long_episode, space), model, memory_views=6)
+    for env in (plain, capped):
+        env.reset()
+        for _ in long_episode[1:]:
+            obs, *_ = env.step(0)
+        env.last = obs
+    assert np.linalg.norm(capped.last["r"]) < 0.1 * np.linalg.norm(plain.last["r"])
+    assert capped.last["surprise"][0] < plain.last["surprise"][0]
 
 
 def test_surprise_bonus_is_normalised_by_running_statistics() -> None:
