@@ -338,8 +338,12 @@ def _prediction_and_surprise(model: GQN, scenes: _Scenes, rows: np.ndarray,
         r_other = torch.roll(r_own, 1, dims=0)  # another scene's representation
         own = model.infer(r_own, query_x, query_v).kl.sum(1).mean()
         other = model.infer(r_other, query_x, query_v).kl.sum(1).mean()
+        contexts = [torch.zeros_like(r_own)] + [
+            model.represent(images[:, :j], viewpoints[:, :j]) for j in range(1, views)]
+        by_views = [float(model.infer(r, query_x, query_v).kl.sum(1).mean()) for r in contexts]
     surprise = {"K": k, "own_scene_nats": float(own), "other_scene_nats": float(other),
-                "ratio": float(other / own) if own > 0 else float("inf")}
+                "ratio": float(other / own) if own > 0 else float("inf"),
+                "by_views_nats": by_views}
     return error, surprise
 
 
@@ -572,7 +576,13 @@ def report_markdown(results: dict[str, Any]) -> str:
     lines += ["## Surprise", "",
               f"KL(posterior || prior) of a held-out view given {s['K']} views of its own "
               f"scene: {s['own_scene_nats']:.3f} nats; of another scene: "
-              f"{s['other_scene_nats']:.3f} nats (ratio {s['ratio']:.2f}).", ""]
+              f"{s['other_scene_nats']:.3f} nats (ratio {s['ratio']:.2f}).", "",
+              "Surprise of the held-out view given its scene's first K views (K = 0: against "
+              "an empty representation, what `gqn-inference` reads at an episode's first "
+              "step), nats:", "",
+              "| K | " + " | ".join(str(k) for k in range(len(s["by_views_nats"]))) + " |",
+              "| --- |" + " ---: |" * len(s["by_views_nats"]),
+              "| surprise | " + " | ".join(f"{v:.3f}" for v in s["by_views_nats"]) + " |", ""]
     c = results["context_count"]
     lines += ["## Context count", "",
               f"Linear classifier of how many of {c['counts']} possible views were summed into "

@@ -142,6 +142,7 @@ def test_probe_finds_the_planted_colour_and_not_the_noise(tmp_path: Path) -> Non
     error = results["prediction_error"]
     assert error["K"] == [1, 2, 3] and all(np.isfinite(error["gqn"]))
     assert results["surprise"]["own_scene_nats"] >= 0
+    assert len(results["surprise"]["by_views_nats"]) == dataset.views  # K = 0 .. views - 1
     count = results["context_count"]  # planted: r is a sum, so it grows with the count
     assert count["chance"] == pytest.approx(1 / 3) and count["gqn_accuracy"] > 0.6
     assert -1 <= results["embedding"]["gqn_silhouette"] <= 1
