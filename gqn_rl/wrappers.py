@@ -68,6 +68,11 @@ class _FrozenEncoding:
         out.update({k: np.asarray(obs[k]) for k in self.encoder.passed})
         return out
 
+    def single(self, observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Encode one environment's observation (a batch of one)."""
+        batched = {k: np.asarray(v)[None] for k, v in observation.items()}
+        return {k: v[0] for k, v in self(batched).items()}
+
     def read_view(self, obs: dict[str, torch.Tensor], previous: torch.Tensor | None,
                   view: torch.Tensor) -> dict[str, torch.Tensor]:
         """Further entries about a new view, given the memory of the earlier ones (None before
@@ -153,8 +158,7 @@ class GQNObservation(gym.ObservationWrapper):
         return super().reset(**kwargs)
 
     def observation(self, observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        batched = {k: np.asarray(v)[None] for k, v in observation.items()}
-        return {k: v[0] for k, v in self.frozen(batched).items()}
+        return self.frozen.single(observation)
 
 
 _INFERENCE_DOC = """
@@ -205,19 +209,15 @@ class GQNInferenceObservation(gym.Wrapper):
     def reset(self, **kwargs: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         self.frozen.memory.clear()
         obs, info = self.env.reset(**kwargs)
-        return self._encode(obs), info
+        return self.frozen.single(obs), info
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
         obs, reward, terminated, truncated, info = self.env.step(action)
-        obs = self._encode(obs)
+        obs = self.frozen.single(obs)
         if self.bonus is not None:
             info = {**info, INTRINSIC_REWARD: float(self.bonus(obs[SURPRISE])[0])}
             reward = float(reward) + info[INTRINSIC_REWARD]
         return obs, reward, terminated, truncated, info
-
-    def _encode(self, observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        batched = {k: np.asarray(v)[None] for k, v in observation.items()}
-        return {k: v[0] for k, v in self.frozen(batched).items()}
 
 
 class VecGQNObservation(VecEnvWrapper):
