@@ -51,6 +51,7 @@ from agents.train import (
     load_gqn,
     resolve_run,
     train,
+    training_seconds,
     wrap_env,
 )
 from gqn.fileio import atomic_write
@@ -259,14 +260,9 @@ def _rl(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
                     eval_episodes=config.eval_episodes,
                     checkpoint_every=max(1, cell.steps // 10),
                     overrides={**contender.overrides, **config.overrides})
-    wall_file = out / "wall.json"
-    wall = json.loads(wall_file.read_text())["seconds"] if wall_file.is_file() else 0.0
-    start = time.perf_counter()
     train(run, out, resume=(out / RUN_FILE).is_file(), progress=False)
-    wall += time.perf_counter() - start
-    atomic_write(wall_file, lambda f: f.write(json.dumps({"seconds": wall}).encode()))
     report = evaluate(out, config.final)
-    row = {**report, "algo": recipe.algo, "wall_s": wall}
+    row = {**report, "algo": recipe.algo, "wall_s": training_seconds(out)}
     if config.camera_shift and cell.env in CAMERA_SHIFT_ENVS and contender.kind != "state":
         for column, camera in CAMERA_SHIFTS.items():
             shifted = evaluate(out, config.final, env_kwargs={"camera": camera},

@@ -2,8 +2,9 @@
 
 A run directory holds ``run.json`` (everything needed to rebuild the agent's environment),
 ``tensorboard/``, ``eval/evaluations.npz`` (periodic evaluation), ``checkpoints/`` (resume
-points), ``final_model.zip`` (with ``vecnormalize.pkl`` when the recipe normalises
-observations or rewards) and, after evaluation, ``evaluation.json``.
+points), ``wall.json`` (training seconds at each resume point), ``final_model.zip`` (with
+``vecnormalize.pkl`` when the recipe normalises observations or rewards) and, after
+evaluation, ``evaluation.json``. A resumed run keeps its learning curve and wall time.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import inspect
 import json
 import pickle
 import re
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
@@ -52,6 +55,7 @@ WRAPPERS = {"gqn-frozen": (GQNObservation, VecGQNObservation),
             "gqn-inference": (GQNInferenceObservation, VecGQNInferenceObservation)}
 """The kinds whose frozen GQN sits in the environment: (gymnasium, vector-env) wrapper."""
 RUN_FILE = "run.json"
+WALL_FILE = "wall.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -334,19 +338,84 @@ def _load_latest(run: ResolvedRun, out: Path, venv: VecEnv) -> BaseAlgorithm | N
     return None
 
 
-class NewestBufferCheckpoint(CheckpointCallback):
-    """SB3's CheckpointCallback that keeps only the newest replay buffer: a SAC buffer of
-    images is gigabytes (100k transitions of two 64x64 images: 2.4 GB), and resuming needs
-    only the last one."""
+def _calls_so_far(callback: BaseCallback) -> int:
+    """The calls a callback would have had since the run began: a resumed run's
+    evaluations and resume points stay on the same steps as an uninterrupted run's (SB3
+    counts calls from each ``learn``)."""
+    return callback.model.num_timesteps // callback.training_env.num_envs
+
+
+class ResumedEvaluation(EvalCallback):
+    """SB3's EvalCallback that continues a resumed run's learning curve: it evaluates on the
+    same steps as an uninterrupted run and starts from the evaluations in
+    ``eval/evaluations.npz`` up to the resume point (and their best mean return) instead of
+    writing the file again from the resume point on."""
+
+    def _init_callback(self) -> None:
+        super()._init_callback()
+        self.n_calls = _calls_so_far(self)
+        path = Path(f"{self.log_path}.npz") if self.log_path else None
+        if path is None or not path.is_file():
+            return
+        with np.load(path) as saved:
+            kept = saved["timesteps"] <= self.model.num_timesteps
+            self.evaluations_timesteps = saved["timesteps"][kept].tolist()
+            self.evaluations_results = saved["results"][kept].tolist()
+            self.evaluations_length = saved["ep_lengths"][kept].tolist()
+            if "successes" in saved:
+                self.evaluations_successes = saved["successes"][kept].tolist()
+        if self.evaluations_results:
+            self.best_mean_reward = max(float(np.mean(r)) for r in self.evaluations_results)
+
+
+class ResumePoints(CheckpointCallback):
+    """SB3's CheckpointCallback that keeps only the newest replay buffer (a SAC buffer of
+    images is gigabytes: 100k transitions of two 64x64 images, 2.4 GB; resuming needs only
+    the last one) and writes the training wall time at each resume point to ``wall_file``,
+    so that a resumed run's time counts the segments before it."""
+
+    def __init__(self, *args: Any, wall_file: Path, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wall_file = wall_file
+
+    def _init_callback(self) -> None:
+        super()._init_callback()
+        self.n_calls = _calls_so_far(self)
+
+    def _on_training_start(self) -> None:
+        steps = self.model.num_timesteps
+        self._walls = {n: s for n, s in _read_walls(self.wall_file).items() if n <= steps}
+        self._before, self._start = self._walls.get(steps, 0.0), time.perf_counter()
+
+    def record_wall(self) -> None:
+        """Write the seconds trained so far at the model's current step."""
+        self._walls[self.model.num_timesteps] = (self._before + time.perf_counter()
+                                                 - self._start)
+        _save_json(self.wall_file, {str(n): s for n, s in sorted(self._walls.items())})
 
     def _on_step(self) -> bool:
         result = super()._on_step()
-        if self.save_replay_buffer and self.n_calls % self.save_freq == 0:
-            newest = Path(self._checkpoint_path("replay_buffer_", extension="pkl"))
-            for old in Path(self.save_path).glob(f"{self.name_prefix}_replay_buffer_*.pkl"):
-                if old != newest:
-                    old.unlink(missing_ok=True)
+        if self.n_calls % self.save_freq == 0:
+            self.record_wall()
+            if self.save_replay_buffer:
+                newest = Path(self._checkpoint_path("replay_buffer_", extension="pkl"))
+                for old in Path(self.save_path).glob(f"{self.name_prefix}_replay_buffer_*.pkl"):
+                    if old != newest:
+                        old.unlink(missing_ok=True)
         return result
+
+
+def _read_walls(path: Path) -> dict[int, float]:
+    """``wall.json``: training seconds by the step of each resume point (empty if none)."""
+    if not path.is_file():
+        return {}
+    return {int(n): float(s) for n, s in json.loads(path.read_text()).items()}
+
+
+def training_seconds(run_dir: Path) -> float:
+    """Wall time a finished run trained for, over all its resumed segments."""
+    walls = _read_walls(Path(run_dir) / WALL_FILE)
+    return walls[max(walls)] if walls else 0.0
 
 
 def _save_json(path: Path, value: Any) -> None:
@@ -398,20 +467,22 @@ def train(config: RunConfig, out: Path, resume: bool = False, progress: bool = T
         except (TypeError, ValueError, AssertionError) as error:
             raise ValueError(f"cannot build the {algo} agent from its settings (see "
                              f"--hyperparams): {error}") from error
-    # EvalCallback copies the training statistics; the evaluation earns no surprise bonus.
+    # The evaluation copies the training statistics; the evaluation earns no surprise bonus.
     eval_venv = make_venv(run, 1, derive_seed(seed, "evaluation"), gqn, training=False)
     eval_env = normalized(run, eval_venv, training=False)
     if isinstance(model.get_env(), VecTransposeImage):  # as SB3 did to the training env
         eval_env = VecTransposeImage(eval_env)
     out.mkdir(parents=True, exist_ok=True)
     run.save(run_file)
+    resume_points = ResumePoints(
+        save_freq=max(1, run.config.checkpoint_every // n_envs), save_path=str(out / "checkpoints"),
+        name_prefix="model", save_replay_buffer=algo == "sac", save_vecnormalize=True,
+        wall_file=out / WALL_FILE)
     callbacks = [
-        EvalCallback(eval_env, eval_freq=max(1, run.config.eval_every // n_envs),
-                     n_eval_episodes=run.config.eval_episodes, log_path=str(out / "eval"),
-                     best_model_save_path=str(out / "best"), verbose=0),
-        NewestBufferCheckpoint(save_freq=max(1, run.config.checkpoint_every // n_envs),
-                               save_path=str(out / "checkpoints"), name_prefix="model",
-                               save_replay_buffer=algo == "sac", save_vecnormalize=True),
+        ResumedEvaluation(eval_env, eval_freq=max(1, run.config.eval_every // n_envs),
+                          n_eval_episodes=run.config.eval_episodes, log_path=str(out / "eval"),
+                          best_model_save_path=str(out / "best"), verbose=0),
+        resume_points,
     ]
     if run.hyperparams.get("encoder_kwargs", {}).get("beta"):
         callbacks.append(IntrinsicRewardLog())
@@ -419,6 +490,7 @@ def train(config: RunConfig, out: Path, resume: bool = False, progress: bool = T
     if remaining > 0:
         model.learn(remaining, callback=callbacks, progress_bar=progress,
                     reset_num_timesteps=not resume, tb_log_name=run.config.encoder)
+        resume_points.record_wall()
     final = out / "final_model.zip"
     atomic_write(final, model.save)
     statistics = model.get_vec_normalize_env()

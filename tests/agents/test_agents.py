@@ -13,7 +13,7 @@ import torch
 
 from agents.cli import main
 from agents.hyperparams import ENCODER_KINDS, INTRINSIC_BETA, hyperparams
-from agents.train import RunConfig, evaluate, resolve_run, train
+from agents.train import RunConfig, evaluate, resolve_run, train, training_seconds
 from gqn import GQNConfig
 from gqn_rl.extractors import GQNExtractor, ScaledAdam, ShiftAugmentedExtractor, random_shift
 
@@ -184,6 +184,13 @@ def test_cli_train_resume_and_evaluate(tmp_path: Path, capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert "skipping" in out and "resuming from" in out and "model_128_steps.zip" in out
     assert (run / "checkpoints" / "model_256_steps.zip").is_file()
+    # The resumed run continues its learning curve and its wall time, from the resume point.
+    with np.load(run / "eval" / "evaluations.npz") as curve:
+        assert curve["timesteps"].tolist() == [64, 128, 192, 256]
+        assert curve["results"].shape == (4, 1)
+    walls = {int(n): s for n, s in json.loads((run / "wall.json").read_text()).items()}
+    assert sorted(walls) == [64, 128, 192, 256]
+    assert 0 < walls[64] < walls[128] < walls[192] < walls[256] == training_seconds(run)
     assert main(["evaluate", str(run), "--episodes", "2", "--gif", str(tmp_path / "e.gif")]) == 0
     report = json.loads((run / "evaluation.json").read_text())
     assert report["train_steps"] == 256 and report["episodes"] == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -53,12 +54,20 @@ def test_rl_grid_normalises_skips_finished_runs_and_resumes_an_interrupted_one(
     assert {p: p.stat().st_mtime_ns for p in results} == stamps
 
     interrupted = Cell(ROTATION, "state", "rl", 1, 0, 2048).directory(tmp_path)
+    walls = json.loads((interrupted / "wall.json").read_text())  # seconds by resume point
+    assert json.loads((interrupted / RESULT_FILE).read_text())["wall_s"] == walls[
+        max(walls, key=int)] > 0
     (interrupted / RESULT_FILE).unlink()  # as if killed after its last checkpoint
     (interrupted / "final_model.zip").unlink()
     capsys.readouterr()
     run_benchmark(config, tmp_path, progress=False)
-    assert "resuming from" in capsys.readouterr().out
-    assert (interrupted / RESULT_FILE).is_file()
+    resumed = int(re.search(r"resuming from .* \((\d+) steps\)", capsys.readouterr().out)[1])
+    after = json.loads((interrupted / "wall.json").read_text())
+    assert {n: s for n, s in after.items() if int(n) <= resumed} == {
+        n: s for n, s in walls.items() if int(n) <= resumed}  # the time before it is kept
+    final = max(after, key=int)
+    assert json.loads((interrupted / RESULT_FILE).read_text())["wall_s"] == after[final] >= after[
+        str(resumed)]
     assert len(read_rows(tmp_path / "results.csv")) == 6
 
     text = write_report(tmp_path).read_text()

@@ -100,7 +100,10 @@ def test_killed_agent_training_resumes_and_keeps_its_resume_points(tmp_path: Pat
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    time.sleep(rng.uniform(6.0, 10.0))
+    started = time.monotonic()  # kill while it trains, however long the start takes here
+    while not (out / "checkpoints").is_dir() and time.monotonic() - started < 300:
+        time.sleep(0.2)
+    time.sleep(rng.uniform(0.0, 4.0))
     process.send_signal(signal.SIGKILL)
     process.wait()
     kept = {p.name: p.read_bytes() for p in (out / "checkpoints").glob("model_*_steps.zip")}
@@ -113,3 +116,5 @@ def test_killed_agent_training_resumes_and_keeps_its_resume_points(tmp_path: Pat
     from stable_baselines3 import PPO
 
     assert PPO.load(out / "final_model.zip", device="cpu").num_timesteps >= 3000
+    with np.load(out / "eval" / "evaluations.npz") as curve:  # as if never interrupted
+        assert curve["timesteps"].tolist() == [1024, 2048, 3072]
