@@ -409,7 +409,11 @@ def _read_walls(path: Path) -> dict[int, float]:
     """``wall.json``: training seconds by the step of each resume point (empty if none)."""
     if not path.is_file():
         return {}
-    return {int(n): float(s) for n, s in json.loads(path.read_text()).items()}
+    try:
+        return {int(n): float(s) for n, s in json.loads(path.read_text()).items()}
+    except (ValueError, TypeError, AttributeError) as error:
+        raise ValueError(f"{path}: expected training seconds by resume step, "
+                         f"{{\"10000\": 71.5, ...}}: {error}") from error
 
 
 def training_seconds(run_dir: Path) -> float:

@@ -199,3 +199,14 @@ def test_an_unwritable_out_is_one_line(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(Path, "mkdir", mkdir)
     one_line_error(capsys, [*STATE_RUN, "--steps", "64", "--out", str(out), *TINY_PPO],
                    "Permission denied", str(out))
+
+
+def test_a_run_wall_file_in_another_format_is_named(tmp_path: Path) -> None:
+    from agents.train import WALL_FILE, training_seconds
+
+    (tmp_path / WALL_FILE).write_text(json.dumps({"seconds": 3.0}))  # an older layout
+    with pytest.raises(ValueError, match=f"{WALL_FILE}: expected training seconds"):
+        training_seconds(tmp_path)
+    (tmp_path / WALL_FILE).write_text(json.dumps({"100": 3.0, "200": 5.5}))
+    assert training_seconds(tmp_path) == 5.5
+    assert training_seconds(tmp_path / "missing") == 0.0
