@@ -385,7 +385,8 @@ class ResumePoints(CheckpointCallback):
     def _on_training_start(self) -> None:
         steps = self.model.num_timesteps
         self._walls = {n: s for n, s in _read_walls(self.wall_file).items() if n <= steps}
-        self._before, self._start = self._walls.get(steps, 0.0), time.perf_counter()
+        self._before = self._walls[max(self._walls)] if self._walls else 0.0
+        self._start = time.perf_counter()
 
     def record_wall(self) -> None:
         """Write the seconds trained so far at the model's current step."""
@@ -471,7 +472,7 @@ def train(config: RunConfig, out: Path, resume: bool = False, progress: bool = T
         except (TypeError, ValueError, AssertionError) as error:
             raise ValueError(f"cannot build the {algo} agent from its settings (see "
                              f"--hyperparams): {error}") from error
-    # The evaluation copies the training statistics; the evaluation earns no surprise bonus.
+    # The evaluation callback copies the training statistics; it earns no surprise bonus.
     eval_venv = make_venv(run, 1, derive_seed(seed, "evaluation"), gqn, training=False)
     eval_env = normalized(run, eval_venv, training=False)
     if isinstance(model.get_env(), VecTransposeImage):  # as SB3 did to the training env
