@@ -357,13 +357,17 @@ class ResumedEvaluation(EvalCallback):
         path = Path(f"{self.log_path}.npz") if self.log_path else None
         if path is None or not path.is_file():
             return
-        with np.load(path) as saved:
-            kept = saved["timesteps"] <= self.model.num_timesteps
-            self.evaluations_timesteps = saved["timesteps"][kept].tolist()
-            self.evaluations_results = saved["results"][kept].tolist()
-            self.evaluations_length = saved["ep_lengths"][kept].tolist()
-            if "successes" in saved:
-                self.evaluations_successes = saved["successes"][kept].tolist()
+        try:
+            with np.load(path) as saved:
+                kept = saved["timesteps"] <= self.model.num_timesteps
+                timesteps, results, lengths = (saved[k][kept].tolist() for k in
+                                               ("timesteps", "results", "ep_lengths"))
+                successes = saved["successes"][kept].tolist() if "successes" in saved else []
+        except Exception as error:  # noqa: BLE001 - a file cut short by a crash: start again
+            print(f"skipping {path}: {error}")
+            return
+        self.evaluations_timesteps, self.evaluations_results = timesteps, results
+        self.evaluations_length, self.evaluations_successes = lengths, successes
         if self.evaluations_results:
             self.best_mean_reward = max(float(np.mean(r)) for r in self.evaluations_results)
 

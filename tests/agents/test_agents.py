@@ -197,6 +197,11 @@ def test_cli_train_resume_and_evaluate(tmp_path: Path, capsys: pytest.CaptureFix
     assert {"mean_return", "std_return", "success_rate"} <= set(report)
     assert (tmp_path / "e.gif").stat().st_size > 0
     assert main(["evaluate", str(tmp_path)]) == 2  # not a run directory
+    (run / "eval" / "evaluations.npz").write_bytes(b"cut short by a crash")
+    assert main([*args, "--steps", "320", "--resume"]) == 0  # the curve starts again
+    assert "skipping" in capsys.readouterr().out
+    with np.load(run / "eval" / "evaluations.npz") as curve:
+        assert curve["timesteps"].tolist() == [320]
 
 
 def test_bench_wrapper_times_every_row_with_changed_settings() -> None:
