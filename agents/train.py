@@ -389,7 +389,7 @@ class ResumePoints(CheckpointCallback):
     def _on_training_start(self) -> None:
         steps = self.model.num_timesteps
         self._walls = {n: s for n, s in _read_walls(self.wall_file).items() if n <= steps}
-        self._before = self._walls[max(self._walls)] if self._walls else 0.0
+        self._before = _latest_seconds(self._walls)
         self._start = time.perf_counter()
 
     def record_wall(self) -> None:
@@ -421,10 +421,14 @@ def _read_walls(path: Path) -> dict[int, float]:
                          f"{{\"10000\": 71.5, ...}}: {error}") from error
 
 
+def _latest_seconds(walls: dict[int, float]) -> float:
+    """The training seconds at the latest resume point of ``walls`` (0 before the first)."""
+    return walls[max(walls)] if walls else 0.0
+
+
 def training_seconds(run_dir: Path) -> float:
     """Wall time a finished run trained for, over all its resumed segments."""
-    walls = _read_walls(Path(run_dir) / WALL_FILE)
-    return walls[max(walls)] if walls else 0.0
+    return _latest_seconds(_read_walls(Path(run_dir) / WALL_FILE))
 
 
 def _save_json(path: Path, value: Any) -> None:
