@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 _HASH_CHUNK = 1 << 20
+_PARTIAL = "*.[0-9]*.tmp"
+"""How :func:`atomic_write` names a file it has not finished: ``<final name>.<pid>.tmp``."""
 
 
 def atomic_write(final: Path, write: Callable[[BinaryIO], None], tmp: Path | None = None) -> None:
@@ -27,6 +29,16 @@ def atomic_write(final: Path, write: Callable[[BinaryIO], None], tmp: Path | Non
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_partial_files(folder: Path) -> list[Path]:
+    """Delete the unfinished ``*.<pid>.tmp`` files that killed writers left in ``folder`` (not
+    its subfolders); returns them. Call it only while no other writer can be using ``folder``.
+    """
+    partial = sorted(Path(folder).glob(_PARTIAL))
+    for path in partial:
+        path.unlink(missing_ok=True)
+    return partial
 
 
 def sha256(path: Path) -> str:

@@ -36,7 +36,7 @@ from gqn.data.format import (
     _shard_stem,
     _verify_record,
 )
-from gqn.fileio import atomic_write, sha256
+from gqn.fileio import atomic_write, remove_partial_files, sha256
 from gqn.viewpoint import POSE_DIM
 
 LOCK_NAME = ".writer.lock"
@@ -213,8 +213,9 @@ class DatasetWriter(_ManifestView):
         meta: free JSON-serialisable dict saved in the manifest (e.g. the generator config).
 
     If ``path/manifest.json`` exists it is loaded and must agree on image_size, views and meta
-    (ValueError naming the differing fields); its shards are kept. One process owns the
-    manifest: workers call ``write_shard_files`` and this writer calls ``add_shard``.
+    (ValueError naming the differing fields); its shards are kept, and the ``*.tmp`` files a
+    killed writer left are deleted. One process owns the manifest: workers call
+    ``write_shard_files`` and this writer calls ``add_shard``.
     """
 
     def __init__(
@@ -269,6 +270,8 @@ class DatasetWriter(_ManifestView):
             }
         for split in SPLITS:
             self._manifest["splits"].setdefault(split, {"scenes": 0, "shards": []})
+        for folder in (self._root, *(self._root / split for split in SPLITS)):
+            remove_partial_files(folder)  # left by a killed writer; this one holds the lock
         self._write_manifest()
 
     def scenes(self, split: str) -> int:
