@@ -28,20 +28,21 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
+import envs  # noqa: F401 - registers the gqn_rl/ environments
 from agents.hyperparams import hyperparams
-from envs.arm_reach import ArmReachEnv
 from gqn.viewpoint import pose_to_viewpoint
 
-EPISODE_STEPS = 100
+ENV_ID = "gqn_rl/ArmReach-v0"
 
 
 class PerfectViewObservation(gym.Wrapper):
     """ArmReach observed through perfect 2D perception: a vector of 23 + 11 K floats."""
 
     def __init__(self, views: int):
-        env = ArmReachEnv(image_size=32, proprioception=True, context_cameras=views)
+        env = gym.make(ENV_ID, image_size=32, proprioception=True, context_cameras=views)
         super().__init__(env)
-        self.geom_ids = {name: env.model.geom(name).id for name in ("hand", "target")}
+        model = env.unwrapped.model
+        self.geom_ids = {name: model.geom(name).id for name in ("hand", "target")}
         size = 8 + 7 + 2 * 4 + views * (7 + 4)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (size,), np.float32)
 
@@ -86,7 +87,7 @@ class PerfectViewObservation(gym.Wrapper):
 
 def make_venv(views: int, seed: int) -> VecNormalize:
     def make():
-        return Monitor(gym.wrappers.TimeLimit(PerfectViewObservation(views), EPISODE_STEPS))
+        return Monitor(PerfectViewObservation(views))
 
     venv = DummyVecEnv([make])
     venv.seed(seed)
@@ -103,7 +104,7 @@ def main() -> None:
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    recipe = hyperparams("gqn_rl/ArmReach-v0", "state", "sac")
+    recipe = hyperparams(ENV_ID, "state", "sac")
     for key in ("n_envs", "env_kwargs", "policy", "normalize"):
         recipe.pop(key, None)
     train_env = make_venv(args.views, args.seed)
@@ -122,7 +123,8 @@ def main() -> None:
     curve = np.load(args.out / "evaluations.npz")["successes"].mean(1)
     result = dict(views=args.views, seed=args.seed, steps=args.steps,
                   ret=float(np.mean(returns)),
-                  success=float(np.mean([n < EPISODE_STEPS for n in lengths])),
+                  success=float(np.mean([n < gym.spec(ENV_ID).max_episode_steps
+                                         for n in lengths])),
                   wall_s=wall_s, curve_success=curve.round(2).tolist())
     print(json.dumps(result))
     (args.out / "result.json").write_text(json.dumps(result))
