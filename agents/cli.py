@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gqn import PRESETS, GQNConfig
+from gqn.config import PRECISIONS, REPRESENTATIONS
 from gqn_rl.allocator import keep_freed_memory
 
 
@@ -63,7 +64,9 @@ def _pretrain(args: argparse.Namespace) -> int:
         model_config, train_config = preset.model, preset.train
     train_config = _with_given(train_config, steps=args.steps, batch_size=args.batch_size,
                                seed=args.seed, max_context=args.max_context,
-                               checkpoint_every=args.checkpoint_every)
+                               checkpoint_every=args.checkpoint_every,
+                               precision=args.precision, kl_weight=args.kl_weight,
+                               sigma_end=args.sigma_end)
     probe = None
     if not args.no_probe:
         from gqn.data import SceneDataset
@@ -102,18 +105,59 @@ def _probe(args: argparse.Namespace) -> int:
     for target, row in (results["state"] or {}).items():
         print(f"{target:<18} " + "  ".join(f"{k} {v:.2f}" for k, v in row.items()
                                             if k.endswith("1 view, ridge")
-                                            or k.endswith("1 view, mlp") or "CNN" in k))
+                                            or k.endswith("1 view, mlp")
+                                            or k.startswith("supervised")))
     s = results["surprise"]
     print(f"surprise {s['own_scene_nats']:.3f} nats (own scene) vs {s['other_scene_nats']:.3f} "
           f"(another); report {args.out / REPORT_FILE}")
     return 0
 
 
+def _ceiling(args: argparse.Namespace) -> int:
+    from gqn_rl.probe import REPORT_FILE, ProbeConfig, run_ceilings
+
+    config = _with_given(ProbeConfig(), scenes=args.scenes, seed=args.seed,
+                         ceiling_patience=args.patience)
+    results = run_ceilings(args.data, args.out, args.representation, PRESETS[args.preset].model,
+                           config, split=args.split, progress=not args.no_progress)
+    for target, row in results["state"].items():
+        names = (k.removeprefix("supervised ").removesuffix(" 1 view") for k in row)
+        print(f"{target:<18} " + "  ".join(f"{name} {v:.2f}"
+                                            for name, v in zip(names, row.values(), strict=True)))
+    print(f"report {args.out / REPORT_FILE}")
+    return 0
+
+
+def _add_ceiling(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "ceiling", help="what a representation network could hold at best, before pretraining",
+        description="Tier 0 of judging a representation: a CNN and each named representation "
+                    "network (at a preset's sizes), freshly initialised and supervised end to "
+                    "end from one view to the scenes' ground truth, each until its validation "
+                    "loss stops improving; R² on test scenes with intervals, and the curves. "
+                    "Writes OUT/ceiling.json, OUT/report.md and PNGs.")
+    p.add_argument("--data", type=Path, required=True, help="dataset directory (with truth)")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--representation", nargs="+", choices=REPRESENTATIONS,
+                   default=list(REPRESENTATIONS), help="networks to supervise (default: all)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu-small",
+                   help="sizes (r_dim) of the networks (default cpu-small); the image size is "
+                        "the data's")
+    p.add_argument("--scenes", type=_positive_int, help="scenes used (default 1000)")
+    p.add_argument("--split", default="test", help="dataset split (default test)")
+    p.add_argument("--patience", type=_positive_int,
+                   help="epochs without improvement before a fit stops (default 10)")
+    p.add_argument("--seed", type=_non_negative_int, help="seed (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_ceiling)
+
+
 def _add_probe(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "probe", help="measure what a GQN's representation holds, next to baselines",
         description="State probes (ridge and MLP from r of one and of K views to the scenes' "
-                    "ground truth, next to a fresh encoder, raw pixels and a supervised CNN), "
+                    "ground truth, next to a fresh encoder, raw pixels and two ceilings: a CNN "
+                    "and the GQN's own representation network, supervised), "
                     "held-out view error against context views, surprise, context-count "
                     "probe and a 2-D embedding; writes OUT/probe.json, OUT/report.md and PNGs.")
     p.add_argument("--checkpoint", type=Path, required=True, help="GQN checkpoint")
@@ -123,7 +167,8 @@ def _add_probe(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", help="dataset split (default test)")
     p.add_argument("--seed", type=_non_negative_int, help="seed (default 0)")
     p.add_argument("--no-mlp", action="store_true", help="ridge probes only")
-    p.add_argument("--no-cnn", action="store_true", help="no supervised CNN ceiling")
+    p.add_argument("--no-cnn", action="store_true",
+                   help="no ceilings (supervised CNN and supervised architecture)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_probe)
 
@@ -145,6 +190,13 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--until", type=_positive_int,
                    help="stop after this many total steps (schedules still follow --steps)")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
+    p.add_argument("--kl-weight", type=float,
+                   help="weight of the KL term in the training loss (default: the preset's, 1)")
+    p.add_argument("--sigma-end", type=float,
+                   help="final pixel standard deviation (default: the preset's)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="forward-pass arithmetic (default: the preset's, fp32); bf16 needs a "
+                        "CPU with AVX512-BF16 or AMX, or a GPU")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: GPU when present")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-probe", action="store_true",
@@ -245,13 +297,14 @@ def _bench_train_step(args: argparse.Namespace) -> int:
     print(f"config: {config}, batch {args.batch}, context {args.context}")
     peak = matmul_gflops()
     print(f"matmul (2048x2048 float32): {peak:.0f} GFLOP/s")
-    results = [time_gqn_step(config, args.batch, args.context, args.repeats)]
+    results = [time_gqn_step(config, args.batch, args.context, args.repeats,
+                             precision=precision) for precision in args.precision]
     if args.compile:
         results.append(time_gqn_step(config, args.batch, args.context, args.repeats,
-                                     compile=True))
+                                     compile=True, precision=args.precision[-1]))
     if args.channels_last:
         results.append(time_gqn_step(config, args.batch, args.context, args.repeats,
-                                     channels_last=True))
+                                     channels_last=True, precision=args.precision[-1]))
     if args.wohlert:
         results.append(time_wohlert_step(args.wohlert, config, args.batch, args.context,
                                          args.repeats))
@@ -354,7 +407,7 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
                     "wohlert/generative-query-network-pytorch at identical hyperparameters.")
     t.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset's model")
     t.add_argument("--image-size", type=_positive_int)
-    t.add_argument("--representation", choices=["pool", "tower", "pyramid"])
+    t.add_argument("--representation", choices=REPRESENTATIONS)
     t.add_argument("--r-dim", type=_positive_int)
     t.add_argument("--h-dim", type=_positive_int)
     t.add_argument("--z-dim", type=_positive_int)
@@ -364,6 +417,10 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     t.add_argument("--context", type=_positive_int, default=5, help="context views per scene")
     t.add_argument("--repeats", type=_positive_int, default=3, help="timed steps (best is kept)")
     t.add_argument("--threads", type=_positive_int, help="torch threads (default: all cores)")
+    t.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["fp32"],
+                   help="forward-pass arithmetic, each timed in turn (default fp32); bf16 "
+                        "needs a CPU with AVX512-BF16 or AMX. --compile and --channels-last "
+                        "use the last one")
     t.add_argument("--compile", action="store_true", help="also time torch.compile")
     t.add_argument("--channels-last", action="store_true", help="also time channels_last")
     t.add_argument("--wohlert", type=Path, metavar="CHECKOUT",
@@ -620,6 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(commands)
     _add_pretrain(commands)
     _add_probe(commands)
+    _add_ceiling(commands)
     _add_bench(commands)
     _add_episode(commands)
     _add_agents(commands)

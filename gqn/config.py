@@ -6,8 +6,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Representation = Literal["pool", "tower", "pyramid"]
-REPRESENTATIONS: tuple[str, ...] = ("pool", "tower", "pyramid")
+Representation = Literal["pool", "tower", "pyramid", "spatial", "keypoints"]
+REPRESENTATIONS: tuple[str, ...] = ("pool", "tower", "pyramid", "spatial", "keypoints")
+SPATIAL_REPRESENTATIONS: tuple[str, ...] = ("tower", "spatial")
+"""Representations that keep a grid (``r`` of H/4 x W/4); the others give a 1x1 ``r``."""
 
 
 @dataclass(frozen=True)
@@ -17,7 +19,9 @@ class GQNConfig:
     image_size: int = 64
     """Height and width of the square images the model reads and draws."""
     representation: Representation = "tower"
-    """Representation network: ``pool`` (1x1), ``tower`` (H/4 grid) or ``pyramid`` (1x1)."""
+    """Representation network: the paper's ``pool`` (1x1), ``tower`` (H/4 grid) or ``pyramid``
+    (1x1); ``spatial`` (a full-resolution stem before the tower, H/4 grid) or ``keypoints``
+    (spatial-softmax keypoints, 1x1)."""
     r_dim: int = 256
     """Channels of the scene representation ``r``."""
     h_dim: int = 128
@@ -61,14 +65,16 @@ class GQNConfig:
 
     @property
     def r_size(self) -> int:
-        """Height and width of ``r``: 1 for pool and pyramid, latent_size for tower."""
-        return self.latent_size if self.representation == "tower" else 1
+        """Height and width of ``r``: latent_size for tower and spatial, else 1."""
+        return self.latent_size if self.representation in SPATIAL_REPRESENTATIONS else 1
 
     @property
     def n_cores(self) -> int:
         """Number of distinct cores of each kind (1 when shared, L otherwise)."""
         return 1 if self.shared_core else self.L
 
+
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 
 BOOKKEEPING = ("log_every", "eval_every", "checkpoint_every")
 """TrainConfig fields that change what a run writes, not how it trains."""
@@ -96,6 +102,9 @@ class TrainConfig:
     """Pixel standard deviation once annealed."""
     sigma_anneal_fraction: float = 0.1
     """Fraction of ``steps`` over which sigma anneals (paper: 200k of 2M)."""
+    kl_weight: float = 1.0
+    """Weight of the KL term in the training loss (1: the ELBO). Above 1, the latents cost
+    more than ``r`` (which costs nothing), so what the context can tell goes into ``r``."""
     seed: int = 0
     """Seed of weights, batches and latent samples."""
     log_every: int = 100
@@ -107,15 +116,26 @@ class TrainConfig:
     checkpoint_every: int = 1000
     """Steps between checkpoints (one is also written at the end)."""
     amp: bool = True
-    """Automatic mixed precision on GPU (bf16 where supported); ignored on CPU."""
+    """Automatic mixed precision on GPU (bf16 where supported, else fp16)."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """Arithmetic of the forward pass on CPU: ``bf16`` autocast (needs a CPU with native bf16,
+    AVX512-BF16 or AMX) or ``fp32``. On GPU, ``bf16`` forces bf16 autocast."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("sigma_start", "sigma_end", "lr_start", "lr_end"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
+        if not self.kl_weight > 0:
+            raise ValueError(f"TrainConfig.kl_weight must be > 0, got {self.kl_weight}")
         for name in ("lr_anneal_fraction", "sigma_anneal_fraction"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"TrainConfig.{name} must be in (0, 1], got {getattr(self, name)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"TrainConfig.precision must be one of {PRECISIONS}, "
+                             f"got {self.precision!r}")
         if self.max_context is not None and self.max_context < 1:
             raise ValueError(f"TrainConfig.max_context must be >= 1, got {self.max_context}")
 
@@ -158,6 +178,14 @@ PRESETS: dict[str, Preset] = {
                     checkpoint_every=500),
         "32x32, pool, r 64, h 32, z 8, L 4, shared, batch 32: about 0.1 s a step on two "
         "CPU cores (gqn-rl bench train-step --preset cpu-small), 16k steps in under 30 min.",
+    ),
+    "cpu-spatial": Preset(
+        GQNConfig(image_size=32, representation="spatial", r_dim=64, h_dim=32, z_dim=8,
+                  L=4, shared_core=True),
+        TrainConfig(steps=8_000, batch_size=32, log_every=50, eval_every=500,
+                    checkpoint_every=250),
+        "cpu-small with the spatial representation (a full-resolution stem before the tower: "
+        "an 8x8 r that keeps where small objects are), 8k steps: docs/encoders.md.",
     ),
 }
 

@@ -1,4 +1,5 @@
-"""Representation networks of the GQN paper (Eslami et al. 2018, Fig. S1).
+"""Representation networks: the GQN paper's (Eslami et al. 2018, Fig. S1) and two that keep
+where small objects are in a view at 32x32 (docs/encoders.md measures them).
 
 Each maps one view ``x [N, 3, H, W]`` (float in [0, 1]) and its viewpoint ``v [N, 7]`` to a
 per-view representation ``[N, r_dim, h, w]``; the scene representation ``r`` is the sum of
@@ -26,10 +27,10 @@ class Tower(nn.Module):
     ``x [N, 3, H, W], v [N, 7] -> [N, r_dim, H/4, W/4]``.
     """
 
-    def __init__(self, r_dim: int) -> None:
+    def __init__(self, r_dim: int, in_channels: int = 3) -> None:
         super().__init__()
         k = r_dim
-        self.conv1 = nn.Conv2d(3, k, kernel_size=2, stride=2)
+        self.conv1 = nn.Conv2d(in_channels, k, kernel_size=2, stride=2)
         self.conv2 = nn.Conv2d(k, k, kernel_size=2, stride=2)
         self.conv3 = nn.Conv2d(k, k // 2, kernel_size=3, padding=1)
         self.conv4 = nn.Conv2d(k // 2, k, kernel_size=2, stride=2)
@@ -77,10 +78,65 @@ class Pyramid(nn.Module):
         return self.net(torch.cat([x, broadcast_viewpoint(v, x.shape[-1])], dim=1))
 
 
+def full_resolution_stem(width: int) -> nn.Sequential:
+    """Two 3x3 stride-1 convolutions: ``[N, 3, H, W] -> [N, width, H, W]``.
+
+    The paper's tower starts with a 2x2 stride-2 convolution, which at 32x32 blurs a 2-3
+    pixel object into its neighbours before any non-linearity can pick it out."""
+    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(width, width, 3, padding=1), nn.ReLU())
+
+
+class SpatialTower(nn.Module):
+    """A full-resolution stem, then the paper's tower: a spatial ``r`` that keeps where small
+    objects are.
+
+    ``x [N, 3, H, W], v [N, 7] -> [N, r_dim, H/4, W/4]``.
+    """
+
+    def __init__(self, r_dim: int, stem_width: int = 32) -> None:
+        super().__init__()
+        self.stem = full_resolution_stem(stem_width)
+        self.tower = Tower(r_dim, in_channels=stem_width)
+
+    def forward(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.tower(self.stem(x), v)                          # [N, r_dim, H/4, W/4]
+
+
+class Keypoints(nn.Module):
+    """Spatial-softmax keypoints (Finn et al. 2016, deep spatial autoencoders), then an MLP
+    with the viewpoint: a vector ``r`` that holds positions rather than averages.
+
+    ``x [N, 3, H, W], v [N, 7] -> [N, r_dim, 1, 1]``: the stem's ``keypoints`` feature maps
+    each become the expected image coordinates of their softmax (plus the map's maximum, how
+    present the feature is), and an MLP turns them and ``v`` into ``r``.
+    """
+
+    def __init__(self, r_dim: int, keypoints: int = 32, stem_width: int = 32) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(full_resolution_stem(stem_width),
+                                  nn.Conv2d(stem_width, keypoints, 3, padding=1))
+        self.mlp = nn.Sequential(nn.Linear(3 * keypoints + VIEWPOINT_DIM, 2 * r_dim), nn.ReLU(),
+                                 nn.Linear(2 * r_dim, r_dim), nn.ReLU())
+
+    def forward(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        maps = self.stem(x).flatten(2)                              # [N, K, H W]
+        weights = maps.softmax(-1)
+        h, w = x.shape[-2:]
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device, dtype=maps.dtype),
+                                torch.linspace(-1, 1, w, device=x.device, dtype=maps.dtype),
+                                indexing="ij")
+        expected_x = (weights * xs.flatten()).sum(-1)               # [N, K]
+        expected_y = (weights * ys.flatten()).sum(-1)
+        presence = maps.amax(-1)
+        features = torch.cat([expected_x, expected_y, presence, v], 1)
+        return self.mlp(features)[:, :, None, None]                 # [N, r_dim, 1, 1]
+
+
 def make_representation(config: GQNConfig) -> nn.Module:
     """The representation network named by ``config.representation``."""
-    if config.representation == "tower":
-        return Tower(config.r_dim)
-    if config.representation == "pool":
-        return Pool(config.r_dim)
-    return Pyramid(config.r_dim, config.image_size)
+    networks = {"tower": lambda: Tower(config.r_dim), "pool": lambda: Pool(config.r_dim),
+                "pyramid": lambda: Pyramid(config.r_dim, config.image_size),
+                "spatial": lambda: SpatialTower(config.r_dim),
+                "keypoints": lambda: Keypoints(config.r_dim)}
+    return networks[config.representation]()

@@ -83,8 +83,37 @@ def _start_process(device: str | None) -> _Process:
     return _Process(device=torch.device(device or ("cuda" if cuda else "cpu")))
 
 
+def missing_bf16_support(device: torch.device | str = "cpu") -> str | None:
+    """None when ``device`` runs bf16 natively, else one line saying what it lacks."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return None if torch.cuda.is_bf16_supported() else (
+            f"{torch.cuda.get_device_name(device)} has no bf16 support")
+    if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
+        return None
+    return ("this CPU has neither AVX512-BF16 nor AMX, so bf16 would be emulated (slower than "
+            "fp32): use --precision fp32")
+
+
+def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
+    """The forward pass's arithmetic: bf16 autocast on ``device`` or nothing (fp32).
+
+    Raises ValueError when bf16 is asked for on a device without native bf16."""
+    device = torch.device(device)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    missing = missing_bf16_support(device)
+    if missing:
+        raise ValueError(f"precision bf16: {missing}")
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 def _autocast(process: _Process, config: TrainConfig) -> tuple[Any, torch.amp.GradScaler | None]:
-    """Mixed precision on GPU: bf16 where supported, else fp16 with a gradient scaler."""
+    """The pretraining step's precision: ``config.precision`` (bf16 autocast, CPU or GPU), or
+    on GPU with ``config.amp``, bf16 where supported, else fp16 with a gradient scaler."""
+    if config.precision == "bf16":
+        autocast(process.device, "bf16")  # refuses early, naming what the device lacks
+        return lambda: autocast(process.device, "bf16"), None
     if not (config.amp and process.device.type == "cuda"):
         return contextlib.nullcontext, None
     if torch.cuda.is_bf16_supported():
@@ -175,6 +204,7 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
     if not 0 < stop <= train_config.steps:
         raise ValueError(f"until must be in 1..steps={train_config.steps}, got {until}")
     process = _start_process(device)
+    autocast, scaler = _autocast(process, train_config)  # refuses bf16 where it is emulated
     if train_config.batch_size % process.world_size:
         raise ValueError(f"TrainConfig.batch_size={train_config.batch_size} must be divisible "
                          f"by the number of processes ({process.world_size})")
@@ -218,7 +248,6 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
 
     trained = (DistributedDataParallel(model) if process.world_size > 1 else model)
     local_batch = train_config.batch_size // process.world_size
-    autocast, scaler = _autocast(process, train_config)
     writer = metrics_lines = None
     if process.is_main:
         from torch.utils.tensorboard import SummaryWriter
@@ -253,20 +282,22 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
         with autocast():
             output: GQNOutput = trained(batch.context_x, batch.context_v, batch.query_x,
                                         batch.query_v, sigma)
-        finite = torch.isfinite(output.loss.detach()).float()
+        loss = output.loss if train_config.kl_weight == 1 else (
+            output.nll + train_config.kl_weight * output.kl).mean()
+        finite = torch.isfinite(loss.detach()).float()
         if process.world_size > 1:
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         if finite.item() < 1:
             bar.close()
             raise NonFiniteLossError(
-                f"loss became {output.loss.item()} at step {step + 1}; stopped without "
+                f"loss became {loss.item()} at step {step + 1}; stopped without "
                 f"saving, the last good checkpoint is {checkpoint_path}")
         optimizer.zero_grad(set_to_none=True)
         if scaler is None:
-            output.loss.backward()
+            loss.backward()
             optimizer.step()
         else:
-            scaler.scale(output.loss).backward()
+            scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
         step += 1

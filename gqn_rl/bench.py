@@ -17,6 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from gqn import GQN, GQNConfig
+from gqn.train import autocast
 
 
 def _best_seconds(step: Callable[[], None], repeats: int, warmup: int) -> float:
@@ -67,9 +68,10 @@ def _synthetic_batch(config: GQNConfig, batch: int, context: int):
 
 
 def time_gqn_step(config: GQNConfig, batch: int, context: int, repeats: int = 3,
-                  warmup: int = 1, compile: bool = False, channels_last: bool = False
-                  ) -> TrainStepResult:
-    """Time one training step of :class:`gqn.GQN` with fused Adam on synthetic data."""
+                  warmup: int = 1, compile: bool = False, channels_last: bool = False,
+                  precision: str = "fp32") -> TrainStepResult:
+    """Time one training step of :class:`gqn.GQN` with fused Adam on synthetic data, its
+    forward pass in ``precision`` (as ``gqn-rl pretrain --precision``)."""
     torch.manual_seed(0)
     model = GQN(config)
     if channels_last:
@@ -80,13 +82,16 @@ def time_gqn_step(config: GQNConfig, batch: int, context: int, repeats: int = 3,
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        forward(cx, cv, qx, qv, 2.0).loss.backward()
+        with autocast("cpu", precision):
+            loss = forward(cx, cv, qx, qv, 2.0).loss
+        loss.backward()
         optimizer.step()
 
     with FlopCounterMode(display=False) as counter:
         step()
     seconds = _best_seconds(step, repeats, warmup + (2 if compile else 0))
-    name = "gqn-rl" + (" compiled" if compile else "") + (" channels_last" if channels_last else "")
+    name = ("gqn-rl" + (" compiled" if compile else "")
+            + (" channels_last" if channels_last else "") + f" {precision}")
     return TrainStepResult(name, seconds, batch / seconds, counter.get_total_flops() / 1e9)
 
 

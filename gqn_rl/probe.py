@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +33,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from gqn import GQN
+from envs.scenes import FAMILIES
+from gqn import GQN, GQNConfig
 from gqn.checkpoint import load_model
 from gqn.data import SceneDataset
 from gqn.fileio import atomic_write
@@ -41,6 +43,7 @@ from gqn.viewpoint import pose_to_viewpoint
 from gqn_rl.foreground import foreground_masks
 from gqn_rl.readouts import (
     bootstrap_r2,
+    fit_architecture,
     fit_cnn,
     fit_linear_classifier,
     fit_mlp,
@@ -50,7 +53,7 @@ from gqn_rl.readouts import (
     silhouette_score,
 )
 
-PROBE_FILE, REPORT_FILE = "probe.json", "report.md"
+PROBE_FILE, CEILING_FILE, REPORT_FILE = "probe.json", "ceiling.json", "report.md"
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,13 @@ class ProbeConfig:
     mlp: bool = True
     """Fit MLP probes besides ridge."""
     cnn: bool = True
-    """Fit the supervised CNN ceiling."""
+    """Fit the two ceilings: a CNN, and the GQN's own representation network, each supervised
+    end to end on the targets from one view."""
+    ceiling_epochs: int = 200
+    """Most epochs of each ceiling; they stop earlier once ``ceiling_patience`` epochs pass
+    without a better validation loss (their curves are reported)."""
+    ceiling_patience: int = 10
+    """Epochs without improvement after which a ceiling stops."""
     prediction_scenes: int = 200
     """Test scenes of the prediction-error and surprise measurements (at most)."""
     embedding_scenes: int = 10
@@ -82,7 +91,7 @@ class ProbeConfig:
 
     def __post_init__(self) -> None:
         for name in ("scenes", "views_per_scene", "context_views", "prediction_scenes",
-                     "embedding_scenes"):
+                     "embedding_scenes", "ceiling_epochs", "ceiling_patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ProbeConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.resamples < 0:
@@ -95,47 +104,15 @@ class ProbeConfig:
 
 # -- ground truth ------------------------------------------------------------------------
 
-def _angles(values: list[float]) -> np.ndarray:
-    a = np.asarray(values, dtype=np.float64)
-    return np.concatenate([np.sin(a), np.cos(a)])
-
-
 def state_targets(truth: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The probe targets of one scene's truth (as the dataset stores it), by name.
-
-    ``arm`` (truth with ``hand_position``): hand and target positions, joint angles (sin,
-    cos), wall and floor colours. ``rooms_*`` (``objects``): position (x, y) and colour of
-    objects 0-2 numbered west to east (by x: the truth's order is arbitrary, so it could not
-    be read from images; NaN where the room has fewer), wall and floor colours.
-    ``shepard_metzler_*`` (``cubes``): the object's shape and orientation as the second
-    moments of its cubes' positions about their centre (xx, yy, zz, xy, xz, yz), and the mean
-    cube colour: the truth lists the cubes in the order they were stacked, from one end of the
-    object or the other, so per-cube targets could not be read from images.
-    """
+    """The probe targets of one scene's truth (as the dataset stores it), by name: what its
+    scene family (``truth["family"]``) says a view could show
+    (:meth:`envs.scenes.SceneFamily.probe_targets`)."""
     family = str(truth.get("family", ""))
-    f = np.asarray
-    if "hand_position" in truth:  # by content, so that variants of a family are probed too
-        return {"hand_position": f(truth["hand_position"]),
-                "target_position": f(truth["target_position"]),
-                "joint_angles": _angles(truth["joint_angles"]),
-                "wall_colour": f(truth["wall_colour"]), "floor_colour": f(truth["floor_colour"])}
-    if "objects" in truth:
-        targets = {}
-        objects = sorted(truth["objects"], key=lambda o: o["position"][0])
-        for i in range(3):
-            obj = objects[i] if i < len(objects) else None
-            targets[f"object_{i}_position"] = f(obj["position"][:2]) if obj else np.full(2, np.nan)
-            targets[f"object_{i}_colour"] = f(obj["colour"]) if obj else np.full(3, np.nan)
-        return {**targets, "wall_colour": f(truth["wall_colour"]),
-                "floor_colour": f(truth["floor_colour"])}
-    if "cubes" in truth:
-        positions = f([c["position"] for c in truth["cubes"]], dtype=np.float64)
-        centred = positions - positions.mean(0)
-        moments = centred.T @ centred / len(centred)  # [3, 3]
-        rows, cols = (0, 1, 2, 0, 0, 1), (0, 1, 2, 1, 2, 2)
-        return {"shape_moments": moments[rows, cols],
-                "mean_colour": f([c["colour"] for c in truth["cubes"]]).mean(0)}
-    raise ValueError(f"no probe targets for scene family {family!r} (truth field 'family')")
+    if family not in FAMILIES:
+        raise ValueError(f"no probe targets for scene family {family!r} (truth field 'family'; "
+                         f"known: {sorted(FAMILIES)})")
+    return FAMILIES[family].probe_targets(truth)
 
 
 # -- the measurements ---------------------------------------------------------------------
@@ -250,10 +227,11 @@ def _score(scenes: _Scenes, sources: dict[str, Source], readouts: dict[str, Any]
     return results, intervals
 
 
-def _state_probes(scenes: _Scenes, r: dict[str, np.ndarray], config: ProbeConfig,
-                  bar: tqdm) -> tuple[dict[str, dict[str, float]], Intervals]:
-    """R² per target of every readout and feature source, and of the CNN ceiling, with their
-    intervals."""
+def _state_probes(scenes: _Scenes, r: dict[str, np.ndarray], architecture: GQNConfig,
+                  config: ProbeConfig, bar: tqdm
+                  ) -> tuple[dict[str, dict[str, float]], Intervals, dict[str, list[float]]]:
+    """R² per target of every readout and feature source, and of the two ceilings, with their
+    intervals and the ceilings' validation curves."""
     k = min(config.context_views, scenes.images.shape[1] - 1)
 
     def pixels(rows: np.ndarray, views: int) -> np.ndarray:   # [n, views, H W 3 + 7]
@@ -271,24 +249,75 @@ def _state_probes(scenes: _Scenes, r: dict[str, np.ndarray], config: ProbeConfig
     if config.mlp:
         readouts["mlp"] = lambda *data: fit_mlp(*data, seed=config.seed)
     results, intervals = _score(scenes, sources, readouts, config, bar)
-    if config.cnn:  # a CNN per target, on every view of the fit scenes
-        views = scenes.images.shape[1]
-        images = {p: scenes.images[rows].reshape(-1, *scenes.images.shape[2:])
-                  for p, rows in scenes.parts.items()}
-        extra = {p: _one_view(scenes.viewpoints, rows, views) for p, rows in scenes.parts.items()}
-        for target, y in scenes.targets.items():
-            labels = {p: np.repeat(y[rows], views, axis=0) for p, rows in scenes.parts.items()}
-            predict = fit_cnn(images["fit"], extra["fit"], labels["fit"], images["val"],
-                              extra["val"], labels["val"], seed=config.seed)
-            key = "supervised CNN 1 view"
-            results[target][key], interval = _r2_with_interval(
-                predict(images["test"], extra["test"]), labels["test"],
-                len(scenes.parts["test"]), config)
-            if interval:
-                intervals[target][key] = interval
-            bar.update(1)
+    curves = _ceilings(scenes, {CNN_CEILING: None, ARCHITECTURE_CEILING: architecture}, config,
+                       results, intervals, bar) if config.cnn else {}
     bar.update(1)
-    return results, intervals
+    return results, intervals, curves
+
+
+CNN_CEILING, ARCHITECTURE_CEILING = "supervised CNN 1 view", "supervised architecture 1 view"
+CEILINGS = {CNN_CEILING: "the pixels' ceiling: a CNN supervised on the targets",
+            ARCHITECTURE_CEILING: "the architecture's ceiling: the GQN's representation "
+            "network, fresh, supervised end to end with the MLP readout"}
+"""The state probes' two ceilings, by column name."""
+
+
+def _ceilings(scenes: _Scenes, architectures: dict[str, GQNConfig | None], config: ProbeConfig,
+              results: dict[str, dict[str, float]], intervals: Intervals,
+              bar: tqdm | None = None) -> dict[str, list[float]]:
+    """Fit one ceiling per entry of ``architectures`` (column name -> the GQN config whose
+    representation network to supervise, or None for the CNN) on every view of the fit
+    scenes, all targets at once, each until its validation loss stops improving; add their
+    test R² per target to ``results`` and ``intervals``; return their validation curves."""
+    views = scenes.images.shape[1]
+    names = list(scenes.targets)
+    widths = np.cumsum([0] + [scenes.targets[t].shape[1] for t in names])
+    data = {p: (scenes.images[rows].reshape(-1, *scenes.images.shape[2:]),
+                _one_view(scenes.viewpoints, rows, views),
+                np.repeat(np.concatenate([scenes.targets[t] for t in names], 1)[rows], views, 0))
+            for p, rows in scenes.parts.items()}
+    training = dict(epochs=config.ceiling_epochs, patience=config.ceiling_patience,
+                    seed=config.seed)
+    curves = {}
+    for key, architecture in architectures.items():
+        readout = (fit_cnn(*data["fit"], *data["val"], **training) if architecture is None else
+                   fit_architecture(architecture, *data["fit"], *data["val"], **training))
+        predicted = readout.predict(*data["test"][:2])
+        curves[key] = readout.curve
+        for i, target in enumerate(names):
+            columns = slice(widths[i], widths[i + 1])
+            results.setdefault(target, {})[key], interval = _r2_with_interval(
+                predicted[:, columns], data["test"][2][:, columns], len(scenes.parts["test"]),
+                config)
+            if interval:
+                intervals.setdefault(target, {})[key] = interval
+        if bar is not None:
+            bar.update(1)
+    return curves
+
+
+def architecture_ceilings(dataset: SceneDataset, architectures: dict[str, GQNConfig],
+                          config: ProbeConfig = ProbeConfig(), progress: bool = True
+                          ) -> dict[str, Any]:
+    """The ceilings alone, for choosing a representation network before pretraining one
+    (``gqn-rl ceiling``): the CNN and each of ``architectures`` (name -> config) supervised
+    on ``dataset``'s scenes. Keys: ``config``, ``scenes``, ``state`` (target -> column -> R²),
+    ``state_interval``, ``ceiling_curves``."""
+    scenes = _load_scenes(dataset, config)
+    if scenes.targets is None:
+        raise ValueError(f"{dataset.path}: the {dataset.split} split has no ground truth, so "
+                         "there is nothing to supervise")
+    columns: dict[str, GQNConfig | None] = {CNN_CEILING: None}
+    columns.update({f"supervised {name} 1 view": architecture
+                    for name, architecture in architectures.items()})
+    results: dict[str, dict[str, float]] = {}
+    intervals: Intervals = {}
+    with tqdm(total=len(columns), desc="ceilings", disable=not progress, unit="fit") as bar:
+        curves = _ceilings(scenes, columns, config, results, intervals, bar)
+    return {"config": dataclasses.asdict(config),
+            "scenes": {p: int(len(rows)) for p, rows in scenes.parts.items()},
+            "architectures": {name: dataclasses.asdict(c) for name, c in architectures.items()},
+            "state": results, "state_interval": intervals, "ceiling_curves": curves}
 
 
 def _nearest_view(viewpoints: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -405,15 +434,15 @@ def probe(model: GQN, dataset: SceneDataset, config: ProbeConfig = ProbeConfig()
     model = model.eval()
     scenes = _load_scenes(dataset, config)
     targets = 0 if scenes.targets is None else len(scenes.targets)
-    sources = 5 + config.cnn  # gqn and fresh, each of 1 and K views; pixels; the CNN
-    bar = tqdm(total=2 + sources * targets + 4, desc="probe", disable=not progress,
-               unit="stage")
+    sources = 5  # gqn and fresh, each of 1 and K views; pixels
+    bar = tqdm(total=2 + sources * targets + 2 * config.cnn + 4, desc="probe",
+               disable=not progress, unit="stage")
     r = {}
     for name, encoder in (("gqn", model), ("fresh", fresh_like(model, config.seed))):
         r[name] = per_view_representations(encoder, scenes.images, scenes.viewpoints)
         bar.update(1)
-    state, intervals = (None, None) if scenes.targets is None else _state_probes(
-        scenes, r, config, bar)
+    state, intervals, curves = (None, None, {}) if scenes.targets is None else _state_probes(
+        scenes, r, model.config, config, bar)
     rows = scenes.parts["test"][:config.prediction_scenes]
     masks = foreground_masks(dataset, rows)
     error, surprise = _prediction_and_surprise(
@@ -426,7 +455,8 @@ def probe(model: GQN, dataset: SceneDataset, config: ProbeConfig = ProbeConfig()
     bar.close()
     return {"config": dataclasses.asdict(config),
             "scenes": {p: int(len(rows)) for p, rows in scenes.parts.items()},
-            "state": state, "state_interval": intervals, "prediction_error": error,
+            "state": state, "state_interval": intervals, "ceiling_curves": curves,
+            "prediction_error": error,
             "surprise": surprise,
             "context_count": count, "embedding": embedding, "_points": points}
 
@@ -470,6 +500,7 @@ def run_probe(checkpoint: Path, data: Path, out: Path, config: ProbeConfig = Pro
               split: str = "test", progress: bool = True) -> dict[str, Any]:
     """Probe the GQN in ``checkpoint`` on ``data``'s ``split``; writes ``out/probe.json``,
     ``out/report.md`` and PNGs; returns the figures."""
+    check_output_directory(Path(out))
     model = load_model(Path(checkpoint))
     dataset = SceneDataset(data, split)
     start = time.perf_counter()
@@ -488,6 +519,46 @@ def run_probe(checkpoint: Path, data: Path, out: Path, config: ProbeConfig = Pro
     return results
 
 
+def run_ceilings(data: Path, out: Path, representations: list[str], base: GQNConfig,
+                 config: ProbeConfig = ProbeConfig(), split: str = "test",
+                 progress: bool = True) -> dict[str, Any]:
+    """``gqn-rl ceiling``: :func:`architecture_ceilings` of the ``representations`` at
+    ``base``'s sizes (and the data's image size) on ``data``'s ``split``; writes
+    ``out/ceiling.json``, ``out/report.md`` and PNGs; returns the figures."""
+    out = Path(out)
+    check_output_directory(out)
+    dataset = SceneDataset(data, split)
+    architectures = {name: dataclasses.replace(base, representation=name,
+                                               image_size=dataset.image_size)
+                     for name in representations}
+    start = time.perf_counter()
+    results = architecture_ceilings(dataset, architectures, config, progress)
+    results.update(data=str(data), split=split, seconds=round(time.perf_counter() - start, 1),
+                   date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / CEILING_FILE,
+                 lambda f: f.write(json.dumps(results, indent=2).encode() + b"\n"))
+    _plot(results, {}, out)
+    lines = [f"# Ceilings of representation networks on `{data}` ({split} split)", "",
+             f"Scenes fit / val / test {results['scenes']['fit']} / {results['scenes']['val']} "
+             f"/ {results['scenes']['test']}; seed {config.seed}; {results['date']}, "
+             f"{results['seconds']} s. Each column is a network supervised end to end from one "
+             "view (and its viewpoint) to the scene's targets: what any GQN built on it could "
+             "at best put into `r`.", "", *_state_lines(results)]
+    atomic_write(out / REPORT_FILE, lambda f: f.write("\n".join(lines).encode()))
+    return results
+
+
+def check_output_directory(out: Path) -> None:
+    """Refuse, before any work, an output path that is a file or cannot be written."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file: --out takes a directory")
+    parent = out if out.exists() else next(p for p in out.parents if p.exists())
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"{parent} is not writable: cannot write the results under {out}")
+
+
 def _plot(results: dict[str, Any], points: dict[str, np.ndarray], out: Path) -> None:
     import matplotlib
 
@@ -499,25 +570,27 @@ def _plot(results: dict[str, Any], points: dict[str, np.ndarray], out: Path) -> 
         atomic_write(out / name, lambda f: figure.savefig(f, format="png"))
         plt.close(figure)
 
-    error = results["prediction_error"]
-    figure, axes = plt.subplots(figsize=(5, 3.2), dpi=100)
-    axes.plot(error["K"], error["gqn"], marker="o", label="GQN (prior sample)")
-    axes.plot(error["K"], error["nearest_view"], marker="s", label="nearest context view")
-    if error["gqn_objects"]:
-        axes.plot(error["K"], error["gqn_objects"], marker="o", ls="--", label="GQN, objects")
-        axes.plot(error["K"], error["nearest_view_objects"], marker="s", ls="--",
-                  label="nearest view, objects")
-    axes.set(xlabel="context views K", ylabel="MSE per pixel", title="held-out view error")
-    axes.legend()
-    save(figure, "prediction_error.png")
+    if "prediction_error" in results:
+        error = results["prediction_error"]
+        figure, axes = plt.subplots(figsize=(5, 3.2), dpi=100)
+        axes.plot(error["K"], error["gqn"], marker="o", label="GQN (prior sample)")
+        axes.plot(error["K"], error["nearest_view"], marker="s", label="nearest context view")
+        if error["gqn_objects"]:
+            axes.plot(error["K"], error["gqn_objects"], marker="o", ls="--", label="GQN, objects")
+            axes.plot(error["K"], error["nearest_view_objects"], marker="s", ls="--",
+                      label="nearest view, objects")
+        axes.set(xlabel="context views K", ylabel="MSE per pixel", title="held-out view error")
+        axes.legend()
+        save(figure, "prediction_error.png")
 
-    figure, panels = plt.subplots(1, len(points), figsize=(4 * len(points), 3.6), dpi=100)
-    for axes, (name, xy) in zip(np.atleast_1d(panels), points.items(), strict=True):
-        views = len(xy) // results["config"]["embedding_scenes"] or 1
-        axes.scatter(xy[:, 0], xy[:, 1], c=np.arange(len(xy)) // views, cmap="tab10", s=14)
-        axes.set(title=f"{name}: silhouette {results['embedding'][f'{name}_silhouette']:.2f}",
-                 xlabel="PC 1", ylabel="PC 2")
-    save(figure, "embedding.png")
+    if points:
+        figure, panels = plt.subplots(1, len(points), figsize=(4 * len(points), 3.6), dpi=100)
+        for axes, (name, xy) in zip(np.atleast_1d(panels), points.items(), strict=True):
+            views = len(xy) // results["config"]["embedding_scenes"] or 1
+            axes.scatter(xy[:, 0], xy[:, 1], c=np.arange(len(xy)) // views, cmap="tab10", s=14)
+            axes.set(title=f"{name}: silhouette {results['embedding'][f'{name}_silhouette']:.2f}",
+                     xlabel="PC 1", ylabel="PC 2")
+        save(figure, "embedding.png")
 
     if results["state"]:
         targets = list(results["state"])
@@ -532,6 +605,42 @@ def _plot(results: dict[str, Any], points: dict[str, np.ndarray], out: Path) -> 
         axes.legend(fontsize=6, ncol=2)
         save(figure, "state_probes.png")
 
+    if results.get("ceiling_curves"):
+        figure, axes = plt.subplots(figsize=(6, 3.6), dpi=100)
+        for name, curve in results["ceiling_curves"].items():
+            axes.plot(np.arange(1, len(curve) + 1), curve, marker=".", label=name)
+        axes.set(xlabel="epoch", ylabel="validation loss (standardised MSE)",
+                 title="the ceilings' training: each stops once it stops improving")
+        axes.legend(fontsize=7)
+        save(figure, "ceiling_curves.png")
+
+
+def _state_lines(results: dict[str, Any]) -> list[str]:
+    """The report's state-probe table (with intervals) and the ceilings' training."""
+    columns = list(next(iter(results["state"].values())))
+    lines = ["## State probes (R² on test scenes, 95% bootstrap interval over scenes)", "",
+             "| target | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
+    intervals = results.get("state_interval") or {}
+
+    def cell(target: str, column: str) -> str:
+        low_high = intervals.get(target, {}).get(column)
+        value = f"{results['state'][target].get(column, float('nan')):.2f}"
+        return f"{value} [{low_high[0]:.2f}, {low_high[1]:.2f}]" if low_high else value
+
+    lines += [f"| {t} | " + " | ".join(cell(t, c) for c in columns) + " |"
+              for t in results["state"]]
+    lines += ["", "![state probes](state_probes.png)", ""]
+    if results.get("ceiling_curves"):
+        lines += ["## Ceilings", "", "Each supervised on every view of the fit scenes (all "
+                  "targets at once, standardised), stopped once its validation loss went "
+                  f"{results['config']['ceiling_patience']} epochs without improving:", ""]
+        other = "that representation network, fresh, supervised with the MLP readout"
+        lines += [f"- `{name}` ({CEILINGS.get(name, other)}): {len(curve)} epochs, best "
+                  f"validation loss {min(curve):.3f} at epoch {int(np.argmin(curve)) + 1}"
+                  for name, curve in results["ceiling_curves"].items()]
+        lines += ["", "![ceiling curves](ceiling_curves.png)", ""]
+    return lines
+
 
 def report_markdown(results: dict[str, Any]) -> str:
     """``report.md`` of a probe's figures."""
@@ -542,20 +651,7 @@ def report_markdown(results: dict[str, Any]) -> str:
              f"{results.get('date', '')}, {results.get('seconds', '?')} s. `fresh` is the same "
              "architecture freshly initialised; `pixels` raw pixels with the viewpoint.", ""]
     if results["state"]:
-        columns = list(next(iter(results["state"].values())))
-        lines += ["## State probes (R² on test scenes, 95% bootstrap interval over scenes)", "",
-                  "| target | " + " | ".join(columns) + " |",
-                  "| --- |" + " ---: |" * len(columns)]
-        intervals = results.get("state_interval") or {}
-
-        def cell(target: str, column: str) -> str:
-            low_high = intervals.get(target, {}).get(column)
-            value = f"{results['state'][target].get(column, float('nan')):.2f}"
-            return f"{value} [{low_high[0]:.2f}, {low_high[1]:.2f}]" if low_high else value
-
-        lines += [f"| {t} | " + " | ".join(cell(t, c) for c in columns) + " |"
-                  for t in results["state"]]
-        lines += ["", "![state probes](state_probes.png)", ""]
+        lines += _state_lines(results)
     else:
         lines += ["No ground truth in this dataset: no state probes.", ""]
     error = results["prediction_error"]

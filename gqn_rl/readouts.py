@@ -1,8 +1,9 @@
 """Readouts that probes fit on frozen features: ridge regression, an early-stopped MLP, a small
-supervised CNN (the ceiling), a linear classifier, and the scores that judge them.
+supervised CNN (the ceiling of the pixels), a GQN representation network supervised end to end
+(the ceiling of an architecture), a linear classifier, and the scores that judge them.
 
 Every readout is fitted on one set of scenes, chooses its regularisation or stops early on a
-second, and is scored on a third; nothing here knows about GQNs. Targets may hold NaN rows
+second, and is scored on a third. Targets may hold NaN rows
 (an object a scene does not have): those rows are left out of fitting and scoring.
 """
 
@@ -10,10 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from gqn.config import GQNConfig
+from gqn.representation import make_representation
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 """Maps features ``[N, D]`` (or images) to predictions ``[N, T]``."""
@@ -106,12 +111,15 @@ def _seeded(seed: int, make: Callable[[], nn.Module]) -> nn.Module:
 def _train_early_stopped(model: nn.Module, inputs_fit: torch.Tensor, y_fit: torch.Tensor,
                          inputs_val: torch.Tensor, y_val: torch.Tensor, *, epochs: int,
                          patience: int, batch_size: int, lr: float, seed: int,
-                         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+                         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+                         ) -> list[float]:
     """Adam on minibatches; keeps the weights of the epoch with the lowest validation loss and
-    stops after ``patience`` epochs without improvement."""
+    stops after ``patience`` epochs without improvement. Returns the validation loss of every
+    epoch run (the curve that shows whether it converged)."""
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
     best, best_state, waited = float("inf"), None, 0
+    curve: list[float] = []
     for _ in range(epochs):
         model.train()
         order = torch.randperm(len(y_fit), generator=generator)
@@ -122,7 +130,10 @@ def _train_early_stopped(model: nn.Module, inputs_fit: torch.Tensor, y_fit: torc
             optimiser.step()
         model.eval()
         with torch.no_grad():
-            val = float(loss_fn(model(inputs_val), y_val))
+            predicted = torch.cat([model(inputs_val[rows])
+                                   for rows in torch.arange(len(y_val)).split(512)])
+            val = float(loss_fn(predicted, y_val))
+        curve.append(val)
         if val < best - 1e-6:
             best, waited = val, 0
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -133,6 +144,7 @@ def _train_early_stopped(model: nn.Module, inputs_fit: torch.Tensor, y_fit: torc
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
+    return curve
 
 
 def fit_mlp(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
@@ -197,13 +209,43 @@ def _masked_mse(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (predicted - target.nan_to_num()).pow(2)[known].mean()
 
 
-def fit_cnn(images_fit: np.ndarray, extra_fit: np.ndarray, y_fit: np.ndarray,
-            images_val: np.ndarray, extra_val: np.ndarray, y_val: np.ndarray, *,
-            epochs: int = 60, patience: int = 15, batch_size: int = 64, lr: float = 1e-3,
-            seed: int = 0) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """A small CNN supervised on uint8 images ``[N, H, W, 3]`` plus ``extra`` features (the
-    viewpoint), early-stopped: the ceiling of what a readout can find in the pixels. Targets
-    ``[N, T]`` may hold NaN entries (left out of the loss)."""
+@dataclass
+class ImageReadout:
+    """A network supervised on images and extra features, and how its training went."""
+
+    predict: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    """uint8 images ``[N, H, W, 3]`` and extra features ``[N, E]`` -> predictions ``[N, T]``."""
+    curve: list[float]
+    """Validation loss (standardised MSE) of every epoch; training stopped at the end of it."""
+
+
+class _ArchitectureReadout(nn.Module):
+    """A GQN representation network with the MLP readout of :func:`fit_mlp` on its flattened
+    output, standardised as that readout standardises its features (batch statistics):
+    ``([N, 3, H, W], [N, 7]) -> [N, T]``. Without the standardisation the readout sees
+    features that vary by a few percent of their mean and training stalls at the mean."""
+
+    def __init__(self, representation: nn.Module, r_features: int, outputs: int,
+                 hidden: int = 256) -> None:
+        super().__init__()
+        self.representation = representation
+        self.head = nn.Sequential(nn.BatchNorm1d(r_features, affine=False),
+                                  nn.Linear(r_features, hidden), nn.ReLU(),
+                                  nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, outputs))
+
+    def forward(self, inputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        images, viewpoints = inputs
+        return self.head(self.representation(images, viewpoints).flatten(1))
+
+
+def fit_image_model(make_model: Callable[[int], nn.Module], images_fit: np.ndarray,
+                    extra_fit: np.ndarray, y_fit: np.ndarray, images_val: np.ndarray,
+                    extra_val: np.ndarray, y_val: np.ndarray, *, epochs: int = 60,
+                    patience: int = 15, batch_size: int = 64, lr: float = 1e-3,
+                    seed: int = 0) -> ImageReadout:
+    """Supervise ``make_model(outputs)`` (taking ``(images [N, 3, H, W] in [0, 1], extra)``) on
+    uint8 images ``[N, H, W, 3]`` plus ``extra`` features, early-stopped on the validation set.
+    Targets ``[N, T]`` may hold NaN entries (left out of the loss)."""
     y_scaler = _Standardiser(np.nanmean(y_fit, 0), np.nanstd(y_fit, 0) + 1e-6)
 
     def rows(images: np.ndarray, extra: np.ndarray) -> _Rows:
@@ -213,22 +255,44 @@ def fit_cnn(images_fit: np.ndarray, extra_fit: np.ndarray, y_fit: np.ndarray,
     def tensor(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(y_scaler(a), dtype=torch.float32)
 
-    model = _seeded(seed, lambda: _SmallCNN(images_fit.shape[1], extra_fit.shape[1],
-                                            y_fit.shape[1]))
-    validation = rows(images_val, extra_val)
-    _train_early_stopped(model, rows(images_fit, extra_fit), tensor(y_fit),
-                         validation[torch.arange(len(images_val))], tensor(y_val),
-                         epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
-                         seed=seed, loss_fn=_masked_mse)
+    model = _seeded(seed, lambda: make_model(y_fit.shape[1]))
+    curve = _train_early_stopped(model, rows(images_fit, extra_fit), tensor(y_fit),
+                                 rows(images_val, extra_val), tensor(y_val), epochs=epochs,
+                                 patience=patience, batch_size=batch_size, lr=lr, seed=seed,
+                                 loss_fn=_masked_mse)
 
     def predict(images: np.ndarray, extra: np.ndarray) -> np.ndarray:
         data = rows(images, extra)
         with torch.no_grad():
-            out = torch.cat([model(data[torch.arange(i, min(i + 256, len(images)))])
-                             for i in range(0, len(images), 256)]).numpy()
+            out = torch.cat([model(data[rows_]) for rows_ in
+                             torch.arange(len(images)).split(256)]).numpy()
         return out * y_scaler.scale + y_scaler.mean
 
-    return predict
+    return ImageReadout(predict, curve)
+
+
+def fit_cnn(images_fit: np.ndarray, extra_fit: np.ndarray, y_fit: np.ndarray,
+            images_val: np.ndarray, extra_val: np.ndarray, y_val: np.ndarray,
+            **training: Any) -> ImageReadout:
+    """A small CNN supervised on uint8 images ``[N, H, W, 3]`` plus ``extra`` features (the
+    viewpoint), trained until the validation loss stops improving: the reference ceiling of
+    what the pixels hold (:func:`fit_image_model` for the training arguments)."""
+    return fit_image_model(
+        lambda outputs: _SmallCNN(images_fit.shape[1], extra_fit.shape[1], outputs),
+        images_fit, extra_fit, y_fit, images_val, extra_val, y_val, **training)
+
+
+def fit_architecture(config: GQNConfig, images_fit: np.ndarray, viewpoints_fit: np.ndarray,
+                     y_fit: np.ndarray, images_val: np.ndarray, viewpoints_val: np.ndarray,
+                     y_val: np.ndarray, **training: Any) -> ImageReadout:
+    """The architecture's own ceiling: ``config``'s representation network, freshly
+    initialised, trained end to end with the MLP readout from one view ``[N, H, W, 3]`` and
+    its viewpoint ``[N, 7]`` to the targets. What any GQN with this network could at best put
+    into ``r`` (:func:`fit_image_model` for the training arguments)."""
+    r_features = config.r_dim * config.r_size ** 2
+    return fit_image_model(
+        lambda outputs: _ArchitectureReadout(make_representation(config), r_features, outputs),
+        images_fit, viewpoints_fit, y_fit, images_val, viewpoints_val, y_val, **training)
 
 
 def fit_linear_classifier(x_fit: np.ndarray, labels_fit: np.ndarray, x_val: np.ndarray,

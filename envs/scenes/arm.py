@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import mujoco
@@ -254,6 +255,17 @@ class ArmFamily(SceneFamily[ArmSpec]):
             "wall_colour": list(spec.wall_colour),
             "table_colour": list(spec.table_colour),
         }
+
+
+    def probe_targets(self, truth: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Hand and target positions (world xyz), joint angles (sin, cos), wall and floor
+        colours."""
+        angles = np.asarray(truth["joint_angles"], dtype=np.float64)
+        return {"hand_position": np.asarray(truth["hand_position"]),
+                "target_position": np.asarray(truth["target_position"]),
+                "joint_angles": np.concatenate([np.sin(angles), np.cos(angles)]),
+                "wall_colour": np.asarray(truth["wall_colour"]),
+                "floor_colour": np.asarray(truth["floor_colour"])}
 
 
 FAMILY = ArmFamily()

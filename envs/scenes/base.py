@@ -61,6 +61,12 @@ class SceneFamily(abc.ABC, Generic[SpecT]):
         """JSON-serialisable ground truth of the scene (shapes, colours, positions, ...)."""
 
     @abc.abstractmethod
+    def probe_targets(self, truth: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """What a probe should read from images of a scene, by name: float vectors ``[T]``
+        computed from :meth:`truth` (as a dataset stores it), each one that the views could
+        show (NaN where the scene lacks the thing)."""
+
+    @abc.abstractmethod
     def apply(self, spec: SpecT, model: mujoco.MjModel) -> None:
         """Write ``spec`` into a model compiled from :meth:`xml` of any spec of this family.
 

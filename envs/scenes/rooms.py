@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import mujoco
@@ -295,6 +296,22 @@ class RoomsFamily(SceneFamily[RoomSpec]):
                          "yaw": o.yaw, "colour": list(o.colour), "footprint": o.footprint}
                         for o in spec.objects],
         }
+
+
+    def probe_targets(self, truth: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Position (x, y) and colour of objects 0-2 numbered west to east (by x: the truth's
+        order is arbitrary, so it could not be read from images; NaN where the room has
+        fewer), wall and floor colours."""
+        targets = {}
+        objects = sorted(truth["objects"], key=lambda o: o["position"][0])
+        for i in range(3):
+            obj = objects[i] if i < len(objects) else None
+            targets[f"object_{i}_position"] = (np.asarray(obj["position"][:2]) if obj
+                                               else np.full(2, np.nan))
+            targets[f"object_{i}_colour"] = (np.asarray(obj["colour"]) if obj
+                                             else np.full(3, np.nan))
+        return {**targets, "wall_colour": np.asarray(truth["wall_colour"]),
+                "floor_colour": np.asarray(truth["floor_colour"])}
 
 
 FAMILIES = (

@@ -8,6 +8,7 @@ the origin, on a plain black background.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import mujoco
@@ -115,6 +116,19 @@ class ShepardMetzlerFamily(SceneFamily[ShepardMetzlerSpec]):
             "cubes": [{"cell": list(c), "position": jsonable(p), "colour": list(rgb)}
                       for c, p, rgb in zip(spec.cells, spec.positions, spec.colours, strict=True)],
         }
+
+
+    def probe_targets(self, truth: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """The object's shape and orientation as the second moments of its cubes' positions
+        about their centre (xx, yy, zz, xy, xz, yz), and the mean cube colour: the truth lists
+        the cubes in the order they were stacked, from one end of the object or the other,
+        so per-cube targets could not be read from images."""
+        positions = np.asarray([c["position"] for c in truth["cubes"]], dtype=np.float64)
+        centred = positions - positions.mean(0)
+        moments = centred.T @ centred / len(centred)  # [3, 3]
+        rows, cols = (0, 1, 2, 0, 0, 1), (0, 1, 2, 1, 2, 2)
+        return {"shape_moments": moments[rows, cols],
+                "mean_colour": np.asarray([c["colour"] for c in truth["cubes"]]).mean(0)}
 
 
 FAMILIES = (

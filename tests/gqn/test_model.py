@@ -10,7 +10,8 @@ from gqn.cores import ConvLSTMCore, tiled_conv2d
 from gqn.losses import gaussian_kl, gaussian_nll
 
 SIZE, B, K = 16, 2, 3
-VARIANTS = list(itertools.product(["pool", "tower", "pyramid"], [True, False]))
+VARIANTS = list(itertools.product(["pool", "tower", "pyramid", "spatial", "keypoints"],
+                                  [True, False]))
 
 
 def tiny_config(representation: str = "pool", shared_core: bool = True, **kw) -> GQNConfig:
@@ -42,7 +43,7 @@ def test_shapes_of_every_variant(representation: str, shared: bool) -> None:
 
     r = model.represent(cx, cv)
     assert r.shape == (B, 16, config.r_size, config.r_size)
-    assert config.r_size == (SIZE // 4 if representation == "tower" else 1)
+    assert config.r_size == (SIZE // 4 if representation in ("tower", "spatial") else 1)
     assert model.generate(cx, cv, qv).shape == (B, 3, SIZE, SIZE)
     assert model.reconstruct(cx, cv, qx, qv).shape == (B, 3, SIZE, SIZE)
     trace = model.infer(r, qx, qv)

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ from agents.cli import main
 from gqn import GQNConfig, TrainConfig
 from gqn.checkpoint import load_checkpoint, load_model
 from gqn.schedules import learning_rate, pixel_sigma
-from gqn.train import NonFiniteLossError, pretrain
+from gqn.train import NonFiniteLossError, autocast, missing_bf16_support, pretrain
 from tests.gqn.conftest import write_synthetic_dataset
 
 MODEL = GQNConfig(image_size=16, representation="pool", r_dim=16, h_dim=8, z_dim=4, L=2,
@@ -132,3 +133,46 @@ def test_two_cpu_processes_train_with_ddp(tmp_path: Path) -> None:
     assert state["step"] == 2
     assert len(state["rng"]["batches"]) == 2, "one batch stream per process"
     assert state["rng"]["batches"][0] != state["rng"]["batches"][1]
+
+
+def test_kl_weight_scales_the_kl_of_the_training_loss(dataset: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``kl_weight`` the optimiser minimises ``nll + w kl``; the logged loss stays the
+    ELBO's, so runs of different weights compare."""
+    seen = []
+    backward = torch.Tensor.backward
+
+    def record(loss: torch.Tensor, *args, **kwargs) -> None:
+        seen.append(float(loss.detach()))
+        backward(loss, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "backward", record)
+    result = pretrain(dataset, tmp_path / "run", MODEL,
+                      dataclasses.replace(TRAIN, kl_weight=3.0), until=2, progress=False)
+    history = result.history
+    assert len(seen) == 2
+    for loss, h in zip(seen, history, strict=True):
+        assert h["loss"] == pytest.approx(h["nll"] + h["kl"], rel=1e-5)
+        assert loss == pytest.approx(h["nll"] + 3.0 * h["kl"], rel=1e-5)
+    with pytest.raises(ValueError, match="kl_weight must be > 0"):
+        TrainConfig(kl_weight=0.0)
+
+
+def test_bf16_runs_where_supported_and_is_refused_by_name_elsewhere(dataset: Path,
+                                                                     tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig(precision="fp16")
+    bf16 = dataclasses.replace(TRAIN, precision="bf16")
+    missing = missing_bf16_support("cpu")
+    if missing is None:
+        result = pretrain(dataset, tmp_path / "run", MODEL, bf16, until=2, progress=False)
+        assert all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history)
+        with autocast("cpu", "bf16"):
+            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    else:
+        assert "AVX512-BF16" in missing
+        with pytest.raises(ValueError, match="precision bf16: this CPU has neither"):
+            pretrain(dataset, tmp_path / "run", MODEL, bf16, until=2, progress=False)
+        assert not (tmp_path / "run").exists()  # refused before anything was written
+    with autocast("cpu", "fp32"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32

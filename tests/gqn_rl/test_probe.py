@@ -18,6 +18,7 @@ from gqn_rl.datagen import GenerateConfig, generate
 from gqn_rl.probe import ProbeConfig, probe, state_targets
 from gqn_rl.readouts import (
     bootstrap_r2,
+    fit_architecture,
     fit_cnn,
     fit_linear_classifier,
     fit_mlp,
@@ -72,10 +73,34 @@ def test_cnn_reads_a_colour_from_images_and_not_noise() -> None:
     images = np.clip(images + RNG.integers(0, 20, images.shape), 0, 255).astype(np.uint8)
     extra = np.zeros((300, 1), np.float32)
     for target, low in ((y, 0.8), (RNG.normal(size=(300, 1)), None)):
-        predict = fit_cnn(images[:180], extra[:180], target[:180], images[180:240],
+        readout = fit_cnn(images[:180], extra[:180], target[:180], images[180:240],
                           extra[180:240], target[180:240], epochs=40)
-        score = r2_score(predict(images[240:], extra[240:]), target[240:])
+        score = r2_score(readout.predict(images[240:], extra[240:]), target[240:])
         assert score >= low if low is not None else score < 0.15, score
+        assert 1 <= len(readout.curve) <= 40 and all(np.isfinite(readout.curve))
+
+
+def dot_images(n: int, size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Grey images with one white 2x2 dot each, and the dot's (row, column) in [0, 1]."""
+    corners = RNG.integers(0, size - 1, (n, 2))
+    images = np.full((n, size, size, 3), 60, np.uint8)
+    for image, (row, col) in zip(images, corners, strict=True):
+        image[row:row + 2, col:col + 2] = 255
+    return images, (corners / (size - 2)).astype(np.float32)
+
+
+def test_architecture_ceiling_finds_where_a_dot_is_and_nothing_in_noise() -> None:
+    """A representation network supervised end to end (the probe's architecture ceiling)
+    reads where a small dot is, and finds nothing in targets that are noise."""
+    images, where = dot_images(1000)
+    viewpoints = np.zeros((1000, 7), np.float32)
+    config = GQNConfig(image_size=16, representation="spatial", r_dim=8, h_dim=4, z_dim=2, L=1)
+    for target, planted in ((where, True), (RNG.normal(size=(1000, 2)).astype(np.float32), False)):
+        readout = fit_architecture(config, images[:700], viewpoints[:700], target[:700],
+                                   images[700:850], viewpoints[700:850], target[700:850],
+                                   epochs=25, patience=4)
+        score = r2_score(readout.predict(images[850:], viewpoints[850:]), target[850:])
+        assert score > 0.8 if planted else score < 0.2, (planted, score)
 
 
 def test_linear_classifier_and_silhouette() -> None:
@@ -237,3 +262,20 @@ def test_pretraining_logs_quick_probes_without_changing_the_run(tmp_path: Path) 
     logged = [line for line in lines if "probe/r2_wall_colour" in line]
     assert [line["step"] for line in logged] == [2, 4]
     assert {"probe/mse_gqn_K1", "probe/surprise_other_scene"} <= set(logged[0])
+
+
+def test_cli_ceiling_writes_each_architecture_and_the_cnn(tmp_path: Path, capsys) -> None:
+    data = write_arm_like_dataset(tmp_path / "data")
+    out = tmp_path / "ceiling"
+    assert main(["ceiling", "--data", str(data), "--out", str(out), "--representation", "pool",
+                 "spatial", "--scenes", "60", "--patience", "2", "--no-progress"]) == 0
+    results = json.loads((out / "ceiling.json").read_text())
+    columns = {"supervised CNN 1 view", "supervised pool 1 view", "supervised spatial 1 view"}
+    assert set(results["state"]["wall_colour"]) == columns == set(results["ceiling_curves"])
+    assert results["state"]["wall_colour"]["supervised CNN 1 view"] > 0.5  # planted
+    assert "| wall_colour |" in (out / "report.md").read_text()
+    assert (out / "ceiling_curves.png").is_file() and "wall_colour" in capsys.readouterr().out
+    (tmp_path / "file").write_text("")
+    # a file as --out is refused before any fit
+    assert main(["ceiling", "--data", str(data), "--out", str(tmp_path / "file")]) == 2
+    assert "is a file: --out takes a directory" in capsys.readouterr().err
