@@ -98,7 +98,8 @@ def _export(args: argparse.Namespace) -> int:
 def _probe(args: argparse.Namespace) -> int:
     from gqn_rl.probe import REPORT_FILE, ProbeConfig, run_probe
 
-    config = _with_given(ProbeConfig(), scenes=args.scenes, seed=args.seed)
+    config = _with_given(ProbeConfig(), scenes=args.scenes, seed=args.seed,
+                         views_per_scene=args.views_per_scene)
     config = dataclasses.replace(config, mlp=not args.no_mlp, cnn=not args.no_cnn)
     results = run_probe(args.checkpoint, args.data, args.out, config, split=args.split,
                         progress=not args.no_progress)
@@ -164,6 +165,8 @@ def _add_probe(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, required=True, help="dataset directory")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--scenes", type=_positive_int, help="scenes probed (default 1000)")
+    p.add_argument("--views-per-scene", type=_positive_int,
+                   help="views of each scene used as one-view samples (default 4)")
     p.add_argument("--split", default="test", help="dataset split (default test)")
     p.add_argument("--seed", type=_non_negative_int, help="seed (default 0)")
     p.add_argument("--no-mlp", action="store_true", help="ridge probes only")
@@ -617,9 +620,12 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from agents.report import write_report
+    from agents.report import publish, write_report
 
     print(f"wrote {write_report(args.out)}")
+    if args.publish:
+        written = publish(args.out, args.publish)
+        print(f"published {len(written)} files to {args.publish}")
     return 0
 
 
@@ -662,9 +668,13 @@ def _add_benchmark(commands: argparse._SubParsersAction) -> None:
         "report", help="the benchmark's report.md and PNGs",
         description="Normalised scores (random 0, state oracle 100), IQM with stratified-"
                     "bootstrap CIs and probability of improvement over pixels (rliable), "
-                    "sample-efficiency curves, steps and wall time to 50%% and 80%% of the "
+                    "sample-efficiency curves, steps and wall time to 50% and 80% of the "
                     "oracle's score, camera shift: OUT/report.md.")
     r.add_argument("out", type=Path, metavar="DIR", help="directory of gqn-rl benchmark")
+    r.add_argument("--publish", type=Path, metavar="DEST",
+                   help="also copy the report, results.csv, PNGs and each finished run's "
+                        "light records (result.json, eval/evaluations.npz, wall.json) to DEST: "
+                        "a copy of DEST resumes with gqn-rl benchmark --out on a fresh machine")
     r.set_defaults(run=_report)
 
 

@@ -22,11 +22,14 @@ from agents.benchmark import (
     CAMERA_SHIFTS,
     ORACLE,
     REFERENCE,
+    RESULT_FILE,
+    RESULTS_CSV,
     Cell,
     normalized_score,
     results,
     rows,
 )
+from agents.train import WALL_FILE
 from gqn.fileio import atomic_write
 
 matplotlib.use("Agg")
@@ -167,6 +170,35 @@ def write_report(root: Path) -> Path:
     path = root / REPORT_FILE
     atomic_write(path, lambda f: f.write("\n".join(lines).encode()))
     return path
+
+
+LIGHT_RECORDS = (RESULT_FILE, "eval/evaluations.npz", WALL_FILE)
+"""Each finished run's files that ``gqn-rl report`` reads and ``gqn-rl benchmark`` needs to
+skip the run (its models, replay buffers and TensorBoard logs stay behind)."""
+
+
+def publish(root: Path, dest: Path) -> list[Path]:
+    """Copy a grid's report (``report.md``, ``results.csv``, PNGs) and each finished run's
+    :data:`LIGHT_RECORDS` from ``root`` to ``dest``, in the same layout, each file atomically;
+    returns the files written. A copy of ``dest`` is a grid directory that ``gqn-rl
+    benchmark --out`` resumes (finished runs skipped) and ``gqn-rl report`` reads."""
+    root, dest = Path(root), Path(dest)
+    if dest.resolve() == root.resolve():
+        raise ValueError(f"--publish {dest} is the grid directory itself")
+    if dest.exists() and not dest.is_dir():
+        raise ValueError(f"--publish {dest} is a file: it takes a directory")
+    files = [root / REPORT_FILE, root / RESULTS_CSV, *sorted(root.glob("*.png"))]
+    for result in sorted(root.glob(f"runs/*/*/*/seed*/{RESULT_FILE}")):
+        files += [result.parent / name for name in LIGHT_RECORDS]
+    written = []
+    for source in files:
+        if source.is_file():
+            target = dest / source.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            data = source.read_bytes()
+            atomic_write(target, lambda f, data=data: f.write(data))
+            written.append(target)
+    return written
 
 
 def _section(root: Path, env: str, track: str, demos: int,

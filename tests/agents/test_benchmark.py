@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,21 @@ def test_rl_grid_normalises_skips_finished_runs_and_resumes_an_interrupted_one(
         assert png.stat().st_size > 0
     assert {p.name for p in tmp_path.glob("*.png")} == {"scores_MentalRotation-v0_rl.png",
                                                         "curves_MentalRotation-v0_rl.png"}
+
+    # published: the report and each run's light records; a copy resumes with nothing to run
+    published = tmp_path.parent / "published"
+    assert main(["report", str(tmp_path), "--publish", str(published)]) == 0
+    assert {p.name for p in published.iterdir()} == {
+        "report.md", "results.csv", "runs", "scores_MentalRotation-v0_rl.png",
+        "curves_MentalRotation-v0_rl.png"}
+    assert {p.name for p in published.glob("runs/*/*/*/seed*/*")} == {
+        "result.json", "wall.json", "eval"}
+    assert not list(published.glob("runs/**/*.zip"))  # models stay behind
+    fresh = tmp_path.parent / "fresh-machine"
+    shutil.copytree(published, fresh)
+    run_benchmark(config, fresh, progress=False)
+    assert len(read_rows(fresh / "results.csv")) == 6
+    assert not list(fresh.glob("runs/**/*.zip")), "a published run was trained again"
 
 
 def test_bc_track_clones_the_scripted_policy_in_parallel_workers(tmp_path: Path) -> None:
