@@ -182,10 +182,11 @@ PRESETS: dict[str, Preset] = {
     "cpu-spatial": Preset(
         GQNConfig(image_size=32, representation="spatial", r_dim=64, h_dim=32, z_dim=8,
                   L=4, shared_core=True),
-        TrainConfig(steps=8_000, batch_size=32, log_every=50, eval_every=500,
+        TrainConfig(steps=8_000, batch_size=32, sigma_end=0.35, log_every=50, eval_every=500,
                     checkpoint_every=250),
         "cpu-small with the spatial representation (a full-resolution stem before the tower: "
-        "an 8x8 r that keeps where small objects are), 8k steps: docs/encoders.md.",
+        "an 8x8 r that keeps where small objects are), final pixel sigma 0.35, 8k steps: "
+        "docs/encoders.md.",
     ),
 }
 

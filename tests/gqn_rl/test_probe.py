@@ -16,7 +16,7 @@ from gqn.config import TrainConfig
 from gqn.data import DatasetWriter, SceneDataset
 from gqn_rl.datagen import GenerateConfig, generate
 from gqn_rl.probe import ProbeConfig, probe, state_targets
-from gqn_rl.readouts import (
+from gqn_rl.probe.readouts import (
     bootstrap_r2,
     fit_architecture,
     fit_cnn,
@@ -209,7 +209,7 @@ def test_cli_probe_writes_json_report_and_plots(tmp_path: Path) -> None:
 
 
 def test_foreground_masks_cover_the_objects_of_generated_scenes(tmp_path: Path) -> None:
-    from gqn_rl.foreground import foreground_masks
+    from gqn_rl.probe.foreground import foreground_masks
 
     data = generate(GenerateConfig(scene="arm", scenes=2, test_scenes=2, size=32, views=3),
                     tmp_path / "arm", progress=False)
@@ -225,7 +225,7 @@ def test_foreground_masks_cover_the_objects_of_generated_scenes(tmp_path: Path) 
 
 
 def test_foreground_masks_refuse_images_that_do_not_match(tmp_path: Path) -> None:
-    from gqn_rl.foreground import foreground_masks
+    from gqn_rl.probe.foreground import foreground_masks
 
     data = generate(GenerateConfig(scene="rooms_free", scenes=1, test_scenes=1, size=16,
                                    views=2), tmp_path / "rooms", progress=False)
@@ -239,7 +239,7 @@ def test_foreground_masks_refuse_images_that_do_not_match(tmp_path: Path) -> Non
 def test_foreground_masks_accept_scenes_loaded_out_of_order(tmp_path: Path) -> None:
     """Scene 0 written into the model compiled from scene 59 rounds a few pixels differently
     (regression: the probe's shuffled scenes were refused)."""
-    from gqn_rl.foreground import foreground_masks
+    from gqn_rl.probe.foreground import foreground_masks
 
     data = generate(GenerateConfig(scene="shepard_metzler_7", scenes=1, test_scenes=60, size=32),
                     tmp_path / "sm", progress=False)

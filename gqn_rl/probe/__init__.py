@@ -1,0 +1,39 @@
+"""``gqn-rl probe``: what a GQN's scene representation holds, each figure next to baselines
+measured in the same run (DESIGN, tier 1 of judging a representation), and ``gqn-rl ceiling``
+(tier 0: what a representation network could hold at best, before pretraining).
+
+On scenes of a dataset's test split (split by scene into fit, validation and test parts):
+
+- **State probes**: ridge and MLP readouts from ``r`` of one view and of K views to the
+  family's ground truth (each :class:`envs.scenes.SceneFamily` declares its
+  ``probe_targets``), R² on the test scenes; baselines: the same architecture freshly
+  initialised, raw pixels with the viewpoint, and two ceilings, a CNN and the GQN's own
+  representation network, each supervised end to end until it stops improving.
+- **Prediction error** of a held-out view against the number of context views, next to
+  copying the nearest context view, on the whole image and on the objects' pixels
+  (:mod:`gqn_rl.probe.foreground`; datasets rendered by ``gqn-rl data generate``).
+- **Surprise**: KL(posterior || prior) of a view given its own scene's ``r`` and another's.
+- **Context count**: a linear classifier of how many views were summed into ``r``.
+- **Embedding**: per-view ``r`` of a few scenes in 2-D (PCA), with the silhouette by scene.
+
+Modules: :mod:`~gqn_rl.probe.scenes` (config, scenes, targets), :mod:`~gqn_rl.probe.readouts`
+(the readouts and their scores), :mod:`~gqn_rl.probe.measures` (the measurements and
+:func:`probe`), :mod:`~gqn_rl.probe.quick` (:class:`QuickProbe`, for pretraining) and
+:mod:`~gqn_rl.probe.report` (the files).
+"""
+
+from gqn_rl.probe.measures import architecture_ceilings, probe
+from gqn_rl.probe.quick import QuickProbe
+from gqn_rl.probe.report import (
+    CEILING_FILE,
+    PROBE_FILE,
+    REPORT_FILE,
+    report_markdown,
+    run_ceilings,
+    run_probe,
+)
+from gqn_rl.probe.scenes import ProbeConfig, fresh_like, per_view_representations, state_targets
+
+__all__ = ["CEILING_FILE", "PROBE_FILE", "REPORT_FILE", "ProbeConfig", "QuickProbe",
+           "architecture_ceilings", "fresh_like", "per_view_representations", "probe",
+           "report_markdown", "run_ceilings", "run_probe", "state_targets"]

@@ -1,0 +1,291 @@
+"""The probe's measurements, each next to its baselines: state probes and their two ceilings,
+held-out view error, surprise, context count and embedding; :func:`probe` runs them all."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from gqn import GQN, GQNConfig
+from gqn.data import SceneDataset
+from gqn.seeding import derive_rng, derive_seed
+from gqn_rl.probe.foreground import foreground_masks
+from gqn_rl.probe.readouts import (
+    fit_architecture,
+    fit_cnn,
+    fit_linear_classifier,
+    fit_mlp,
+    fit_ridge,
+    pca_2d,
+    silhouette_score,
+)
+from gqn_rl.probe.scenes import (
+    Intervals,
+    ProbeConfig,
+    Scenes,
+    Source,
+    fresh_like,
+    load_scenes,
+    one_view,
+    one_view_source,
+    per_view_representations,
+    r2_with_interval,
+)
+
+
+def score(scenes: Scenes, sources: dict[str, Source], readouts: dict[str, Any],
+           config: ProbeConfig, bar: tqdm | None = None
+           ) -> tuple[dict[str, dict[str, float]], Intervals]:
+    """R² on the test scenes, per target, of every readout fitted on every feature source,
+    ``{target: {"<source>, <readout>": R²}}``, and their intervals."""
+    fit, val, test = (scenes.parts[p] for p in ("fit", "val", "test"))
+    results: dict[str, dict[str, float]] = {}
+    intervals: Intervals = {}
+    for target, y in scenes.targets.items():
+        results[target], intervals[target] = {}, {}
+        for source, (features, targets) in sources.items():
+            x_fit, x_val, x_test = features(fit), features(val), features(test)
+            y_fit, y_val, y_test = targets(y, fit), targets(y, val), targets(y, test)
+            for readout, fit_readout in readouts.items():
+                predict = fit_readout(x_fit, y_fit, x_val, y_val)
+                key = f"{source}, {readout}"
+                results[target][key], interval = r2_with_interval(
+                    predict(x_test), y_test, len(test), config)
+                if interval:
+                    intervals[target][key] = interval
+            if bar is not None:
+                bar.update(1)
+    return results, intervals
+
+
+def _state_probes(scenes: Scenes, r: dict[str, np.ndarray], architecture: GQNConfig,
+                  config: ProbeConfig, bar: tqdm
+                  ) -> tuple[dict[str, dict[str, float]], Intervals, dict[str, list[float]]]:
+    """R² per target of every readout and feature source, and of the two ceilings, with their
+    intervals and the ceilings' validation curves."""
+    k = min(config.context_views, scenes.images.shape[1] - 1)
+
+    def pixels(rows: np.ndarray, views: int) -> np.ndarray:   # [n, views, H W 3 + 7]
+        images = scenes.images[rows, :views].reshape(len(rows), views, -1) / 255.0
+        return np.concatenate([images, scenes.viewpoints[rows, :views]], axis=-1)
+
+    sources = {f"{name} 1 view": one_view_source(
+        scenes, lambda rows, views, f=features: f[rows, :views], config)
+        for name, features in r.items()}
+    sources.update({f"{name} {k} views": (lambda rows, f=features: f[rows, :k].sum(1),
+                                          lambda y, rows: y[rows])
+                    for name, features in r.items()})
+    sources["pixels 1 view"] = one_view_source(scenes, pixels, config)
+    readouts: dict[str, Any] = {"ridge": fit_ridge}
+    if config.mlp:
+        readouts["mlp"] = lambda *data: fit_mlp(*data, seed=config.seed)
+    results, intervals = score(scenes, sources, readouts, config, bar)
+    curves = _ceilings(scenes, {CNN_CEILING: None, ARCHITECTURE_CEILING: architecture}, config,
+                       results, intervals, bar) if config.cnn else {}
+    bar.update(1)
+    return results, intervals, curves
+
+
+CNN_CEILING, ARCHITECTURE_CEILING = "supervised CNN 1 view", "supervised architecture 1 view"
+CEILINGS = {CNN_CEILING: "the pixels' ceiling: a CNN supervised on the targets",
+            ARCHITECTURE_CEILING: "the architecture's ceiling: the GQN's representation "
+            "network, fresh, supervised end to end with the MLP readout"}
+"""The state probes' two ceilings, by column name."""
+
+
+def _ceilings(scenes: Scenes, architectures: dict[str, GQNConfig | None], config: ProbeConfig,
+              results: dict[str, dict[str, float]], intervals: Intervals,
+              bar: tqdm | None = None) -> dict[str, list[float]]:
+    """Fit one ceiling per entry of ``architectures`` (column name -> the GQN config whose
+    representation network to supervise, or None for the CNN) on every view of the fit
+    scenes, all targets at once, each until its validation loss stops improving; add their
+    test R² per target to ``results`` and ``intervals``; return their validation curves."""
+    views = scenes.images.shape[1]
+    names = list(scenes.targets)
+    widths = np.cumsum([0] + [scenes.targets[t].shape[1] for t in names])
+    data = {p: (scenes.images[rows].reshape(-1, *scenes.images.shape[2:]),
+                one_view(scenes.viewpoints, rows, views),
+                np.repeat(np.concatenate([scenes.targets[t] for t in names], 1)[rows], views, 0))
+            for p, rows in scenes.parts.items()}
+    training = dict(epochs=config.ceiling_epochs, patience=config.ceiling_patience,
+                    seed=config.seed)
+    curves = {}
+    for key, architecture in architectures.items():
+        readout = (fit_cnn(*data["fit"], *data["val"], **training) if architecture is None else
+                   fit_architecture(architecture, *data["fit"], *data["val"], **training))
+        predicted = readout.predict(*data["test"][:2])
+        curves[key] = readout.curve
+        for i, target in enumerate(names):
+            columns = slice(widths[i], widths[i + 1])
+            results.setdefault(target, {})[key], interval = r2_with_interval(
+                predicted[:, columns], data["test"][2][:, columns], len(scenes.parts["test"]),
+                config)
+            if interval:
+                intervals.setdefault(target, {})[key] = interval
+        if bar is not None:
+            bar.update(1)
+    return curves
+
+
+def architecture_ceilings(dataset: SceneDataset, architectures: dict[str, GQNConfig],
+                          config: ProbeConfig = ProbeConfig(), progress: bool = True
+                          ) -> dict[str, Any]:
+    """The ceilings alone, for choosing a representation network before pretraining one
+    (``gqn-rl ceiling``): the CNN and each of ``architectures`` (name -> config) supervised
+    on ``dataset``'s scenes. Keys: ``config``, ``scenes``, ``state`` (target -> column -> R²),
+    ``state_interval``, ``ceiling_curves``."""
+    scenes = load_scenes(dataset, config)
+    if scenes.targets is None:
+        raise ValueError(f"{dataset.path}: the {dataset.split} split has no ground truth, so "
+                         "there is nothing to supervise")
+    columns: dict[str, GQNConfig | None] = {CNN_CEILING: None}
+    columns.update({f"supervised {name} 1 view": architecture
+                    for name, architecture in architectures.items()})
+    results: dict[str, dict[str, float]] = {}
+    intervals: Intervals = {}
+    with tqdm(total=len(columns), desc="ceilings", disable=not progress, unit="fit") as bar:
+        curves = _ceilings(scenes, columns, config, results, intervals, bar)
+    return {"config": dataclasses.asdict(config),
+            "scenes": {p: int(len(rows)) for p, rows in scenes.parts.items()},
+            "architectures": {name: dataclasses.asdict(c) for name, c in architectures.items()},
+            "state": results, "state_interval": intervals, "ceiling_curves": curves}
+
+
+def _nearest_view(viewpoints: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Index ``[N]`` of the context viewpoint ``[N, K, 7]`` nearest to the query ``[N, 7]``."""
+    return np.linalg.norm(viewpoints - query[:, None], axis=-1).argmin(1)
+
+
+def _squared_error(predicted: torch.Tensor, truth: torch.Tensor,
+                   mask: torch.Tensor | None = None) -> float:
+    """Mean squared error per pixel and channel of ``[N, 3, H, W]`` images, over the pixels
+    of ``mask`` ``[N, H, W]`` when given."""
+    error = (predicted - truth).pow(2).mean(1)                           # [N, H, W]
+    if mask is None:
+        return float(error.mean())
+    return float((error * mask).sum() / mask.sum().clamp(min=1))
+
+
+@torch.no_grad()
+def prediction_and_surprise(model: GQN, scenes: Scenes, rows: np.ndarray,
+                             masks: np.ndarray | None, config: ProbeConfig
+                             ) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Query error against K (the last view is the query) next to the nearest-view copy, on
+    the whole image and on the object pixels of the query (``masks`` ``[N, H, W]``, if
+    known), and the surprise of the query given its own scene's K views and another scene's."""
+    images = torch.as_tensor(scenes.images[rows]).permute(0, 1, 4, 2, 3)  # [N, V, 3, H, W]
+    viewpoints = torch.as_tensor(scenes.viewpoints[rows])
+    query_x, query_v = images[:, -1], viewpoints[:, -1]
+    truth = query_x.float() / 255
+    views = images.shape[1]
+    mask = None if masks is None else torch.as_tensor(masks, dtype=torch.float32)
+    error: dict[str, list[float]] = {"K": [], "gqn": [], "nearest_view": [],
+                                     "gqn_objects": [], "nearest_view_objects": []}
+    with torch.random.fork_rng():
+        torch.manual_seed(derive_seed(config.seed, "prediction"))
+        for k in range(1, views):
+            predicted = model.generate(images[:, :k], viewpoints[:, :k], query_v)
+            nearest = _nearest_view(scenes.viewpoints[rows, :k], scenes.viewpoints[rows, -1])
+            copied = images[torch.arange(len(rows)), torch.as_tensor(nearest)].float() / 255
+            error["K"].append(k)
+            error["gqn"].append(_squared_error(predicted, truth))
+            error["nearest_view"].append(_squared_error(copied, truth))
+            if mask is not None:
+                error["gqn_objects"].append(_squared_error(predicted, truth, mask))
+                error["nearest_view_objects"].append(_squared_error(copied, truth, mask))
+        k = min(config.context_views, views - 1)
+        r_own = model.represent(images[:, :k], viewpoints[:, :k])
+        r_other = torch.roll(r_own, 1, dims=0)  # another scene's representation
+        own = model.infer(r_own, query_x, query_v).kl.sum(1).mean()
+        other = model.infer(r_other, query_x, query_v).kl.sum(1).mean()
+        contexts = [torch.zeros_like(r_own)] + [
+            model.represent(images[:, :j], viewpoints[:, :j]) for j in range(1, views)]
+        by_views = [float(model.infer(r, query_x, query_v).kl.sum(1).mean()) for r in contexts]
+    surprise = {"K": k, "own_scene_nats": float(own), "other_scene_nats": float(other),
+                "ratio": float(other / own) if own > 0 else float("inf"),
+                "by_views_nats": by_views}
+    return error, surprise
+
+
+def _context_count(r: dict[str, np.ndarray], scenes: Scenes, config: ProbeConfig
+                   ) -> dict[str, float]:
+    """Accuracy of a linear classifier of how many (random) views were summed into ``r``."""
+    views = scenes.images.shape[1]
+    counts = np.arange(1, views)
+    rng = derive_rng(config.seed, "context-count")
+    subsets = {i: [rng.permutation(views)[:c] for c in counts]
+               for i in range(len(scenes.images))}
+    out = {"chance": 1.0 / len(counts), "counts": int(len(counts))}
+    for name, features in r.items():
+        def samples(rows: np.ndarray, f: np.ndarray = features) -> np.ndarray:
+            return np.stack([f[i, s].sum(0) for i in rows for s in subsets[i]])
+
+        labels = {p: np.tile(counts - 1, len(rows)) for p, rows in scenes.parts.items()}
+        predict = fit_linear_classifier(samples(scenes.parts["fit"]), labels["fit"],
+                                        samples(scenes.parts["val"]), labels["val"],
+                                        len(counts), seed=config.seed)
+        predicted = predict(samples(scenes.parts["test"]))
+        out[f"{name}_accuracy"] = float((predicted == labels["test"]).mean())
+        out[f"{name}_within_one"] = float((np.abs(predicted - labels["test"]) <= 1).mean())
+    return out
+
+
+def _embedding(r: dict[str, np.ndarray], scenes: Scenes, config: ProbeConfig
+               ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Silhouette by scene of per-view ``r`` and its 2-D PCA, for a few test scenes."""
+    rows = scenes.parts["test"][:config.embedding_scenes]
+    labels = np.repeat(np.arange(len(rows)), scenes.images.shape[1])
+    scores, points = {}, {}
+    for name, features in r.items():
+        x = features[rows].reshape(len(labels), -1)
+        scores[f"{name}_silhouette"] = silhouette_score(x, labels)
+        points[name] = pca_2d(x)
+    return scores, points
+
+
+def probe(model: GQN, dataset: SceneDataset, config: ProbeConfig = ProbeConfig(),
+          progress: bool = True) -> dict[str, Any]:
+    """Every measurement on ``dataset`` (a split), with its baselines; a JSON-able dict.
+
+    Keys: ``config``, ``scenes`` (fit / val / test counts), ``state`` (target -> readout ->
+    R², or None without truth), ``state_interval`` (the same keys -> 95% bootstrap interval
+    over test scenes), ``prediction_error`` (K, gqn, nearest_view), ``surprise``,
+    ``context_count``, ``embedding``; ``_points`` holds the 2-D embeddings for the plots.
+    """
+    if dataset.image_size != model.config.image_size:
+        raise ValueError(f"{dataset.path}: images are {dataset.image_size}x{dataset.image_size}, "
+                         f"the GQN reads {model.config.image_size}x{model.config.image_size}")
+    model = model.eval()
+    scenes = load_scenes(dataset, config)
+    targets = 0 if scenes.targets is None else len(scenes.targets)
+    sources = 5  # gqn and fresh, each of 1 and K views; pixels
+    bar = tqdm(total=2 + sources * targets + 2 * config.cnn + 4, desc="probe",
+               disable=not progress, unit="stage")
+    r = {}
+    for name, encoder in (("gqn", model), ("fresh", fresh_like(model, config.seed))):
+        r[name] = per_view_representations(encoder, scenes.images, scenes.viewpoints)
+        bar.update(1)
+    state, intervals, curves = (None, None, {}) if scenes.targets is None else _state_probes(
+        scenes, r, model.config, config, bar)
+    rows = scenes.parts["test"][:config.prediction_scenes]
+    masks = foreground_masks(dataset, rows)
+    error, surprise = prediction_and_surprise(
+        model, scenes, rows, None if masks is None else masks[:, -1], config)
+    bar.update(1)
+    count = _context_count(r, scenes, config)
+    bar.update(1)
+    embedding, points = _embedding(r, scenes, config)
+    bar.update(1)
+    bar.close()
+    return {"config": dataclasses.asdict(config),
+            "scenes": {p: int(len(rows)) for p, rows in scenes.parts.items()},
+            "state": state, "state_interval": intervals, "ceiling_curves": curves,
+            "prediction_error": error,
+            "surprise": surprise,
+            "context_count": count, "embedding": embedding, "_points": points}
+
+
