@@ -29,8 +29,10 @@ import io
 import json
 import multiprocessing
 import os
+import sys
 import time
 import traceback
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -169,6 +171,14 @@ class BenchmarkConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"--steps must be >= 1, got {self.steps}")
+        if self.track == "bc" and self.steps is not None:
+            raise ValueError("--steps sets the rl track's budget: the bc track trains no RL "
+                             "steps (it takes --demos)")
+        if self.checkpoint is not None and not any(
+                _checkpoint(CONTENDERS[e], self) for e in self.encoders):
+            raise ValueError(f"--checkpoint {self.checkpoint}: none of the encoders "
+                             f"{list(self.encoders)} reads a GQN checkpoint (the gqn-* kinds "
+                             "but gqn-frozen-fresh do)")
         if any(d < 1 for d in self.demos):
             raise ValueError(f"--demos must be >= 1, got {self.demos}")
         for env_id in self.envs:  # bad --hyperparams fail now, not in every run
@@ -220,13 +230,33 @@ class Cell:
             f"seed{self.seed}"
 
     def finished(self, root: Path) -> bool:
-        path = self.directory(root) / RESULT_FILE
-        if not path.is_file():
-            return False
-        try:
-            return json.loads(path.read_text()).get("cell") == dataclasses.asdict(self)
-        except json.JSONDecodeError:
-            return False
+        result = read_result(self.directory(root) / RESULT_FILE)
+        return result is not None and result["cell"] == dataclasses.asdict(self)
+
+
+RESULT_FIELDS = {"mean_return": float, "success_rate": float, "wall_s": float}
+"""The fields of a ``result.json`` that ``results.csv`` needs, besides ``cell``."""
+
+
+def read_result(path: Path) -> dict[str, Any] | None:
+    """The result in ``path``, or None when there is none or it is malformed (then a warning
+    names the file and the fault, and the run counts as not finished: it runs again)."""
+    if not path.is_file():
+        return None
+    try:
+        result = json.loads(path.read_bytes().decode("utf-8"))
+        if not isinstance(result, dict) or not isinstance(result.get("cell"), dict):
+            raise ValueError("not a JSON object with a 'cell'")
+        for name, kind in RESULT_FIELDS.items():
+            value = result.get(name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not np.isfinite(value):
+                raise ValueError(f"{name} is {value!r}, not a finite {kind.__name__}")
+    except (UnicodeDecodeError, ValueError) as error:  # JSONDecodeError is a ValueError
+        warnings.warn(f"{path}: malformed result ({error}); the run counts as not finished "
+                      "and runs again", stacklevel=2)
+        return None
+    return result
 
 
 def _reference(cell: Cell, config: BenchmarkConfig) -> dict[str, Any]:
@@ -316,14 +346,11 @@ def _run_in_worker(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str,
 
 
 def results(root: Path) -> list[dict[str, Any]]:
-    """Every finished run's result in ``root``, sorted by cell."""
-    found = []
-    for path in sorted(Path(root).glob(f"runs/*/*/*/seed*/{RESULT_FILE}")):
-        try:
-            found.append(json.loads(path.read_text()))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not a result file ({error})") from None
-    return found
+    """Every finished run's result in ``root``, sorted by cell (malformed ones left out, with
+    a warning: :func:`read_result`)."""
+    found = (read_result(path) for path in sorted(Path(root).glob(f"runs/*/*/*/seed*/"
+                                                                   f"{RESULT_FILE}")))
+    return [result for result in found if result is not None]
 
 
 def rows(found: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -340,8 +367,8 @@ def rows(found: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         c = r["cell"]
         low = means.get(key(r, REFERENCE))
         high = means.get((c["env"], c["track"], ORACLE, c["demos"]))
-        score = None
-        if low and high and np.mean(high) != np.mean(low):
+        score = None  # undefined unless the oracle is above the random policy
+        if low and high and np.mean(high) > np.mean(low):
             score = normalized_score(r["mean_return"], np.mean(low), np.mean(high))
         table.append({"env": c["env"], "encoder": c["encoder"], "track": c["track"],
                       "demos": c["demos"], "seed": c["seed"], "algo": r.get("algo", ""),
@@ -371,13 +398,20 @@ def run_benchmark(config: BenchmarkConfig, root: Path, progress: bool = True) ->
     Raises RuntimeError after the grid when runs failed (each is named; the others finish).
     """
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"--out {root} is a file: it takes a benchmark directory")
     root.mkdir(parents=True, exist_ok=True)
     cells = config.cells()
     todo = [c for c in cells if not c.finished(root)]
+    cores = os.cpu_count() or 1
+    workers = min(config.workers, cores)
+    if workers < config.workers:
+        print(f"--workers {config.workers} capped at this machine's {cores} cores",
+              file=sys.stderr)
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="benchmark", unit="run",
                disable=not progress)
     failures = []
-    if config.workers == 1:
+    if workers == 1:
         for cell in todo:
             try:
                 run_cell(cell, root, config)
@@ -387,7 +421,7 @@ def run_benchmark(config: BenchmarkConfig, root: Path, progress: bool = True) ->
             bar.update(1)
     else:
         context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(config.workers, mp_context=context,
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
                                                     initializer=_one_thread) as pool:
             futures = [pool.submit(_run_in_worker, cell, root, config) for cell in todo]
             for future in concurrent.futures.as_completed(futures):

@@ -608,8 +608,12 @@ def _add_agents(commands: argparse._SubParsersAction) -> None:
 def _benchmark(args: argparse.Namespace) -> int:
     from agents.benchmark import BenchmarkConfig, run_benchmark
 
+    if args.track == "rl" and args.demos is not None:
+        raise ValueError("--demos sets the bc track's demonstration counts: the rl track "
+                         "takes --steps")
+    demos = BenchmarkConfig.demos if args.demos is None else tuple(args.demos)
     config = BenchmarkConfig(tuple(args.env), tuple(args.encoder), args.seeds, args.track,
-                             args.steps, tuple(args.demos), args.workers,
+                             args.steps, demos, args.workers,
                              eval_every=args.eval_every, eval_episodes=args.eval_episodes,
                              final_episodes=args.final_episodes,
                              overrides=dict(args.hyperparams or []),
@@ -647,10 +651,10 @@ def _add_benchmark(commands: argparse._SubParsersAction) -> None:
     b.add_argument("--out", type=Path, required=True, help="benchmark directory")
     b.add_argument("--steps", type=_positive_int,
                    help="RL steps per run (default: each environment's recipe budget)")
-    b.add_argument("--demos", type=_positive_int, nargs="+", default=[10, 50, 200],
+    b.add_argument("--demos", type=_positive_int, nargs="+",
                    help="demonstration counts of the bc track (default 10 50 200)")
     b.add_argument("--workers", type=_positive_int, default=1,
-                   help="processes, one torch thread each (default 1)")
+                   help="processes, one torch thread each (default 1; at most the cores)")
     b.add_argument("--eval-every", type=_positive_int,
                    help="RL steps between evaluations (default: a tenth of the budget)")
     b.add_argument("--eval-episodes", type=_positive_int, default=20,

@@ -172,6 +172,11 @@ def write_report(root: Path) -> Path:
     return path
 
 
+UNDEFINED_SCORE = (f"Normalised scores, and the steps to 50% and 80% of the oracle's score, "
+                   f"are undefined (oracle not above random): the `{ORACLE}` runs' mean return "
+                   f"does not exceed the `{REFERENCE}` policy's (a budget too short, or a grid "
+                   "read while it runs).")
+
 LIGHT_RECORDS = (RESULT_FILE, "eval/evaluations.npz", WALL_FILE)
 """Each finished run's files that ``gqn-rl report`` reads and ``gqn-rl benchmark`` needs to
 skip the run (its models, replay buffers and TensorBoard logs stay behind)."""
@@ -205,7 +210,7 @@ def _section(root: Path, env: str, track: str, demos: int,
              encoders: dict[str, list[dict[str, Any]]]) -> list[str]:
     low = np.mean([r["return"] for r in encoders.get(REFERENCE, [])] or [np.nan])
     high = np.mean([r["return"] for r in encoders.get(ORACLE, [])] or [np.nan])
-    normalise = np.isfinite(low) and np.isfinite(high) and high != low
+    normalise = bool(np.isfinite(low) and np.isfinite(high) and high > low)
     scores = {e: normalized_score(np.array([r["return"] for r in runs]), low, high)
               if normalise else np.zeros(0) for e, runs in encoders.items()}
     lines = ["| encoder | runs | return (mean) | success, IQM [95% CI] "
@@ -224,6 +229,8 @@ def _section(root: Path, env: str, track: str, demos: int,
             f"{_fmt(estimates[encoder]) if estimates[encoder] else 'n/a'} | {versus} | "
             f"{np.mean([r['wall_s'] for r in runs]):.0f} |")
     lines.append("")
+    if not normalise and np.isfinite(low) and np.isfinite(high):
+        lines += [UNDEFINED_SCORE, ""]
     slug = _slug(env, track, demos or "")
     shown = {e: v for e, v in estimates.items() if v is not None}
     if shown:
@@ -242,7 +249,8 @@ def _section(root: Path, env: str, track: str, demos: int,
     if track != "rl":
         return lines
     if not normalise:
-        return lines + [f"(Normalised scores need `{REFERENCE}` and `{ORACLE}` runs.)", ""]
+        return lines + [UNDEFINED_SCORE if np.isfinite(low) and np.isfinite(high) else
+                        f"(Normalised scores need `{REFERENCE}` and `{ORACLE}` runs.)", ""]
     curves = _curves(root, env, {e: r for e, r in encoders.items()
                                  if e not in (REFERENCE, "scripted")}, low, high)
     if curves:

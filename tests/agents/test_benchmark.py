@@ -5,6 +5,7 @@ section."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import re
 import shutil
@@ -18,6 +19,8 @@ from agents.benchmark import (
     RESULT_FILE,
     BenchmarkConfig,
     Cell,
+    results,
+    rows,
     run_benchmark,
 )
 from agents.cli import main
@@ -127,6 +130,19 @@ def test_bad_grids_are_refused_with_the_flag_at_fault(tmp_path: Path,
         BenchmarkConfig((ARM,), ("state",), seeds=1, overrides={"batch_sise": 64})
     assert main(["report", str(tmp_path)]) == 2
     assert "no finished benchmark runs" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--steps sets the rl track's budget"):
+        BenchmarkConfig((ROOM,), ("state",), seeds=1, track="bc", steps=100)
+    with pytest.raises(ValueError, match="none of the encoders .* reads a GQN checkpoint"):
+        BenchmarkConfig((ARM,), ("state", "gqn-frozen-fresh"), seeds=1, checkpoint="x.pt")
+    grid = ["benchmark", "--env", ROTATION, "--encoder", "random", "--seeds", "1",
+            "--no-progress", "--final-episodes", "1"]
+    assert main([*grid, "--out", str(tmp_path / "g"), "--demos", "5"]) == 2
+    assert "--demos sets the bc track's" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("mine")
+    assert main([*grid, "--out", str(tmp_path / "a-file")]) == 2
+    assert "is a file: it takes a benchmark directory" in capsys.readouterr().err
+    assert main([*grid, "--out", str(tmp_path / "g"), "--workers", "999"]) == 0
+    assert "--workers 999 capped at this machine's" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -149,3 +165,37 @@ def test_image_encoders_camera_shift_and_every_report_section(tmp_path: Path) ->
     rows = read_rows(run_benchmark(bc, tmp_path / "bc", progress=False))
     assert {r["encoder"] for r in rows} == {"random", "state", "gqn-frozen", "pixels"}
     assert "bc, 2 demonstrations" in write_report(tmp_path / "bc").read_text()
+
+
+def write_result(root: Path, cell: Cell, mean_return: float, **extra) -> Path:
+    """A finished run's ``result.json``, written by hand."""
+    path = cell.directory(root) / RESULT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"cell": dataclasses.asdict(cell), "mean_return": mean_return,
+                                "success_rate": 0.0, "wall_s": 1.0, **extra}))
+    return path
+
+
+def test_normalised_scores_are_undefined_when_the_oracle_is_not_above_random(
+        tmp_path: Path) -> None:
+    for seed in range(2):
+        write_result(tmp_path, Cell(ROTATION, "random", "rl", seed), -10.0)
+        write_result(tmp_path, Cell(ROTATION, "state", "rl", seed, steps=64), -12.0)
+        write_result(tmp_path, Cell(ROTATION, "pixels", "rl", seed, steps=64), -30.0)
+    assert all(r["normalized_score"] is None for r in rows(results(tmp_path)))
+    text = write_report(tmp_path).read_text()
+    assert "undefined (oracle not above random)" in text
+    assert "steps to 80%" not in text and "1744" not in text
+
+
+@pytest.mark.parametrize("content", [b"{}", b"[]", b"\x80\x81binary", b'"a string"',
+                                     b'{"cell": {}, "mean_return": NaN, "success_rate": 0, '
+                                     b'"wall_s": 1}', b'{"cell": {}, "mean_return": null}'])
+def test_a_malformed_result_is_named_and_runs_again(tmp_path: Path, content: bytes) -> None:
+    cell = Cell(ROTATION, "random", "rl", 0)
+    path = write_result(tmp_path, cell, -10.0)
+    path.write_bytes(content)
+    with pytest.warns(UserWarning, match=f"{path}: malformed result"):
+        assert not cell.finished(tmp_path)
+    with pytest.warns(UserWarning, match="runs again"):
+        assert results(tmp_path) == []
