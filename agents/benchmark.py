@@ -25,6 +25,7 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import dataclasses
+import functools
 import io
 import json
 import multiprocessing
@@ -47,6 +48,7 @@ from agents.imitation import BC_KINDS, clone_and_evaluate
 from agents.train import (
     GQN_KINDS,
     RUN_FILE,
+    ResolvedRun,
     RunConfig,
     env_factory,
     evaluate,
@@ -63,7 +65,8 @@ from gqn_rl.episodes import reference_policy, run_episode, summarize
 TRACKS = ("rl", "bc")
 RESULT_FILE, RESULTS_CSV = "result.json", "results.csv"
 COLUMNS = ("env", "encoder", "track", "demos", "seed", "algo", "steps", "return", "success",
-           "normalized_score", "wall_s", "success_moving_camera", "success_outside_ring")
+           "normalized_score", "wall_s", "success_moving_camera", "success_outside_ring",
+           "checkpoint_sha256")
 """``results.csv``'s columns. ``normalized_score``: 0 is the grid's random policy and 100 its
 state oracle (mean over seeds, same environment, track and demos)."""
 REFERENCE, ORACLE = "random", "state"
@@ -175,15 +178,22 @@ class BenchmarkConfig:
             raise ValueError("--steps sets the rl track's budget: the bc track trains no RL "
                              "steps (it takes --demos)")
         if self.checkpoint is not None and not any(
-                _checkpoint(CONTENDERS[e], self) for e in self.encoders):
+                _checkpoint_kind(CONTENDERS[e]) for e in self.encoders):
             raise ValueError(f"--checkpoint {self.checkpoint}: none of the encoders "
                              f"{list(self.encoders)} reads a GQN checkpoint (the gqn-* kinds "
                              "but gqn-frozen-fresh do)")
         if any(d < 1 for d in self.demos):
             raise ValueError(f"--demos must be >= 1, got {self.demos}")
-        for env_id in self.envs:  # bad --hyperparams fail now, not in every run
+        for env_id in self.envs:  # bad --hyperparams and checkpoints fail now, not in a run
             resolve_run(RunConfig(env_id, "state", RECIPES[env_id].algo, 1,
                                   overrides=self.overrides))
+            self.checkpoint_sha256(env_id)
+
+    def checkpoint_sha256(self, env_id: str) -> str | None:
+        """SHA-256 of the GQN checkpoint the grid's GQN encoders use in ``env_id`` (None when
+        none of them reads one); checks that it loads and fits the environment's family."""
+        kinds = [CONTENDERS[e].kind for e in self.encoders if _checkpoint_kind(CONTENDERS[e])]
+        return _checkpoint_digest(env_id, kinds[0], self.checkpoint) if kinds else None
 
     def cells(self) -> list[Cell]:
         """Every run of the grid, references first."""
@@ -272,11 +282,45 @@ def _reference(cell: Cell, config: BenchmarkConfig) -> dict[str, Any]:
     return {**summarize(results), "wall_s": time.perf_counter() - start}
 
 
+@functools.cache
+def _checkpoint_digest(env_id: str, kind: str, checkpoint: str | None) -> str | None:
+    """SHA-256 of the checkpoint a ``kind`` run in ``env_id`` resolves to, read once per
+    process."""
+    return resolve_run(RunConfig(env_id, kind, RECIPES[env_id].algo, 1,
+                                 checkpoint=checkpoint)).checkpoint_sha256
+
+
+def _checkpoint_kind(contender: Contender) -> bool:
+    """Whether a contender's runs read a GQN checkpoint (not the fresh control)."""
+    return contender.kind in GQN_KINDS and not contender.fresh
+
+
 def _checkpoint(contender: Contender, config: BenchmarkConfig) -> str | None:
     """The GQN checkpoint a contender's runs ask for (None: shipped, or none needed)."""
-    if contender.fresh or contender.kind not in GQN_KINDS:
-        return None
-    return config.checkpoint
+    return config.checkpoint if _checkpoint_kind(contender) else None
+
+
+def check_grid_checkpoints(root: Path, config: BenchmarkConfig) -> None:
+    """Refuse a grid directory whose GQN runs (finished or interrupted) were made with
+    another GQN checkpoint than ``config``'s, naming the run and both SHA-256 digests."""
+    expected = {env: config.checkpoint_sha256(env) for env in config.envs}
+    for cell in config.cells():
+        if not _checkpoint_kind(CONTENDERS[cell.encoder]):
+            continue
+        out = cell.directory(root)
+        result = read_result(out / RESULT_FILE)
+        if result is not None:
+            found, source = result.get("checkpoint_sha256"), out / RESULT_FILE
+        elif (out / RUN_FILE).is_file():
+            found, source = ResolvedRun.load(out / RUN_FILE).checkpoint_sha256, out / RUN_FILE
+        else:
+            continue
+        if found != expected[cell.env]:
+            raise ValueError(
+                f"{source} was made with GQN checkpoint "
+                f"{'(not recorded)' if found is None else found[:12] + '...'}, this grid asks "
+                f"for {str(expected[cell.env])[:12]}... ({config.checkpoint or 'the shipped one'}):"
+                " a directory holds one checkpoint's grid; choose another --out")
 
 
 def _rl(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
@@ -325,6 +369,8 @@ def run_cell(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
     else:
         row = _bc(cell, config)
     result = {"cell": dataclasses.asdict(cell), **row,
+              "checkpoint_sha256": (config.checkpoint_sha256(cell.env)
+                                    if _checkpoint_kind(CONTENDERS[cell.encoder]) else None),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     out = cell.directory(root)
     out.mkdir(parents=True, exist_ok=True)
@@ -375,7 +421,8 @@ def rows(found: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                       "steps": r.get("train_steps", c["steps"]), "return": r["mean_return"],
                       "success": r["success_rate"], "normalized_score": score,
                       "wall_s": r["wall_s"],
-                      **{k: r.get(k) for k in CAMERA_SHIFTS}})
+                      **{k: r.get(k) for k in CAMERA_SHIFTS},
+                      "checkpoint_sha256": r.get("checkpoint_sha256")})
     return table
 
 
@@ -401,6 +448,7 @@ def run_benchmark(config: BenchmarkConfig, root: Path, progress: bool = True) ->
     if root.exists() and not root.is_dir():
         raise ValueError(f"--out {root} is a file: it takes a benchmark directory")
     root.mkdir(parents=True, exist_ok=True)
+    check_grid_checkpoints(root, config)
     cells = config.cells()
     todo = [c for c in cells if not c.finished(root)]
     cores = os.cpu_count() or 1

@@ -163,6 +163,11 @@ def write_report(root: Path) -> Path:
              "oracle (means over their seeds, same grid). IQM over runs with 95% "
              "stratified-bootstrap intervals and the probability of improvement over "
              f"`{BASELINE}` (rliable, {BOOTSTRAP_REPS} resamples).", ""]
+    digests = sorted({(r["env"], r["checkpoint_sha256"]) for r in table
+                      if r.get("checkpoint_sha256")})
+    if digests:
+        lines += ["GQN checkpoints of the gqn-* runs (SHA-256): " + "; ".join(
+            f"{env} `{digest[:16]}`" for env, digest in digests) + ".", ""]
     for (env, track, demos), encoders in sorted(_groups(table).items()):  # demos by number
         title = f"{env}, {track}" + (f", {demos} demonstrations" if demos else "")
         lines += [f"## {title}", ""]

@@ -38,7 +38,13 @@ from envs.camera_adapter import MujocoCameraObservation
 from gqn import GQN
 from gqn.fileio import atomic_write, sha256
 from gqn.seeding import derive_seed
-from gqn_rl.encoders import encoder_config, encoder_source, load_encoder, shipped_checkpoint
+from gqn_rl.encoders import (
+    check_checkpoint_family,
+    encoder_config,
+    encoder_source,
+    load_encoder,
+    shipped_checkpoint,
+)
 from gqn_rl.episodes import run_episode, save_gif, summarize
 from gqn_rl.extractors import GQNExtractor, ScaledAdam, ShiftAugmentedExtractor
 from gqn_rl.wrappers import (
@@ -180,6 +186,8 @@ def resolve_run(config: RunConfig) -> ResolvedRun:
         checkpoint = None if shipped is None else str(shipped)
     path = None if checkpoint is None else Path(checkpoint)
     gqn_config = encoder_config(path)
+    if path is not None:
+        check_checkpoint_family(path, envs.family_of(config.env))
     asked = config.overrides.get("env_kwargs", {}).get("image_size",
                                                        config.overrides.get("image_size"))
     if asked is not None and asked != gqn_config.image_size:

@@ -63,6 +63,9 @@ def load_checkpoint(path: Path, model_config: GQNConfig | None = None,
                     train_config: TrainConfig | None = None) -> dict[str, Any]:
     """Read a checkpoint; with configs given, fail naming every field that differs."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a checkpoint file (a run directory holds "
+                         f"{path / 'checkpoint.pt'})")
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     state = _read(path)

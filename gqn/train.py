@@ -256,7 +256,8 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
         writer = SummaryWriter(str(out / "tensorboard"), purge_step=step + 1 if step else None)
         metrics_lines = _read_metrics(out / METRICS_NAME, step)
     data_record = {"path": str(data.resolve()), "image_size": train_set.image_size,
-                   "views": train_set.views, "train_scenes": len(train_set)}
+                   "views": train_set.views, "train_scenes": len(train_set),
+                   "scene": train_set.meta.get("scene")}
 
     def checkpoint(metrics: dict[str, float]) -> None:
         rng = {"batches": _gather(batch_rng.bit_generator.state, process),

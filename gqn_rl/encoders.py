@@ -44,6 +44,16 @@ def encoder_config(checkpoint: Path | None = None, image_size: int | None = None
     return config if image_size is None else dataclasses.replace(config, image_size=image_size)
 
 
+def check_checkpoint_family(checkpoint: Path, family: str | None) -> None:
+    """Refuse a GQN checkpoint pretrained on another scene family than ``family`` (the one
+    an environment shows), naming both. Checkpoints that do not record their data's family
+    (made before it was recorded) pass."""
+    trained_on = (load_checkpoint(checkpoint).get("data") or {}).get("scene")
+    if family is not None and trained_on is not None and trained_on != family:
+        raise ValueError(f"{checkpoint} was pretrained on {trained_on} scenes; the environment "
+                         f"shows {family} scenes: use a GQN of that family")
+
+
 def encoder_source(checkpoint: Path | None, config: GQNConfig) -> str:
     """Where an encoder comes from, in words, for logs and ``run.json``."""
     if checkpoint is not None:

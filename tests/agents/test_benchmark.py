@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from agents.benchmark import (
     COLUMNS,
@@ -24,7 +25,10 @@ from agents.benchmark import (
     run_benchmark,
 )
 from agents.cli import main
+from agents.hyperparams import RECIPES
 from agents.report import improvement, interval, write_report
+from gqn import GQN, GQNConfig, TrainConfig
+from gqn.checkpoint import save_checkpoint
 
 ROTATION = "gqn_rl/MentalRotation-v0"  # true-state runs render nothing: fast
 ROOM = "gqn_rl/RoomNavigation-v0"
@@ -199,3 +203,41 @@ def test_a_malformed_result_is_named_and_runs_again(tmp_path: Path, content: byt
         assert not cell.finished(tmp_path)
     with pytest.warns(UserWarning, match="runs again"):
         assert results(tmp_path) == []
+
+
+def tiny_checkpoint(path: Path, scene: str | None) -> Path:
+    """A tiny GQN checkpoint whose data record names the scene family it trained on."""
+    model = GQN(GQNConfig(image_size=16, representation="pool", r_dim=8, h_dim=8, z_dim=2, L=2))
+    save_checkpoint(path, model, torch.optim.Adam(model.parameters()), 0, TrainConfig(), rng={},
+                    data={"scene": scene})
+    return path
+
+
+def test_checkpoints_are_checked_before_anything_trains_and_key_the_grid(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    grid = ["benchmark", "--env", ARM, "--encoder", "random", "gqn-frozen", "--seeds", "1",
+            "--out", str(tmp_path / "grid"), "--no-progress"]
+    other = tiny_checkpoint(tmp_path / "sm7.pt", "shepard_metzler_7")
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    for checkpoint, message in ((other, "was pretrained on shepard_metzler_7 scenes; the "
+                                 "environment shows arm scenes"),
+                                (tmp_path / "text.pt", "not a gqn-rl checkpoint"),
+                                (tmp_path, "is a directory, not a checkpoint file"),
+                                (tmp_path / "missing.pt", "no checkpoint at")):
+        assert main([*grid, "--checkpoint", str(checkpoint)]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "grid").exists(), "refused before anything was written"
+
+    ours = tiny_checkpoint(tmp_path / "arm.pt", "arm")
+    config = BenchmarkConfig((ARM,), ("random", "gqn-frozen"), seeds=1, checkpoint=str(ours))
+    digest = config.checkpoint_sha256(ARM)
+    cell = Cell(ARM, "gqn-frozen", "rl", 0, 0, RECIPES[ARM].steps)
+    write_result(tmp_path / "grid", cell, -5.0, checkpoint_sha256="0" * 64)
+    with pytest.raises(ValueError, match="made with GQN checkpoint 000000000000..., this grid "
+                                         f"asks for {digest[:12]}"):
+        run_benchmark(config, tmp_path / "grid", progress=False)
+    write_result(tmp_path / "grid", cell, -5.0, checkpoint_sha256=digest)  # ours: finished
+    csv_rows = read_rows(run_benchmark(config, tmp_path / "grid", progress=False))
+    assert {r["encoder"]: r["checkpoint_sha256"] for r in csv_rows} == {
+        "random": "", "gqn-frozen": digest}
+    assert f"{ARM} `{digest[:16]}`" in write_report(tmp_path / "grid").read_text()
