@@ -25,6 +25,7 @@ from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.save_util import save_to_pkl
 from stable_baselines3.common.vec_env import (
     DummyVecEnv,
     VecEnv,
@@ -331,16 +332,23 @@ def _load_latest(run: ResolvedRun, out: Path, venv: VecEnv) -> BaseAlgorithm | N
                     if (m := re.fullmatch(r"model_(\d+)_steps\.zip", p.name))), reverse=True)
     for steps, path in found:
         stats = path.with_name(f"model_vecnormalize_{steps}_steps.pkl")
+        buffer = path.with_name(f"model_replay_buffer_{steps}_steps.pkl")
+        current = path
         try:
+            current = stats if stats.is_file() else path
             env = normalized(run, venv, stats if stats.is_file() else None)
+            current = path
             model = algo.load(path, env=env, device="cpu",
                               tensorboard_log=str(out / "tensorboard"))
+            if hasattr(model, "load_replay_buffer"):  # off-policy: the point needs its buffer
+                current = buffer
+                if not buffer.is_file():
+                    raise FileNotFoundError("the replay buffer of this resume point is missing")
+                model.load_replay_buffer(buffer)
         except Exception as error:  # noqa: BLE001 - any unreadable file: try the one before
-            print(f"skipping {path}: {error}")
+            print(f"skipping the resume point at {steps} steps: {current}: "
+                  f"{type(error).__name__}: {error}")
             continue
-        buffer = path.with_name(f"model_replay_buffer_{steps}_steps.pkl")
-        if buffer.is_file() and hasattr(model, "load_replay_buffer"):
-            model.load_replay_buffer(buffer)
         print(f"resuming from {path} ({model.num_timesteps} steps)")
         return model
     return None
@@ -407,15 +415,27 @@ class ResumePoints(CheckpointCallback):
         _save_json(self.wall_file, {str(n): s for n, s in sorted(self._walls.items())})
 
     def _on_step(self) -> bool:
-        result = super()._on_step()
         if self.n_calls % self.save_freq == 0:
-            self.record_wall()
-            if self.save_replay_buffer:
-                newest = Path(self._checkpoint_path("replay_buffer_", extension="pkl"))
-                for old in Path(self.save_path).glob(f"{self.name_prefix}_replay_buffer_*.pkl"):
-                    if old != newest:
-                        old.unlink(missing_ok=True)
-        return result
+            self.save_resume_point()
+        return True
+
+    def save_resume_point(self) -> None:
+        """Write the resume point of the current step, each file atomically: the replay buffer
+        and ``VecNormalize`` statistics first, the model last (its file marks the point as
+        whole); then the wall time, and only then drop the older replay buffers."""
+        buffer = Path(self._checkpoint_path("replay_buffer_", extension="pkl"))
+        if self.save_replay_buffer and getattr(self.model, "replay_buffer", None) is not None:
+            atomic_write(buffer, lambda f: save_to_pkl(f, self.model.replay_buffer))
+        statistics = self.model.get_vec_normalize_env()
+        if self.save_vecnormalize and statistics is not None:
+            atomic_write(Path(self._checkpoint_path("vecnormalize_", extension="pkl")),
+                         lambda f: pickle.dump(statistics, f))
+        atomic_write(Path(self._checkpoint_path(extension="zip")), lambda f: self.model.save(f))
+        self.record_wall()
+        if buffer.is_file():
+            for old in Path(self.save_path).glob(f"{self.name_prefix}_replay_buffer_*.pkl"):
+                if old != buffer:
+                    old.unlink(missing_ok=True)
 
 
 def _read_walls(path: Path) -> dict[int, float]:

@@ -210,3 +210,44 @@ def test_a_run_wall_file_in_another_format_is_named(tmp_path: Path) -> None:
     (tmp_path / WALL_FILE).write_text(json.dumps({"100": 3.0, "200": 5.5}))
     assert training_seconds(tmp_path) == 5.5
     assert training_seconds(tmp_path / "missing") == 0.0
+
+
+SAC_RUN = ["train", "--env", "gqn_rl/ArmReach-v0", "--encoder", "state", "--algo", "sac",
+           "--no-progress", "--eval-every", "100", "--eval-episodes", "1",
+           "--checkpoint-every", "50", "--hyperparams", "learning_starts=20", "batch_size=8"]
+
+
+def test_a_sac_resume_point_is_whole_or_skipped_by_name(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each file of a resume point is written atomically (a kill mid-write leaves the final
+    name untouched), and a broken replay buffer is named and skipped, never stopped at."""
+    import stable_baselines3.common.save_util as save_util
+
+    import agents.train
+
+    out = tmp_path / "sac"
+    assert main([*SAC_RUN, "--steps", "100", "--out", str(out)]) == 0
+    points = out / "checkpoints"
+    assert sorted(p.name for p in points.glob("*_replay_buffer_*")) == [
+        "model_replay_buffer_100_steps.pkl"]  # only the newest is kept
+    whole = (points / "model_replay_buffer_100_steps.pkl").read_bytes()
+
+    def killed(path, obj, verbose=0):  # a kill while the buffer is written
+        path.write(whole[:len(whole) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(agents.train, "save_to_pkl", killed)
+    with pytest.raises(KeyboardInterrupt):
+        main([*SAC_RUN, "--steps", "200", "--out", str(out), "--resume"])
+    monkeypatch.undo()
+    assert (points / "model_replay_buffer_100_steps.pkl").read_bytes() == whole
+    assert not list(points.glob("*150_steps*")) and not list(points.glob("*.tmp"))
+    capsys.readouterr()
+
+    (points / "model_replay_buffer_100_steps.pkl").write_bytes(whole[:len(whole) // 2])
+    assert main([*SAC_RUN, "--steps", "200", "--out", str(out), "--resume"]) == 0
+    said = capsys.readouterr().out
+    assert "skipping the resume point at 100 steps" in said
+    assert "model_replay_buffer_100_steps.pkl" in said
+    assert save_util.load_from_pkl(points / "model_replay_buffer_200_steps.pkl") is not None
