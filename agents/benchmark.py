@@ -334,7 +334,7 @@ def _rl(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
                     eval_episodes=config.eval_episodes,
                     checkpoint_every=max(1, cell.steps // 10),
                     overrides={**contender.overrides, **config.overrides})
-    train(run, out, resume=(out / RUN_FILE).is_file(), progress=False)
+    train(run, out, resume=(out / RUN_FILE).is_file(), progress=False, start_over=True)
     report = evaluate(out, config.final)
     row = {**report, "algo": recipe.algo, "wall_s": training_seconds(out)}
     if config.camera_shift and cell.env in CAMERA_SHIFT_ENVS and contender.kind != "state":

@@ -519,7 +519,8 @@ def _train(args: argparse.Namespace) -> int:
                     eval_every=args.eval_every,
                     eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
                     overrides=dict(args.hyperparams or []))
-    final = train(run, args.out, resume=args.resume, progress=not args.no_progress)
+    final = train(run, args.out, resume=args.resume or args.start_over,
+                  progress=not args.no_progress, start_over=args.start_over)
     print(f"wrote {final}")
     return 0
 
@@ -567,6 +568,9 @@ def _add_agents(commands: argparse._SubParsersAction) -> None:
                    help="gqn-inference: add the normalised surprise to the training reward, "
                         "weighted by the recipe's beta (agents.hyperparams.INTRINSIC_BETA)")
     t.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    t.add_argument("--start-over", action="store_true",
+                   help="with a run that has no resume point (killed before its first): train "
+                        "it again from step 0")
     t.add_argument("--eval-every", type=_positive_int, default=5000, help="steps between evals")
     t.add_argument("--eval-episodes", type=_positive_int, default=10)
     t.add_argument("--checkpoint-every", type=_positive_int, default=10000,

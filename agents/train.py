@@ -404,6 +404,7 @@ class ResumePoints(CheckpointCallback):
 
     def _on_training_start(self) -> None:
         steps = self.model.num_timesteps
+        self._saved_at = steps
         self._walls = {n: s for n, s in _read_walls(self.wall_file).items() if n <= steps}
         self._before = _latest_seconds(self._walls)
         self._start = time.perf_counter()
@@ -415,9 +416,23 @@ class ResumePoints(CheckpointCallback):
         _save_json(self.wall_file, {str(n): s for n, s in sorted(self._walls.items())})
 
     def _on_step(self) -> bool:
-        if self.n_calls % self.save_freq == 0:
+        if self.save_replay_buffer and self.n_calls % self.save_freq == 0:  # off-policy
             self.save_resume_point()
         return True
+
+    def _on_rollout_start(self) -> None:
+        """On-policy algorithms resume between an update and the next rollout: a point inside
+        a rollout would hold steps whose update never happened (and a resumed run would end
+        short of the updates an uninterrupted one makes). Saved once the steps since the
+        last point reach the interval."""
+        steps, interval = self.model.num_timesteps, self.save_freq * self.training_env.num_envs
+        if not self.save_replay_buffer and steps // interval > self._saved_at // interval:
+            self.save_resume_point()
+        self._saved_at = max(self._saved_at, steps)
+
+    def _on_training_end(self) -> None:
+        """The end of a run is also between an update and the next rollout."""
+        self._on_rollout_start()
 
     def save_resume_point(self) -> None:
         """Write the resume point of the current step, each file atomically: the replay buffer
@@ -463,12 +478,14 @@ def _save_json(path: Path, value: Any) -> None:
     atomic_write(path, lambda f: f.write(json.dumps(value, indent=2).encode() + b"\n"))
 
 
-def train(config: RunConfig, out: Path, resume: bool = False, progress: bool = True) -> Path:
+def train(config: RunConfig, out: Path, resume: bool = False, progress: bool = True,
+          start_over: bool = False) -> Path:
     """Train the run's agent into ``out``; returns the final model's path.
 
-    ``resume`` continues from the newest checkpoint in ``out/checkpoints`` with the saved
-    ``run.json`` (``config`` must name the same env, encoder, algorithm and seed; its
-    ``steps`` is the new total). Nothing is written to ``out`` before the agent is built.
+    ``resume`` continues from the newest whole resume point in ``out/checkpoints`` with the
+    saved ``run.json`` (``config`` must name the same env, encoder, algorithm and seed; its
+    ``steps`` is the new total); without one it refuses, unless ``start_over`` (then it
+    trains again from step 0). Nothing is written to ``out`` before the agent is built.
     """
     out = Path(out)
     run_file = out / RUN_FILE
@@ -501,6 +518,10 @@ def train(config: RunConfig, out: Path, resume: bool = False, progress: bool = T
         raise ValueError(f"SAC needs continuous actions; {run.config.env} has "
                          f"{venv.action_space}")
     model = _load_latest(run, out, venv) if resume else None
+    if resume and model is None and not start_over:
+        raise FileNotFoundError(f"{out / 'checkpoints'}: no resume point to continue from (the "
+                                "run stopped before its first one, or each is broken): pass "
+                                "--start-over to train it again from step 0")
     if model is None:
         try:
             model = build_model(run, normalized(run, venv), gqn,
@@ -530,7 +551,8 @@ def train(config: RunConfig, out: Path, resume: bool = False, progress: bool = T
     remaining = run.config.steps - model.num_timesteps
     if remaining > 0:
         model.learn(remaining, callback=callbacks, progress_bar=progress,
-                    reset_num_timesteps=not resume, tb_log_name=run.config.encoder)
+                    reset_num_timesteps=model.num_timesteps == 0,
+                    tb_log_name=run.config.encoder)
         resume_points.record_wall()
     final = out / "final_model.zip"
     atomic_write(final, model.save)

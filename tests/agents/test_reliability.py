@@ -246,8 +246,37 @@ def test_a_sac_resume_point_is_whole_or_skipped_by_name(tmp_path: Path,
     capsys.readouterr()
 
     (points / "model_replay_buffer_100_steps.pkl").write_bytes(whole[:len(whole) // 2])
-    assert main([*SAC_RUN, "--steps", "200", "--out", str(out), "--resume"]) == 0
-    said = capsys.readouterr().out
-    assert "skipping the resume point at 100 steps" in said
-    assert "model_replay_buffer_100_steps.pkl" in said
+    assert main([*SAC_RUN, "--steps", "200", "--out", str(out), "--resume"]) == 2
+    said = capsys.readouterr()
+    assert "skipping the resume point at 100 steps" in said.out
+    assert "model_replay_buffer_100_steps.pkl" in said.out  # the broken file, named
+    assert "no resume point to continue from" in said.err  # the older points lack buffers
+    assert main([*SAC_RUN, "--steps", "200", "--out", str(out), "--start-over"]) == 0
     assert save_util.load_from_pkl(points / "model_replay_buffer_200_steps.pkl") is not None
+
+
+def test_a_resumed_ppo_run_makes_the_updates_of_an_uninterrupted_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """PPO's resume points lie between an update and the next rollout (here 2 envs x 32 steps
+    = 64), so a run resumed from one trains to the same steps and updates as one that was
+    never stopped; a resume with no resume point refuses unless told to start over."""
+    from stable_baselines3 import PPO
+
+    run = [*STATE_RUN, *TINY_PPO, "--checkpoint-every", "64"]
+    assert main([*run, "--steps", "256", "--out", str(tmp_path / "whole")]) == 0
+    assert main([*run, "--steps", "150", "--out", str(tmp_path / "cut")]) == 0
+    points = tmp_path / "cut" / "checkpoints"
+    assert sorted(p.name for p in points.glob("model_*_steps.zip")) == [
+        "model_128_steps.zip", "model_192_steps.zip", "model_64_steps.zip"]  # after updates
+    for path in points.glob("*192_steps*"):  # as if killed in the third rollout
+        path.unlink()
+    assert main([*run, "--steps", "256", "--out", str(tmp_path / "cut"), "--resume"]) == 0
+    whole, cut = (PPO.load(tmp_path / name / "final_model.zip") for name in ("whole", "cut"))
+    assert cut.num_timesteps == whole.num_timesteps == 256
+    assert cut._n_updates == whole._n_updates > 0
+
+    shutil.rmtree(tmp_path / "cut" / "checkpoints")
+    one_line_error(capsys, [*run, "--steps", "256", "--out", str(tmp_path / "cut"), "--resume"],
+                   "no resume point to continue from", "--start-over")
+    assert main([*run, "--steps", "64", "--out", str(tmp_path / "cut"), "--start-over"]) == 0
+    assert PPO.load(tmp_path / "cut" / "final_model.zip").num_timesteps == 64
