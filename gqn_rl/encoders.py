@@ -9,6 +9,8 @@ wrapper and the SB3 features extractors all use it.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +21,7 @@ import torch
 from envs.keys import IMAGE, VIEWPOINT, is_context_image_key, viewpoint_key
 from gqn import GQN, PRESETS, GQNConfig
 from gqn.checkpoint import load_checkpoint, load_model
+from gqn.fileio import sha256
 
 ContextMode = Literal["current", "cameras", "episode"]
 CONTEXT_MODES = ("current", "cameras", "episode")
@@ -84,6 +87,42 @@ def load_encoder(checkpoint: Path | None = None, *, family: str | None = None,
         torch.manual_seed(seed)
         model = GQN(config).to(device).eval()
     return model, encoder_source(None, config)
+
+
+SHIPPED = "shipped"
+"""What a wrapper takes in place of a model for its environment family's shipped checkpoint."""
+
+GQNSource = GQN | str | os.PathLike
+"""A GQN, a checkpoint path, or :data:`SHIPPED`: what the wrappers take, so that YAML
+launchers (rl-baselines3-zoo's ``env_wrapper``) can configure them with strings."""
+
+
+def resolve_gqn(model: GQNSource, family: str | None) -> GQN:
+    """``model`` itself, or the GQN in a checkpoint path, or the shipped one of ``family``
+    (:data:`SHIPPED`). A checkpoint is loaded once per process and content, however many
+    wrappers ask for it (the same object is shared, frozen, in eval mode)."""
+    if isinstance(model, GQN):
+        return model
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"a GQN wrapper takes a GQN, a checkpoint path or {SHIPPED!r}, got "
+                        f"{type(model).__name__}")
+    if model == SHIPPED:
+        path = shipped_checkpoint(family)
+        if path is None:
+            shipped = sorted(p.parent.name for p in SHIPPED_CHECKPOINTS.glob("*/checkpoint.pt"))
+            raise ValueError(f"no shipped GQN checkpoint for scene family {family!r} "
+                             f"(shipped: {shipped})")
+    else:
+        path = Path(model)
+    check_checkpoint_family(path, family)
+    return _shared_model(str(path.resolve()), sha256(path))
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_model(path: str, digest: str) -> GQN:
+    """The model of one checkpoint content (``digest`` keys the cache: a changed file loads
+    anew), frozen."""
+    return load_model(Path(path)).eval().requires_grad_(False)
 
 
 def is_image_space(space: gym.Space) -> bool:

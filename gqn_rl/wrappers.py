@@ -25,8 +25,15 @@ from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from envs.keys import IMAGE, VIEWPOINT
-from gqn import GQN
-from gqn_rl.encoders import ContextMode, SceneEncoder, SceneMemory, r_shape, to_tensors
+from gqn_rl.encoders import (
+    ContextMode,
+    GQNSource,
+    SceneEncoder,
+    SceneMemory,
+    r_shape,
+    resolve_gqn,
+    to_tensors,
+)
 
 BELIEF, SURPRISE = "belief", "surprise"
 """Observation keys of the inference wrappers, beside ``r``."""
@@ -37,11 +44,22 @@ INTRINSIC_CLIP = 5.0
 """The normalised surprise is clipped to this many standard deviations."""
 
 
+def _family(env: gym.Env | VecEnv) -> str | None:
+    """The scene family an environment (or a vector env's first) shows, if it says."""
+    if isinstance(env, VecEnv):
+        family = env.get_attr("family", [0])[0] if env.num_envs else None
+    else:
+        family = getattr(env.unwrapped, "family", None)
+    return getattr(family, "name", None)
+
+
 class _FrozenEncoding:
     """The model, the encoder and the episode memory shared by both wrappers."""
 
-    def __init__(self, model: GQN, space: gym.Space, context: ContextMode, spatial: bool,
-                 memory_views: int | None = None) -> None:
+    def __init__(self, model: GQNSource, env: gym.Env | VecEnv, context: ContextMode,
+                 spatial: bool, memory_views: int | None = None) -> None:
+        model = resolve_gqn(model, _family(env))
+        space = env.observation_space
         self.model = model.eval().requires_grad_(False)
         self.device = next(model.parameters()).device
         self.encoder = SceneEncoder(space, r_shape(model), context, spatial)
@@ -84,13 +102,13 @@ class _InferenceEncoding(_FrozenEncoding):
     """:class:`_FrozenEncoding` in ``episode`` mode, plus the inference core's reading of
     each new view against the memory of the episode's earlier views."""
 
-    def __init__(self, model: GQN, space: gym.Space, belief_pool: int,
+    def __init__(self, model: GQNSource, env: gym.Env | VecEnv, belief_pool: int,
                  memory_views: int | None) -> None:
         if isinstance(belief_pool, bool) or int(belief_pool) != belief_pool or belief_pool < 1:
             raise ValueError(f"belief_pool must be a positive integer, got {belief_pool!r}")
-        super().__init__(model, space, "episode", spatial=False, memory_views=memory_views)
+        super().__init__(model, env, "episode", spatial=False, memory_views=memory_views)
         self.belief_pool = int(belief_pool)
-        c = model.config
+        c = self.model.config
         if self.belief_pool > c.latent_size:
             raise ValueError(f"belief_pool {belief_pool} exceeds the inference core's "
                              f"{c.latent_size}x{c.latent_size} grid")
@@ -139,18 +157,19 @@ class GQNObservation(gym.ObservationWrapper):
 
     Args:
         env: an environment with Dict observations holding ``image`` and ``viewpoint``.
-        model: the GQN (its image size must match the environment's).
+        model: the GQN (its image size must match the environment's), a checkpoint path, or
+            ``"shipped"`` for the environment family's shipped checkpoint (loaded once per
+            process: YAML launchers such as rl-baselines3-zoo can name it).
         context: ``current``, ``cameras`` or ``episode`` (reset at each ``reset``).
         spatial: keep ``r`` as ``[r_dim, h, w]`` instead of flat.
         memory_views: ``episode`` mode: read the sum at the scale of at most this many views
             (:class:`~gqn_rl.encoders.SceneMemory`); None: the plain sum.
     """
 
-    def __init__(self, env: gym.Env, model: GQN, context: ContextMode = "current",
+    def __init__(self, env: gym.Env, model: GQNSource, context: ContextMode = "current",
                  spatial: bool = False, memory_views: int | None = None) -> None:
         super().__init__(env)
-        self.frozen = _FrozenEncoding(model, env.observation_space, context, spatial,
-                                      memory_views)
+        self.frozen = _FrozenEncoding(model, env, context, spatial, memory_views)
         self.observation_space = self.frozen.observation_space
 
     def reset(self, **kwargs: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -184,8 +203,9 @@ _INFERENCE_DOC = """
     scene memory cannot predict); the bonus is in ``info["intrinsic_reward"]``.
 
     Args:
-        model: the GQN (its image size must match the environment's); it needs an informative
-            posterior: with a collapsed one the surprise is zero whatever the view.
+        model: the GQN (its image size must match the environment's), a checkpoint path or
+            ``"shipped"`` (as :class:`GQNObservation`); it needs an informative posterior:
+            with a collapsed one the surprise is zero whatever the view.
         belief_pool: side of the pooled grid of ``belief``, at most the cores' grid.
         beta: weight of the surprise bonus (0: none).
         memory_views: read the memory at the scale of at most this many views, the most
@@ -198,11 +218,10 @@ class GQNInferenceObservation(gym.Wrapper):
     __doc__ = ("""Belief and surprise from a frozen GQN's inference core, for one environment.
 """ + _INFERENCE_DOC)
 
-    def __init__(self, env: gym.Env, model: GQN, belief_pool: int = 1, beta: float = 0.0,
+    def __init__(self, env: gym.Env, model: GQNSource, belief_pool: int = 1, beta: float = 0.0,
                  memory_views: int | None = None) -> None:
         super().__init__(env)
-        self.frozen = _InferenceEncoding(model, env.observation_space, belief_pool,
-                                         memory_views)
+        self.frozen = _InferenceEncoding(model, env, belief_pool, memory_views)
         self.bonus = SurpriseBonus(beta) if beta else None
         self.observation_space = self.frozen.observation_space
 
@@ -225,10 +244,9 @@ class VecGQNObservation(VecEnvWrapper):
     all environments, and ``terminal_observation`` in ``infos`` encoded too (with the
     finished episode's memory)."""
 
-    def __init__(self, venv: VecEnv, model: GQN, context: ContextMode = "current",
+    def __init__(self, venv: VecEnv, model: GQNSource, context: ContextMode = "current",
                  spatial: bool = False, memory_views: int | None = None) -> None:
-        self._wrap(venv, _FrozenEncoding(model, venv.observation_space, context, spatial,
-                                         memory_views))
+        self._wrap(venv, _FrozenEncoding(model, venv, context, spatial, memory_views))
 
     def _wrap(self, venv: VecEnv, frozen: _FrozenEncoding) -> None:
         self.frozen = frozen
@@ -262,10 +280,9 @@ class VecGQNInferenceObservation(VecGQNObservation):
     its last view (``terminal_observation``, encoded too), not of the next episode's first.
 """ + _INFERENCE_DOC)
 
-    def __init__(self, venv: VecEnv, model: GQN, belief_pool: int = 1, beta: float = 0.0,
+    def __init__(self, venv: VecEnv, model: GQNSource, belief_pool: int = 1, beta: float = 0.0,
                  memory_views: int | None = None) -> None:
-        self._wrap(venv, _InferenceEncoding(model, venv.observation_space, belief_pool,
-                                            memory_views))
+        self._wrap(venv, _InferenceEncoding(model, venv, belief_pool, memory_views))
         self.bonus = SurpriseBonus(beta) if beta else None
 
     def step_wait(self) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[dict]]:

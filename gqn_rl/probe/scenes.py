@@ -37,6 +37,9 @@ class ProbeConfig:
     cnn: bool = True
     """Fit the two ceilings: a CNN, and the GQN's own representation network, each supervised
     end to end on the targets from one view."""
+    ceiling_scenes: int = 3000
+    """Scenes of the dataset's train split the ceilings learn from (when the probed split is
+    another): a ceiling needs many distinct scenes."""
     ceiling_epochs: int = 200
     """Most epochs of each ceiling; they stop earlier once ``ceiling_patience`` epochs pass
     without a better validation loss (their curves are reported)."""
@@ -53,7 +56,8 @@ class ProbeConfig:
 
     def __post_init__(self) -> None:
         for name in ("scenes", "views_per_scene", "context_views", "prediction_scenes",
-                     "embedding_scenes", "ceiling_epochs", "ceiling_patience"):
+                     "embedding_scenes", "ceiling_scenes", "ceiling_epochs",
+                     "ceiling_patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ProbeConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.resamples < 0:

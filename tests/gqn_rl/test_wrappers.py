@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -10,9 +12,10 @@ from stable_baselines3.common.env_checker import check_env
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from gqn import GQN, GQNConfig
-from gqn_rl.encoders import load_encoder
-from gqn_rl.wrappers import GQNObservation, VecGQNObservation
+from gqn import GQN, GQNConfig, TrainConfig
+from gqn.checkpoint import load_model, save_checkpoint
+from gqn_rl.encoders import load_encoder, shipped_checkpoint
+from gqn_rl.wrappers import GQNInferenceObservation, GQNObservation, VecGQNObservation
 
 CONFIG = GQNConfig(image_size=16, representation="pool", r_dim=8, h_dim=8, z_dim=2, L=2)
 
@@ -137,3 +140,32 @@ def test_frozen_wrapper_on_reacher_through_the_camera_adapter(model: GQN) -> Non
     assert env.observation_space.contains(moved)
     assert not np.allclose(obs["r"], moved["r"])  # the arm moved in the image
     env.close()
+
+
+def test_wrappers_take_a_checkpoint_path_or_shipped_and_share_one_model(
+        model: GQN, tmp_path: Path) -> None:
+    """What a YAML launcher (rl-baselines3-zoo's env_wrapper) can name: a checkpoint path, or
+    "shipped"; each checkpoint's model is loaded once per process and shared."""
+    path = tmp_path / "gqn.pt"
+    save_checkpoint(path, model, torch.optim.Adam(model.parameters()), 0, TrainConfig(), rng={},
+                    data={"scene": "arm"})
+    a = GQNObservation(gym.make("gqn_rl/ArmReach-v0", image_size=16), str(path))
+    b = GQNInferenceObservation(gym.make("gqn_rl/ArmReach-v0", image_size=16), path)
+    raw = make_vec_env("gqn_rl/ArmReach-v0", n_envs=2, seed=0, vec_env_cls=DummyVecEnv,
+                       env_kwargs={"image_size": 16})
+    c = VecGQNObservation(raw, str(path))
+    assert a.frozen.model is b.frozen.model is c.frozen.model
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(a.frozen.model.state_dict()[name], value)
+    np.testing.assert_allclose(a.reset(seed=1)[0]["r"],
+                               GQNObservation(gym.make("gqn_rl/ArmReach-v0", image_size=16),
+                                              model).reset(seed=1)[0]["r"], atol=1e-5)
+    shipped = GQNObservation(gym.make("gqn_rl/ArmReach-v0"), "shipped")
+    assert shipped.frozen.model.config == load_model(shipped_checkpoint("arm")).config
+    with pytest.raises(ValueError, match="pretrained on shepard_metzler_7 scenes"):
+        other = tmp_path / "sm7.pt"
+        save_checkpoint(other, model, torch.optim.Adam(model.parameters()), 0, TrainConfig(),
+                        rng={}, data={"scene": "shepard_metzler_7"})
+        GQNObservation(gym.make("gqn_rl/ArmReach-v0", image_size=16), other)
+    with pytest.raises(TypeError, match="takes a GQN, a checkpoint path or 'shipped'"):
+        GQNObservation(gym.make("gqn_rl/ArmReach-v0", image_size=16), 3)
