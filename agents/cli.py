@@ -66,7 +66,7 @@ def _pretrain(args: argparse.Namespace) -> int:
                                seed=args.seed, max_context=args.max_context,
                                checkpoint_every=args.checkpoint_every,
                                precision=args.precision, kl_weight=args.kl_weight,
-                               sigma_end=args.sigma_end)
+                               sigma_end=args.sigma_end, object_weight=args.object_weight)
     probe = None
     if not args.no_probe:
         from gqn.data import SceneDataset
@@ -195,6 +195,9 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
     p.add_argument("--kl-weight", type=float,
                    help="weight of the KL term in the training loss (default: the preset's, 1)")
+    p.add_argument("--object-weight", type=float,
+                   help="weight of the objects' pixels in the likelihood (default 1; needs "
+                        "gqn-rl data masks DATA)")
     p.add_argument("--sigma-end", type=float,
                    help="final pixel standard deviation (default: the preset's)")
     p.add_argument("--precision", choices=PRECISIONS,
@@ -246,6 +249,16 @@ def _data_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_masks(args: argparse.Namespace) -> int:
+    from gqn_rl.datagen import default_workers
+    from gqn_rl.foreground import write_masks
+
+    for path in write_masks(args.data, workers=args.workers or default_workers(),
+                            progress=not args.no_progress):
+        print(f"wrote {path}")
+    return 0
+
+
 def _add_data(commands: argparse._SubParsersAction) -> None:
     from envs.scenes import FAMILIES
 
@@ -281,6 +294,15 @@ def _add_data(commands: argparse._SubParsersAction) -> None:
                    help="split each file into shards of this many scenes")
     i.add_argument("--no-progress", action="store_true", help="no progress bar")
     i.set_defaults(run=_data_import)
+    m = which.add_parser(
+        "masks", help="mask the objects' pixels of a rendered dataset",
+        description="Render every view again with the scene's objects hidden and write "
+                    "DIR/<split>.masks.npy (bool [N, V, H, W]): what gqn-rl pretrain "
+                    "--object-weight weighs. A split whose masks are whole is skipped.")
+    m.add_argument("data", type=Path, metavar="DIR", help="a dataset of gqn-rl data generate")
+    m.add_argument("--workers", type=_positive_int, help="processes (default: all cores)")
+    m.add_argument("--no-progress", action="store_true", help="no progress bar")
+    m.set_defaults(run=_data_masks)
 
 
 # -- bench ---------------------------------------------------------------------------------

@@ -15,11 +15,14 @@ def gaussian_kl(q_mean: torch.Tensor, q_std: torch.Tensor, p_mean: torch.Tensor,
     return 0.5 * (var_ratio + mean_term - 1.0 - var_ratio.log())
 
 
-def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, sigma: float | torch.Tensor
-                 ) -> torch.Tensor:
-    """Negative log-density of images ``x [B, C, H, W]`` under ``N(mean, sigma^2)``: ``[B]``."""
+def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, sigma: float | torch.Tensor,
+                 weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Negative log-density of images ``x [B, C, H, W]`` under ``N(mean, sigma^2)``: ``[B]``;
+    with ``weight [B, 1, H, W]``, each pixel's term weighted (a weighted likelihood)."""
     sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
     per_pixel = 0.5 * ((x - mean) / sigma).pow(2) + sigma.log() + 0.5 * math.log(2 * math.pi)
+    if weight is not None:
+        per_pixel = per_pixel * weight
     return per_pixel.flatten(1).sum(1)
 
 

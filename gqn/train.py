@@ -29,6 +29,7 @@ from gqn.checkpoint import load_checkpoint, save_checkpoint
 from gqn.config import BOOKKEEPING, GQNConfig, TrainConfig, config_diff
 from gqn.data import Batch, SceneDataset
 from gqn.fileio import atomic_write
+from gqn.losses import gaussian_nll
 from gqn.model import GQN, GQNOutput
 from gqn.schedules import learning_rate, pixel_sigma
 from gqn.seeding import derive_rng, derive_seed
@@ -165,6 +166,20 @@ def evaluate(model: GQN, dataset: SceneDataset, config: TrainConfig, sigma: floa
     return totals, grid
 
 
+def training_loss(output: GQNOutput, batch: Batch, sigma: float,
+                  config: TrainConfig) -> torch.Tensor:
+    """What the optimiser minimises: the negative ELBO (``output.loss``), or with
+    ``config.object_weight`` the objects' pixels weighted in the likelihood and with
+    ``config.kl_weight`` the KL weighted. The logged figures stay the ELBO's."""
+    if config.object_weight == 1 and config.kl_weight == 1:
+        return output.loss
+    nll = output.nll
+    if config.object_weight != 1:
+        weight = 1 + (config.object_weight - 1) * batch.query_mask[:, None].float()
+        nll = gaussian_nll(batch.query_x.float() / 255, output.mean, sigma, weight)
+    return (nll + config.kl_weight * output.kl).mean()
+
+
 def _write_metrics(path: Path, lines: list[dict[str, float]]) -> None:
     text = "".join(json.dumps(line) + "\n" for line in lines)
     atomic_write(path, lambda f: f.write(text.encode()))
@@ -210,6 +225,10 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
                          f"by the number of processes ({process.world_size})")
     train_set = SceneDataset(data, "train", verify=True)  # SHA-256 of every shard file
     test_set = SceneDataset(data, "test", verify=True)
+    if train_config.object_weight != 1 and train_set.masks() is None:
+        raise ValueError(f"TrainConfig.object_weight {train_config.object_weight} weighs the "
+                         f"objects' pixels, but {train_set.masks_path} does not exist: write "
+                         f"it with gqn-rl data masks {data}")
     if train_set.image_size != model_config.image_size:
         raise ValueError(f"{data}: dataset image_size {train_set.image_size} != "
                          f"GQNConfig.image_size {model_config.image_size}")
@@ -283,8 +302,7 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
         with autocast():
             output: GQNOutput = trained(batch.context_x, batch.context_v, batch.query_x,
                                         batch.query_v, sigma)
-        loss = output.loss if train_config.kl_weight == 1 else (
-            output.nll + train_config.kl_weight * output.kl).mean()
+        loss = training_loss(output, batch, sigma, train_config)
         finite = torch.isfinite(loss.detach()).float()
         if process.world_size > 1:
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)

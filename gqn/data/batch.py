@@ -27,6 +27,9 @@ class Batch:
     """Query images, uint8 ``[B, 3, H, W]``."""
     query_v: torch.Tensor
     """Query viewpoints, float32 ``[B, 7]``."""
+    query_mask: torch.Tensor | None = None
+    """Where the query views show the scene's objects, bool ``[B, H, W]``, when the dataset
+    has masks (:meth:`SceneDataset.masks_path`); None otherwise."""
 
     def __post_init__(self) -> None:
         cx, cv, qx, qv = (tuple(t.shape) for t in self._tensors())
@@ -38,6 +41,8 @@ class Batch:
             "query_x": ((b, 3, h, w), qx),
             "query_v": ((b, VIEWPOINT_DIM), qv),
         }
+        if self.query_mask is not None:
+            expected["query_mask"] = ((b, h, w), tuple(self.query_mask.shape))
         for name, (want, got) in expected.items():
             if want != got:
                 raise ValueError(f"{name} must be {want} to match context_x {cx}, got {got}")
@@ -58,7 +63,8 @@ class Batch:
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """Return a copy of the batch on ``device`` (dtypes unchanged)."""
         cx, cv, qx, qv = (t.to(device, non_blocking=non_blocking) for t in self._tensors())
-        return Batch(context_x=cx, context_v=cv, query_x=qx, query_v=qv)
+        mask = None if self.query_mask is None else self.query_mask.to(device)
+        return Batch(context_x=cx, context_v=cv, query_x=qx, query_v=qv, query_mask=mask)
 
 
 def _sample_batch(
@@ -68,6 +74,7 @@ def _sample_batch(
     batch_size: int,
     max_context: int,
     rng: np.random.Generator,
+    masks: np.ndarray | None = None,
 ) -> Batch:
     """Draw a GQN batch from shards: B scenes with replacement, one K in 1..max_context.
 
@@ -83,6 +90,7 @@ def _sample_batch(
         batch_size: B >= 1.
         max_context: the largest K, in 1..V-1.
         rng: the generator of every random choice.
+        masks: the objects' masks of every scene, bool ``[N, V, H, W]``, or None.
 
     Returns a Batch: context_x uint8 ``[B, K, 3, H, W]``, context_v float32 ``[B, K, 7]``,
     query_x uint8 ``[B, 3, H, W]``, query_v float32 ``[B, 7]``.
@@ -108,9 +116,12 @@ def _sample_batch(
         query_x[rows] = shard_images[:, k].transpose(0, 3, 1, 2)
         view_poses[rows] = poses[s][scene_idx, views_idx]
     viewpoints = pose_to_viewpoint(view_poses)  # [B, K+1, 7] float32
+    query_mask = None if masks is None else torch.from_numpy(
+        np.asarray(masks[scenes, order[:, k]], dtype=bool))  # [B, H, W]
     return Batch(
         context_x=torch.from_numpy(context_x),
         context_v=torch.from_numpy(np.ascontiguousarray(viewpoints[:, :k])),
         query_x=torch.from_numpy(query_x),
         query_v=torch.from_numpy(np.ascontiguousarray(viewpoints[:, k])),
+        query_mask=query_mask,
     )

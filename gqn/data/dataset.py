@@ -62,7 +62,7 @@ class SceneDataset(_ManifestView):
     def __getstate__(self) -> dict[str, Any]:
         # Pickle (e.g. to DataLoader workers) without copying the memory-mapped arrays.
         state = self.__dict__.copy()
-        state["_images"] = state["_poses"] = None
+        state["_images"] = state["_poses"] = state["_masks"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -98,6 +98,31 @@ class SceneDataset(_ManifestView):
             raise IndexError(f"scene index {i} out of range for split {self._split!r} ({n} scenes)")
         shard = int(np.searchsorted(self._offsets, j, side="right")) - 1
         return shard, j - int(self._offsets[shard])
+
+    @property
+    def masks_path(self) -> Path:
+        """Where this split's masks of the scenes' objects live: ``DIR/<split>.masks.npy``,
+        bool ``[N, V, H, W]`` (written by ``gqn-rl data masks``)."""
+        return self._root / f"{self._split}.masks.npy"
+
+    def masks(self) -> np.ndarray | None:
+        """The objects' masks of every scene and view, bool ``[N, V, H, W]`` (memory-mapped),
+        or None when the split has none. Raises ValueError naming the file when its shape or
+        dtype does not fit the split."""
+        path = self.masks_path
+        if not path.is_file():
+            return None
+        if getattr(self, "_masks", None) is None:
+            try:
+                masks = np.load(path, mmap_mode="r")
+            except ValueError as error:
+                raise ValueError(f"{path}: not a masks file ({error})") from None
+            want = (len(self), self.views, self.image_size, self.image_size)
+            if masks.dtype != np.bool_ or masks.shape != want:
+                raise ValueError(f"{path}: masks must be bool {list(want)} for this split, got "
+                                 f"{masks.dtype} {list(masks.shape)}")
+            self._masks = masks
+        return self._masks
 
     def scene(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Scene ``i``: images uint8 ``[V, H, W, 3]`` and raw poses float32 ``[V, 5]`` (copies)."""
@@ -150,4 +175,4 @@ class SceneDataset(_ManifestView):
         elif not _is_int(max_context) or not 1 <= max_context <= v - 1:
             raise ValueError(f"max_context must be in 1..{v - 1} (views - 1), got {max_context!r}")
         return _sample_batch(self._images, self._poses, self._offsets, batch_size, max_context,
-                             rng)
+                             rng, self.masks())

@@ -11,7 +11,7 @@ On scenes of a dataset's test split (split by scene into fit, validation and tes
   representation network, each supervised end to end until it stops improving.
 - **Prediction error** of a held-out view against the number of context views, next to
   copying the nearest context view, on the whole image and on the objects' pixels
-  (:mod:`gqn_rl.probe.foreground`; datasets rendered by ``gqn-rl data generate``).
+  (:mod:`gqn_rl.foreground`; datasets rendered by ``gqn-rl data generate``).
 - **Surprise**: KL(posterior || prior) of a view given its own scene's ``r`` and another's.
 - **Context count**: a linear classifier of how many views were summed into ``r``.
 - **Embedding**: per-view ``r`` of a few scenes in 2-D (PCA), with the silhouette by scene.
@@ -19,7 +19,7 @@ On scenes of a dataset's test split (split by scene into fit, validation and tes
 Modules: :mod:`~gqn_rl.probe.scenes` (config, scenes, targets), :mod:`~gqn_rl.probe.readouts`
 (the readouts and their scores), :mod:`~gqn_rl.probe.measures` (the measurements and
 :func:`probe`), :mod:`~gqn_rl.probe.quick` (:class:`QuickProbe`, for pretraining) and
-:mod:`~gqn_rl.probe.report` (the files).
+:mod:`~gqn_rl.probe.report` (the files); the objects' masks come from :mod:`gqn_rl.foreground`.
 """
 
 from gqn_rl.probe.measures import architecture_ceilings, probe

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from gqn import GQN, GQNConfig
 from gqn.data import SceneDataset
 from gqn.seeding import derive_rng, derive_seed
-from gqn_rl.probe.foreground import foreground_masks
+from gqn_rl.foreground import foreground_masks
 from gqn_rl.probe.readouts import (
     fit_architecture,
     fit_cnn,

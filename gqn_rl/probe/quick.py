@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gqn import GQN
 from gqn.data import SceneDataset
-from gqn_rl.probe.foreground import foreground_masks
+from gqn_rl.foreground import foreground_masks
 from gqn_rl.probe.measures import prediction_and_surprise, score
 from gqn_rl.probe.readouts import fit_ridge
 from gqn_rl.probe.scenes import ProbeConfig, load_scenes, one_view_source, per_view_representations

@@ -1,10 +1,12 @@
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,8 +15,16 @@ import gqn.train
 from agents.cli import main
 from gqn import GQNConfig, TrainConfig
 from gqn.checkpoint import load_checkpoint, load_model
+from gqn.data import SceneDataset
+from gqn.model import GQN
 from gqn.schedules import learning_rate, pixel_sigma
-from gqn.train import NonFiniteLossError, autocast, missing_bf16_support, pretrain
+from gqn.train import (
+    NonFiniteLossError,
+    autocast,
+    missing_bf16_support,
+    pretrain,
+    training_loss,
+)
 from tests.gqn.conftest import write_synthetic_dataset
 
 MODEL = GQNConfig(image_size=16, representation="pool", r_dim=16, h_dim=8, z_dim=4, L=2,
@@ -176,3 +186,30 @@ def test_bf16_runs_where_supported_and_is_refused_by_name_elsewhere(dataset: Pat
         assert not (tmp_path / "run").exists()  # refused before anything was written
     with autocast("cpu", "fp32"):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_object_weight_weighs_the_masked_pixels_of_the_query(dataset: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """With masks beside the dataset, the optimiser minimises the likelihood with the
+    objects' pixels weighted; a batch draws the same scenes and views with or without them."""
+    train = SceneDataset(dataset, "train")
+    masks = np.random.default_rng(0).random((len(train), train.views, 16, 16)) < 0.1
+    plain = train.sample_batch(4, np.random.default_rng(3))
+    np.save(train.masks_path, masks)
+    masked = SceneDataset(dataset, "train").sample_batch(4, np.random.default_rng(3))
+    assert torch.equal(plain.query_x, masked.query_x) and plain.query_mask is None
+    assert masked.query_mask.shape == (4, 16, 16)
+    model = GQN(MODEL)
+    out = model(masked.context_x, masked.context_v, masked.query_x, masked.query_v, 0.5)
+    config = dataclasses.replace(TRAIN, object_weight=5.0)
+    weighted = training_loss(out, masked, 0.5, config)
+    per_pixel = 0.5 * ((masked.query_x.float() / 255 - out.mean) / 0.5) ** 2 + math.log(
+        0.5 * math.sqrt(2 * math.pi))
+    weight = 1 + 4 * masked.query_mask[:, None].float()
+    torch.testing.assert_close(weighted, ((per_pixel * weight).flatten(1).sum(1)
+                                          + out.kl).mean())
+    assert training_loss(out, masked, 0.5, TRAIN) is out.loss
+    np.save(train.masks_path, masks[:, :2])
+    with pytest.raises(ValueError, match="masks must be bool"):
+        SceneDataset(dataset, "train").masks()

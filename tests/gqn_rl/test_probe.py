@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from agents.cli import main
 from gqn import GQN, GQNConfig
@@ -209,7 +210,7 @@ def test_cli_probe_writes_json_report_and_plots(tmp_path: Path) -> None:
 
 
 def test_foreground_masks_cover_the_objects_of_generated_scenes(tmp_path: Path) -> None:
-    from gqn_rl.probe.foreground import foreground_masks
+    from gqn_rl.foreground import foreground_masks
 
     data = generate(GenerateConfig(scene="arm", scenes=2, test_scenes=2, size=32, views=3),
                     tmp_path / "arm", progress=False)
@@ -224,8 +225,31 @@ def test_foreground_masks_cover_the_objects_of_generated_scenes(tmp_path: Path) 
                             [0]) is None  # not rendered by gqn-rl: no masks
 
 
+def test_data_masks_writes_what_the_dataset_reads_and_pretraining_weighs(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from gqn_rl.foreground import foreground_masks
+
+    data = generate(GenerateConfig(scene="arm", scenes=3, test_scenes=2, size=32, views=3,
+                                   shard_size=2), tmp_path / "arm", progress=False)
+    run = ["pretrain", "--data", str(data), "--out", str(tmp_path / "run"), "--steps", "2",
+           "--batch-size", "2", "--no-progress", "--no-probe", "--object-weight", "5"]
+    assert main([*run, "--preset", "cpu-small"]) == 2  # no masks yet: named, nothing trained
+    assert "gqn-rl data masks" in capsys.readouterr().err
+    assert main(["data", "masks", str(data), "--workers", "2", "--no-progress"]) == 0
+    for split, n in (("train", 3), ("test", 2)):
+        dataset = SceneDataset(data, split)
+        np.testing.assert_array_equal(dataset.masks(), foreground_masks(dataset, range(n)))
+    stamp = (data / "train.masks.npy").stat().st_mtime_ns
+    assert main(["data", "masks", str(data), "--no-progress"]) == 0  # whole: skipped
+    assert (data / "train.masks.npy").stat().st_mtime_ns == stamp
+    batch = SceneDataset(data, "train").sample_batch(4, np.random.default_rng(0))
+    assert batch.query_mask.shape == (4, 32, 32) and batch.query_mask.dtype == torch.bool
+    assert main([*run, "--preset", "cpu-small"]) == 0  # the weighted likelihood trains
+    assert "step 2: checkpoint" in capsys.readouterr().out
+
+
 def test_foreground_masks_refuse_images_that_do_not_match(tmp_path: Path) -> None:
-    from gqn_rl.probe.foreground import foreground_masks
+    from gqn_rl.foreground import foreground_masks
 
     data = generate(GenerateConfig(scene="rooms_free", scenes=1, test_scenes=1, size=16,
                                    views=2), tmp_path / "rooms", progress=False)
@@ -239,7 +263,7 @@ def test_foreground_masks_refuse_images_that_do_not_match(tmp_path: Path) -> Non
 def test_foreground_masks_accept_scenes_loaded_out_of_order(tmp_path: Path) -> None:
     """Scene 0 written into the model compiled from scene 59 rounds a few pixels differently
     (regression: the probe's shuffled scenes were refused)."""
-    from gqn_rl.probe.foreground import foreground_masks
+    from gqn_rl.foreground import foreground_masks
 
     data = generate(GenerateConfig(scene="shepard_metzler_7", scenes=1, test_scenes=60, size=32),
                     tmp_path / "sm", progress=False)

@@ -1,6 +1,7 @@
 """Foreground masks of a rendered dataset: the pixels of each view that show the scene's
 objects (the family's :meth:`~envs.scenes.SceneFamily.object_geoms`), found as what differs
-from the same view rendered with the objects hidden.
+from the same view rendered with the objects hidden. The probe scores predictions on them;
+``gqn-rl data masks`` writes them beside the dataset for a pretraining that weighs them.
 
 Only datasets that ``gqn-rl data generate`` rendered can be masked: their manifest holds the
 generator config, from which every scene and view is rendered again, and the re-rendered
@@ -11,12 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import multiprocessing
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from envs.rendering import default_rasteriser_threads
 from envs.scenes import FAMILIES
-from gqn.data import SceneDataset
+from gqn.data import SPLITS, SceneDataset
+from gqn.fileio import atomic_write
 from gqn_rl.datagen import GENERATOR, GenerateConfig, loaded_scenes
 
 MAX_DIFFERING = 0.01
@@ -64,3 +71,51 @@ def foreground_masks(dataset: SceneDataset, indices: Sequence[int]) -> np.ndarra
             renderer.model.geom_rgba[objects, 3] = alpha
             masks[row] = (images != bare).any(-1)
     return masks
+
+
+def _masks_of(task: tuple[str, str, list[int]]) -> np.ndarray:
+    """Worker: the masks of a chunk of scenes ``(dataset path, split, indices)``."""
+    path, split, indices = task
+    return foreground_masks(SceneDataset(path, split), indices)
+
+
+def write_masks(path: Path | str, splits: Sequence[str] = SPLITS, workers: int = 1,
+                chunk: int = 100, progress: bool = True) -> list[Path]:
+    """Write each split's objects' masks to ``DIR/<split>.masks.npy`` (bool ``[N, V, H, W]``,
+    what :class:`gqn.data.SceneDataset` reads and a pretraining with
+    ``TrainConfig.object_weight`` weighs), atomically; a split whose file is whole is skipped.
+    Returns the files. Raises ValueError for a dataset ``gqn-rl data generate`` did not
+    render (its views cannot be rendered again without their objects)."""
+    written = []
+    for split in splits:
+        dataset = SceneDataset(path, split)
+        if generator_config(dataset) is None:
+            raise ValueError(f"{path}: not rendered by gqn-rl data generate, so its objects "
+                             "cannot be masked (masks need the scenes rendered again)")
+        try:
+            if dataset.masks() is not None:
+                written.append(dataset.masks_path)
+                continue
+        except ValueError as error:  # a broken file: written again
+            print(f"{error}: writing it again", file=sys.stderr)
+        tasks = [(str(path), split, list(range(start, min(start + chunk, len(dataset)))))
+                 for start in range(0, len(dataset), chunk)]
+        bar = tqdm(total=len(dataset), desc=f"masks {split}", unit="scene",
+                   disable=not progress, dynamic_ncols=True)
+        parts = []
+        with (multiprocessing.get_context("spawn").Pool(workers, _one_rasteriser_thread)
+              if workers > 1 else contextlib.nullcontext()) as pool:
+            for part in (pool.imap(_masks_of, tasks) if pool else map(_masks_of, tasks)):
+                parts.append(part)
+                bar.update(len(part))
+        bar.close()
+        masks = np.concatenate(parts) if parts else np.zeros(
+            (0, dataset.views, dataset.image_size, dataset.image_size), bool)
+        atomic_write(dataset.masks_path, lambda f, masks=masks: np.save(f, masks))
+        written.append(dataset.masks_path)
+    return written
+
+
+def _one_rasteriser_thread() -> None:
+    """Worker initialiser: one software-rasteriser thread per worker."""
+    default_rasteriser_threads(1)
