@@ -100,19 +100,20 @@ CEILINGS = {CNN_CEILING: "the pixels' ceiling: a CNN supervised on the targets",
 
 def _ceiling_scenes(dataset: SceneDataset, scenes: Scenes, config: ProbeConfig) -> Scenes:
     """The scenes the ceilings learn from: ``config.ceiling_scenes`` of the dataset's train
-    split (90% fit, 5% validation) when the probed split is another and there is one, else the
-    probe's own fit and validation scenes. A ceiling needs many distinct scenes: fitted on the
-    probe's few hundred, it learns each scene's colours by heart and its validation loss rises
-    from the fifth epoch on (arm, 600 scenes: CNN hand R² 0.06)."""
-    if dataset.split != "train":
-        try:
-            train = SceneDataset(dataset.path, "train")
-        except ValueError:  # no train split: the probe's own scenes
-            return scenes
-        if len(train) >= 10:
-            return load_scenes(train, dataclasses.replace(
-                config, scenes=config.ceiling_scenes, fit_fraction=0.9, val_fraction=0.05))
-    return scenes
+    split (90% fit, 5% validation) when the probed split is another and that gives more fit
+    scenes, else the probe's own fit and validation scenes. A ceiling needs many distinct
+    scenes: fitted on the probe's few hundred, it learns each scene's colours by heart and its
+    validation loss rises from the fifth epoch on (arm, 600 scenes: CNN hand R² 0.06)."""
+    if dataset.split == "train":
+        return scenes
+    try:
+        train = SceneDataset(dataset.path, "train")
+    except ValueError:  # no train split: the probe's own scenes
+        return scenes
+    if 0.9 * min(len(train), config.ceiling_scenes) <= len(scenes.parts["fit"]):
+        return scenes
+    return load_scenes(train, dataclasses.replace(
+        config, scenes=config.ceiling_scenes, fit_fraction=0.9, val_fraction=0.05))
 
 
 def _ceilings(dataset: SceneDataset, scenes: Scenes,
