@@ -30,6 +30,7 @@ import io
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import time
 import traceback
@@ -58,7 +59,7 @@ from agents.train import (
     training_seconds,
     wrap_env,
 )
-from gqn.fileio import atomic_write
+from gqn.fileio import atomic_write, lock_directory
 from gqn.seeding import derive_seed
 from gqn_rl.episodes import reference_policy, run_episode, summarize
 
@@ -70,6 +71,8 @@ COLUMNS = ("env", "encoder", "track", "demos", "seed", "algo", "steps", "return"
 """``results.csv``'s columns. ``normalized_score``: 0 is the grid's random policy and 100 its
 state oracle (mean over seeds, same environment, track and demos)."""
 REFERENCE, ORACLE = "random", "state"
+LOCK_NAME = ".benchmark.lock"
+"""The file of a grid directory whose lock the running ``gqn-rl benchmark`` holds."""
 
 
 def normalized_score(value: Any, random: float, oracle: float) -> Any:
@@ -379,9 +382,14 @@ def run_cell(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
 
 
 def _one_thread() -> None:
-    """Worker start-up: one torch thread per process, so that workers share the cores."""
+    """Worker start-up: one torch thread per process, so that workers share the cores; and
+    die with the parent (Linux), so that no orphan goes on writing a grid whose lock is gone."""
     torch.set_num_threads(1)
     os.environ.setdefault("MUJOCO_GL", "egl")
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _run_in_worker(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
@@ -447,7 +455,31 @@ def run_benchmark(config: BenchmarkConfig, root: Path, progress: bool = True) ->
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise ValueError(f"--out {root} is a file: it takes a benchmark directory")
+    _check_grid_directory(root)
     root.mkdir(parents=True, exist_ok=True)
+    lock = lock_directory(root, LOCK_NAME)  # one grid per directory; released however it ends
+    try:
+        return _run_grid(config, root, progress)
+    finally:
+        lock.close()
+
+
+def _check_grid_directory(root: Path) -> None:
+    """Refuse an existing directory that is not empty and not a grid (no ``runs/``, no lock,
+    no ``results.csv`` of ours): the grid would write its ``results.csv`` over the user's."""
+    if not root.is_dir() or not any(root.iterdir()):
+        return
+    csv_file = root / RESULTS_CSV
+    ours = csv_file.is_file() and csv_file.read_bytes().startswith(
+        ",".join(COLUMNS[:3]).encode() + b",")
+    if not (ours or (root / "runs").is_dir() or (root / LOCK_NAME).is_file()):
+        names = sorted(p.name for p in root.iterdir())[:5]
+        raise ValueError(f"--out {root} is not a benchmark directory (it holds {names}): "
+                         "choose a new or empty directory")
+
+
+def _run_grid(config: BenchmarkConfig, root: Path, progress: bool) -> Path:
+    """:func:`run_benchmark` in a directory this process holds."""
     check_grid_checkpoints(root, config)
     cells = config.cells()
     todo = [c for c in cells if not c.finished(root)]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -48,3 +51,29 @@ def sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class DirectoryBusyError(OSError):
+    """Another process holds the directory's lock."""
+
+
+def lock_directory(root: Path, name: str, error: type[DirectoryBusyError] = DirectoryBusyError
+                   ) -> BinaryIO:
+    """An exclusive ``flock`` on ``root/name``, held while the returned file is open and
+    released however the process ends; the file names the holder (pid, host, command). Raises
+    ``error`` naming the holder when another process has it."""
+    lock = open(Path(root) / name, "a+b")  # noqa: SIM115 - held open for the holder's life
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().decode(errors="replace").strip() or "another process"
+        lock.close()
+        raise error(f"{root} is being written by {holder}; wait for it to finish or stop it "
+                    "(its lock is released when it ends)") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()} on {socket.gethostname()} "
+               f"({' '.join(sys.argv) or 'python'})".encode())
+    lock.flush()
+    return lock

@@ -9,11 +9,7 @@ complete.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import socket
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -36,35 +32,27 @@ from gqn.data.format import (
     _shard_stem,
     _verify_record,
 )
-from gqn.fileio import atomic_write, remove_partial_files, sha256
+from gqn.fileio import (
+    DirectoryBusyError,
+    atomic_write,
+    lock_directory,
+    remove_partial_files,
+    sha256,
+)
 from gqn.viewpoint import POSE_DIM
 
 LOCK_NAME = ".writer.lock"
 """The file in a dataset directory whose lock a writer holds; it names the holder."""
 
 
-class DatasetBusyError(OSError):
+class DatasetBusyError(DirectoryBusyError):
     """Another process is writing the dataset directory."""
 
 
 def _lock_for_writing(root: Path) -> BinaryIO:
     """An exclusive lock on ``root``'s lock file, held while the returned file is open; raises
     :class:`DatasetBusyError` naming the holder when another process has it."""
-    lock = open(root / LOCK_NAME, "a+b")  # noqa: SIM115 - held open for the writer's life
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        holder = lock.read().decode(errors="replace").strip() or "another process"
-        lock.close()
-        raise DatasetBusyError(f"{root} is being written by {holder}; wait for it to finish "
-                               "or stop it (its lock is released when it ends)") from None
-    lock.seek(0)
-    lock.truncate()
-    lock.write(f"pid {os.getpid()} on {socket.gethostname()} "
-               f"({' '.join(sys.argv) or 'python'})".encode())
-    lock.flush()
-    return lock
+    return lock_directory(root, LOCK_NAME, DatasetBusyError)
 
 
 def _set_shards(entry: dict[str, Any], shards: list[dict[str, Any]]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 
 from agents.benchmark import (
     COLUMNS,
+    LOCK_NAME,
     RESULT_FILE,
     BenchmarkConfig,
     Cell,
@@ -29,6 +31,7 @@ from agents.hyperparams import RECIPES
 from agents.report import improvement, interval, write_report
 from gqn import GQN, GQNConfig, TrainConfig
 from gqn.checkpoint import save_checkpoint
+from gqn.fileio import DirectoryBusyError, lock_directory
 
 ROTATION = "gqn_rl/MentalRotation-v0"  # true-state runs render nothing: fast
 ROOM = "gqn_rl/RoomNavigation-v0"
@@ -241,3 +244,21 @@ def test_checkpoints_are_checked_before_anything_trains_and_key_the_grid(
     assert {r["encoder"]: r["checkpoint_sha256"] for r in csv_rows} == {
         "random": "", "gqn-frozen": digest}
     assert f"{ARM} `{digest[:16]}`" in write_report(tmp_path / "grid").read_text()
+
+
+def test_one_grid_per_directory_and_none_over_a_users_files(tmp_path: Path) -> None:
+    config = BenchmarkConfig((ROTATION,), ("random",), seeds=1, final_episodes=1)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "results.csv").write_text("my,own,table\n1,2,3\n")
+    with pytest.raises(ValueError, match="is not a benchmark directory"):
+        run_benchmark(config, tmp_path / "mine", progress=False)
+    assert (tmp_path / "mine" / "results.csv").read_text() == "my,own,table\n1,2,3\n"
+    grid = tmp_path / "grid"
+    grid.mkdir()
+    held = lock_directory(grid, LOCK_NAME)  # as a running gqn-rl benchmark holds it
+    try:
+        with pytest.raises(DirectoryBusyError, match=f"is being written by pid {os.getpid()}"):
+            run_benchmark(config, grid, progress=False)
+    finally:
+        held.close()
+    assert len(read_rows(run_benchmark(config, grid, progress=False))) == 1
