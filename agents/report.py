@@ -254,8 +254,9 @@ def _section(root: Path, env: str, track: str, demos: int,
     if track != "rl":
         return lines
     if not normalise:
-        return lines + [UNDEFINED_SCORE if np.isfinite(low) and np.isfinite(high) else
-                        f"(Normalised scores need `{REFERENCE}` and `{ORACLE}` runs.)", ""]
+        if not (np.isfinite(low) and np.isfinite(high)):
+            lines += [f"(Normalised scores need `{REFERENCE}` and `{ORACLE}` runs.)", ""]
+        return lines + _camera_shift(encoders)
     curves = _curves(root, env, {e: r for e, r in encoders.items()
                                  if e not in (REFERENCE, "scripted")}, low, high)
     if curves:
