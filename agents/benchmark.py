@@ -447,15 +447,19 @@ def write_results_csv(root: Path) -> Path:
     return path
 
 
-def run_benchmark(config: BenchmarkConfig, root: Path, progress: bool = True) -> Path:
+def run_benchmark(config: BenchmarkConfig, root: Path, progress: bool = True,
+                  shared: bool = False) -> Path:
     """Run every unfinished cell of the grid into ``root``; returns ``results.csv``'s path.
+    An existing ``root`` that is not a grid is refused, unless ``shared`` (the caller keeps
+    its own files there, as the demo keeps its data and GQN).
 
     Raises RuntimeError after the grid when runs failed (each is named; the others finish).
     """
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise ValueError(f"--out {root} is a file: it takes a benchmark directory")
-    _check_grid_directory(root)
+    if not shared:
+        _check_grid_directory(root)
     root.mkdir(parents=True, exist_ok=True)
     lock = lock_directory(root, LOCK_NAME)  # one grid per directory; released however it ends
     try:

@@ -97,7 +97,7 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), progress: bool = True
                                 eval_episodes=config.eval_episodes,
                                 final_episodes=config.final_episodes, camera_shift=False,
                                 overrides=config.overrides, checkpoint=str(checkpoint))
-    run_benchmark(benchmark, out, progress=progress)
+    run_benchmark(benchmark, out, progress=progress, shared=True)  # beside its data and GQN
     print("== report", flush=True)
     frozen = [cell for cell in benchmark.cells() if cell.encoder == "gqn-frozen"]
     gif = out / "episode_gqn-frozen.gif"

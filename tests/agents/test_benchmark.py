@@ -270,6 +270,6 @@ def assert_scores_defined_as_the_returns_say(rows: list[dict], text: str) -> Non
     mean = {e: np.mean([float(r["return"]) for r in rows if r["encoder"] == e])
             for e in ("random", "state")}
     if mean["state"] > mean["random"]:
-        assert "steps to 50%" in text and "sample efficiency" in text
+        assert "steps to 50% | ratio" in text and "sample efficiency" in text
     else:
-        assert UNDEFINED_SCORE in text and "steps to 50%" not in text
+        assert UNDEFINED_SCORE in text and "steps to 50% | ratio" not in text
