@@ -493,10 +493,14 @@ def train(config: RunConfig, out: Path, resume: bool = False, progress: bool = T
         if not run_file.is_file():
             raise FileNotFoundError(f"{run_file}: nothing to resume")
         saved = ResolvedRun.load(run_file)
-        for field in ("env", "encoder", "algo", "seed"):
+        for field in ("env", "encoder", "algo", "seed", "fresh_encoder", "intrinsic_bonus"):
             if getattr(saved.config, field) != getattr(config, field):
                 raise ValueError(f"{run_file}: {field} is {getattr(saved.config, field)!r}, "
-                                 f"not {getattr(config, field)!r}")
+                                 f"not {getattr(config, field)!r} (a resumed run keeps its "
+                                 "settings: give the same flags, or use another --out)")
+        if config.checkpoint is not None and config.checkpoint != saved.config.checkpoint:
+            raise ValueError(f"{run_file}: the run was made with --checkpoint "
+                             f"{saved.config.checkpoint}, not {config.checkpoint}")
         run = dataclasses.replace(saved, config=dataclasses.replace(saved.config,
                                                                     steps=config.steps))
     else:

@@ -280,3 +280,19 @@ def test_a_resumed_ppo_run_makes_the_updates_of_an_uninterrupted_one(
                    "no resume point to continue from", "--start-over")
     assert main([*run, "--steps", "64", "--out", str(tmp_path / "cut"), "--start-over"]) == 0
     assert PPO.load(tmp_path / "cut" / "final_model.zip").num_timesteps == 64
+
+
+def test_a_resume_with_other_settings_is_refused(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    run = ["train", "--env", "gqn_rl/ArmReach-v0", "--encoder", "gqn-inference",
+           "--fresh-encoder", "--intrinsic-bonus", "--no-progress", "--eval-every", "64",
+           "--eval-episodes", "1", "--checkpoint-every", "64", *TINY_PPO,
+           "--out", str(tmp_path / "run")]
+    assert main([*run, "--steps", "64"]) == 0
+    without = [a for a in run if a != "--intrinsic-bonus"]
+    one_line_error(capsys, [*without, "--steps", "128", "--resume"],
+                   "intrinsic_bonus is True, not False")
+    other = [a for a in run if a != "--fresh-encoder"]
+    one_line_error(capsys, [*other, "--steps", "128", "--resume", "--checkpoint",
+                            str(tmp_path / "x.pt")], "fresh_encoder is True, not False")
+    assert main([*run, "--steps", "128", "--resume"]) == 0
