@@ -47,7 +47,10 @@ INTRINSIC_CLIP = 5.0
 def _family(env: gym.Env | VecEnv) -> str | None:
     """The scene family an environment (or a vector env's first) shows, if it says."""
     if isinstance(env, VecEnv):
-        family = env.get_attr("family", [0])[0] if env.num_envs else None
+        try:
+            family = env.get_attr("family", [0])[0]
+        except AttributeError:  # not one of our scene environments
+            family = None
     else:
         family = getattr(env.unwrapped, "family", None)
     return getattr(family, "name", None)
