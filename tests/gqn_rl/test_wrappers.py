@@ -140,6 +140,9 @@ def test_frozen_wrapper_on_reacher_through_the_camera_adapter(model: GQN) -> Non
     assert env.observation_space.contains(moved)
     assert not np.allclose(obs["r"], moved["r"])  # the arm moved in the image
     env.close()
+    raw = make_vec_env(lambda: MujocoCameraObservation(gym.make("Reacher-v5"), [camera], 16),
+                       n_envs=2, vec_env_cls=DummyVecEnv)
+    assert VecGQNObservation(raw, model).reset()["r"].shape == (2, 8)  # no scene family: fine
 
 
 def test_wrappers_take_a_checkpoint_path_or_shipped_and_share_one_model(
