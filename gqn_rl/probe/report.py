@@ -65,8 +65,10 @@ def run_ceilings(data: Path, out: Path, representations: list[str], base: GQNCon
                  lambda f: f.write(json.dumps(results, indent=2).encode() + b"\n"))
     _plot(results, {}, out)
     lines = [f"# Ceilings of representation networks on `{data}` ({split} split)", "",
-             f"Scenes fit / val / test {results['scenes']['fit']} / {results['scenes']['val']} "
-             f"/ {results['scenes']['test']}; seed {config.seed}; {results['date']}, "
+             f"Scored on {results['scenes']['test']} test scenes; the networks learn from "
+             f"{config.ceiling_scenes} scenes of the train split where it has more than the "
+             f"{results['scenes']['fit']} fit scenes of this split (90% fit, 5% validation); "
+             f"seed {config.seed}; {results['date']}, "
              f"{results['seconds']} s. Each column is a network supervised end to end from one "
              "view (and its viewpoint) to the scene's targets: what any GQN built on it could "
              "at best put into `r`.", "", *_state_lines(results)]

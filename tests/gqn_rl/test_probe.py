@@ -101,7 +101,7 @@ def test_architecture_ceiling_finds_where_a_dot_is_and_nothing_in_noise() -> Non
                                    images[700:850], viewpoints[700:850], target[700:850],
                                    epochs=25, patience=4)
         score = r2_score(readout.predict(images[850:], viewpoints[850:]), target[850:])
-        assert score > 0.8 if planted else score < 0.2, (planted, score)
+        assert score > 0.6 if planted else score < 0.2, (planted, score)
 
 
 def test_linear_classifier_and_silhouette() -> None:
