@@ -333,9 +333,8 @@ def _load_latest(run: ResolvedRun, out: Path, venv: VecEnv) -> BaseAlgorithm | N
     for steps, path in found:
         stats = path.with_name(f"model_vecnormalize_{steps}_steps.pkl")
         buffer = path.with_name(f"model_replay_buffer_{steps}_steps.pkl")
-        current = path
         try:
-            current = stats if stats.is_file() else path
+            current = stats if stats.is_file() else path  # the file being read, if it fails
             env = normalized(run, venv, stats if stats.is_file() else None)
             current = path
             model = algo.load(path, env=env, device="cpu",

@@ -175,15 +175,16 @@ def generate(config: GenerateConfig, out: Path | str, workers: int = 1,
             # from it, instead of every spawned worker importing them again.
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload([__name__])
-            with context.Pool(workers, _single_thread_rasteriser) as pool:
+            with context.Pool(workers, one_rasteriser_thread) as pool:
                 _register(writer, pool.imap_unordered(_render_shard, tasks), bar)
         bar.close()
     return out
 
 
-def _single_thread_rasteriser() -> None:
-    """Worker initialiser: Mesa's software rasteriser would use every core in each worker;
-    the workers are the parallelism (a GPU driver ignores the variable)."""
+def one_rasteriser_thread() -> None:
+    """Worker initialiser (dataset rendering, object masks): Mesa's software rasteriser
+    would use every core in each worker; the workers are the parallelism (a GPU driver
+    ignores the variable)."""
     default_rasteriser_threads(1)
 
 

@@ -20,11 +20,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from envs.rendering import default_rasteriser_threads
 from envs.scenes import FAMILIES
 from gqn.data import SPLITS, SceneDataset
 from gqn.fileio import atomic_write
-from gqn_rl.datagen import GENERATOR, GenerateConfig, loaded_scenes
+from gqn_rl.datagen import GENERATOR, GenerateConfig, loaded_scenes, one_rasteriser_thread
 
 MAX_DIFFERING = 0.01
 """Fraction of pixel values a re-rendered view may differ in from the stored one: a scene
@@ -103,7 +102,7 @@ def write_masks(path: Path | str, splits: Sequence[str] = SPLITS, workers: int =
         bar = tqdm(total=len(dataset), desc=f"masks {split}", unit="scene",
                    disable=not progress, dynamic_ncols=True)
         parts = []
-        with (multiprocessing.get_context("spawn").Pool(workers, _one_rasteriser_thread)
+        with (multiprocessing.get_context("spawn").Pool(workers, one_rasteriser_thread)
               if workers > 1 else contextlib.nullcontext()) as pool:
             for part in (pool.imap(_masks_of, tasks) if pool else map(_masks_of, tasks)):
                 parts.append(part)
@@ -115,7 +114,3 @@ def write_masks(path: Path | str, splits: Sequence[str] = SPLITS, workers: int =
         written.append(dataset.masks_path)
     return written
 
-
-def _one_rasteriser_thread() -> None:
-    """Worker initialiser: one software-rasteriser thread per worker."""
-    default_rasteriser_threads(1)
