@@ -44,10 +44,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agents.hyperparams import MEMORY_VIEWS, RECIPES
-from agents.imitation import BC_KINDS, clone_and_evaluate
+from agents.hyperparams import ARM_REACH, RECIPES
+from agents.imitation import clone_and_evaluate
+from agents.kinds import KINDS, MEMORY_VIEWS
 from agents.train import (
-    GQN_KINDS,
     RUN_FILE,
     ResolvedRun,
     RunConfig,
@@ -95,26 +95,35 @@ class Contender:
     """Changes to the recipe's hyperparameters."""
 
 
-CONTENDERS: dict[str, Contender] = {
-    "random": Contender(None),
-    "scripted": Contender(None),
-    "state": Contender("state"),
-    "pixels": Contender("pixels"),
-    "pixels-aug": Contender("pixels-aug"),
-    "gqn-frozen": Contender("gqn-frozen"),
+REFERENCES = {"random": Contender(None), "scripted": Contender(None)}
+"""Contenders that are reference policies, not agents (their steps are 0)."""
+VARIANTS: dict[str, Contender] = {
     "gqn-frozen-episode": Contender("gqn-frozen", overrides={"encoder_kwargs": {
         "context": "episode", "memory_views": MEMORY_VIEWS}}),
     "gqn-frozen-fresh": Contender("gqn-frozen", fresh=True),
-    "gqn-joint": Contender("gqn-joint"),
-    "gqn-aux": Contender("gqn-aux"),
-    "gqn-inference": Contender("gqn-inference"),
     "gqn-inference-bonus": Contender("gqn-inference", intrinsic_bonus=True),
 }
+"""Contenders that are an encoder kind used another way."""
+
+
+def contenders() -> dict[str, Contender]:
+    """Every name ``--encoder`` takes: the reference policies, each encoder kind of
+    :data:`agents.kinds.KINDS` by its own name, and the :data:`VARIANTS`."""
+    return {**REFERENCES, **{name: Contender(name) for name in KINDS}, **VARIANTS}
+
+
+def get_contender(name: str) -> Contender:
+    """The contender called ``name``; raises ValueError listing the known ones otherwise."""
+    known = contenders()
+    if name not in known:
+        raise ValueError(f"--encoder: unknown {name!r}; expected one of {list(known)}")
+    return known[name]
+
 
 CAMERA_SHIFTS = {"success_moving_camera": "moving", "success_outside_ring": "outside"}
 """Evaluations of a finished agent (trained with the episode's fixed camera) under other
 cameras (``camera`` of :class:`envs.arm_reach.ArmReachEnv`), by results column."""
-CAMERA_SHIFT_ENVS = ("gqn_rl/ArmReach-v0",)
+CAMERA_SHIFT_ENVS = ARM_REACH
 """Environments whose camera can shift (in the others the camera is the agent's own)."""
 
 
@@ -125,7 +134,7 @@ class BenchmarkConfig:
     envs: tuple[str, ...]
     """Environment ids."""
     encoders: tuple[str, ...]
-    """Names of :data:`CONTENDERS`."""
+    """Names of :func:`contenders`."""
     seeds: int
     """Seeds 0..seeds-1 of every (environment, encoder)."""
     track: str = "rl"
@@ -155,10 +164,10 @@ class BenchmarkConfig:
     are not redone for another."""
 
     def __post_init__(self) -> None:
-        unknown = [e for e in self.encoders if e not in CONTENDERS]
+        unknown = [e for e in self.encoders if e not in contenders()]
         if unknown:
             raise ValueError(f"--encoder: unknown {unknown}; expected some of "
-                             f"{list(CONTENDERS)}")
+                             f"{list(contenders())}")
         if self.track not in TRACKS:
             raise ValueError(f"--track must be one of {TRACKS}, got {self.track!r}")
         for env_id in self.envs:
@@ -166,12 +175,12 @@ class BenchmarkConfig:
                 raise ValueError(f"--env {env_id}: the benchmark has recipes for "
                                  f"{list(RECIPES)}")
         if self.track == "bc":
-            bad = [e for e in self.encoders
-                   if CONTENDERS[e].kind is not None and CONTENDERS[e].kind not in BC_KINDS]
+            bad = [e for e in self.encoders if get_contender(e).kind is not None
+                   and not KINDS[get_contender(e).kind].imitation]
             if bad:
+                cloned = [name for name, kind in KINDS.items() if kind.imitation]
                 raise ValueError(f"--track bc clones on frozen features: {bad} train their "
-                                 f"encoder by RL (bc takes {list(BC_KINDS)} and the gqn-frozen "
-                                 "variants)")
+                                 f"encoder by RL (bc takes {cloned} and their variants)")
         for name in ("seeds", "workers", "eval_episodes", "bc_episodes", "final_episodes"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -181,7 +190,7 @@ class BenchmarkConfig:
             raise ValueError("--steps sets the rl track's budget: the bc track trains no RL "
                              "steps (it takes --demos)")
         if self.checkpoint is not None and not any(
-                _checkpoint_kind(CONTENDERS[e]) for e in self.encoders):
+                _checkpoint_kind(get_contender(e)) for e in self.encoders):
             raise ValueError(f"--checkpoint {self.checkpoint}: none of the encoders "
                              f"{list(self.encoders)} reads a GQN checkpoint (the gqn-* kinds "
                              "but gqn-frozen-fresh do)")
@@ -195,16 +204,16 @@ class BenchmarkConfig:
     def checkpoint_sha256(self, env_id: str) -> str | None:
         """SHA-256 of the GQN checkpoint the grid's GQN encoders use in ``env_id`` (None when
         none of them reads one); checks that it loads and fits the environment's family."""
-        kinds = [CONTENDERS[e].kind for e in self.encoders if _checkpoint_kind(CONTENDERS[e])]
+        kinds = [get_contender(e).kind for e in self.encoders if _checkpoint_kind(get_contender(e))]
         return _checkpoint_digest(env_id, kinds[0], self.checkpoint) if kinds else None
 
     def cells(self) -> list[Cell]:
         """Every run of the grid, references first."""
-        ordered = sorted(self.encoders, key=lambda e: CONTENDERS[e].kind is not None)
+        ordered = sorted(self.encoders, key=lambda e: get_contender(e).kind is not None)
         cells = []
         for env_id in self.envs:
             for encoder in ordered:
-                reference = CONTENDERS[encoder].kind is None
+                reference = get_contender(encoder).kind is None
                 demos = (0,) if self.track == "rl" or reference else self.demos
                 steps = 0 if reference else self.budget(env_id)
                 for n in demos:
@@ -295,7 +304,7 @@ def _checkpoint_digest(env_id: str, kind: str, checkpoint: str | None) -> str | 
 
 def _checkpoint_kind(contender: Contender) -> bool:
     """Whether a contender's runs read a GQN checkpoint (not the fresh control)."""
-    return contender.kind in GQN_KINDS and not contender.fresh
+    return contender.kind is not None and KINDS[contender.kind].gqn and not contender.fresh
 
 
 def _checkpoint(contender: Contender, config: BenchmarkConfig) -> str | None:
@@ -308,7 +317,7 @@ def check_grid_checkpoints(root: Path, config: BenchmarkConfig) -> None:
     another GQN checkpoint than ``config``'s, naming the run and both SHA-256 digests."""
     expected = {env: config.checkpoint_sha256(env) for env in config.envs}
     for cell in config.cells():
-        if not _checkpoint_kind(CONTENDERS[cell.encoder]):
+        if not _checkpoint_kind(get_contender(cell.encoder)):
             continue
         out = cell.directory(root)
         result = read_result(out / RESULT_FILE)
@@ -327,7 +336,7 @@ def check_grid_checkpoints(root: Path, config: BenchmarkConfig) -> None:
 
 
 def _rl(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
-    contender = CONTENDERS[cell.encoder]
+    contender = get_contender(cell.encoder)
     recipe = RECIPES[cell.env]
     out = cell.directory(root)
     run = RunConfig(cell.env, contender.kind, recipe.algo, cell.steps, cell.seed,
@@ -349,7 +358,7 @@ def _rl(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
 
 
 def _bc(cell: Cell, config: BenchmarkConfig) -> dict[str, Any]:
-    contender = CONTENDERS[cell.encoder]
+    contender = get_contender(cell.encoder)
     run = resolve_run(RunConfig(cell.env, contender.kind, "ppo", 1, cell.seed,
                                 checkpoint=_checkpoint(contender, config),
                                 fresh_encoder=contender.fresh,
@@ -365,7 +374,7 @@ def _bc(cell: Cell, config: BenchmarkConfig) -> dict[str, Any]:
 
 def run_cell(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
     """Run one cell (or finish it) and write its ``result.json``; returns the result."""
-    if CONTENDERS[cell.encoder].kind is None:
+    if get_contender(cell.encoder).kind is None:
         row = _reference(cell, config)
     elif cell.track == "rl":
         row = _rl(cell, root, config)
@@ -373,7 +382,7 @@ def run_cell(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
         row = _bc(cell, config)
     result = {"cell": dataclasses.asdict(cell), **row,
               "checkpoint_sha256": (config.checkpoint_sha256(cell.env)
-                                    if _checkpoint_kind(CONTENDERS[cell.encoder]) else None),
+                                    if _checkpoint_kind(get_contender(cell.encoder)) else None),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     out = cell.directory(root)
     out.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,7 @@ class DemoConfig:
     steps: int = 10_000
     """Environment steps of each trained agent (the recipe's SAC)."""
     encoders: tuple[str, ...] = ("random", "scripted", "pixels", "gqn-frozen", "state")
-    """Contenders of :data:`agents.benchmark.CONTENDERS`, in the order they start (the
+    """Contenders of :func:`agents.benchmark.contenders`, in the order they start (the
     slowest first)."""
     seeds: int = 1
     """Seeds of each trained agent."""

@@ -1,7 +1,8 @@
 """Hyperparameters per (environment, encoder, algorithm), in one place (rl-baselines3-zoo style).
 
-``ALGORITHMS`` holds each algorithm's settings per environment; ``ENCODERS`` the changes an
-encoder kind makes to them and to the environment. :func:`hyperparams` merges the two.
+``ALGORITHMS`` holds each algorithm's settings per environment; each encoder kind's
+``recipe`` (:mod:`agents.kinds`) the changes it makes to them and to the environment.
+:func:`hyperparams` merges the two.
 Keys besides SB3's constructor arguments: ``n_envs`` (parallel environments), ``env_kwargs``
 (for ``gym.make``), ``encoder_kwargs`` (for the GQN encoder), ``policy``, ``normalize``
 (``VecNormalize``'s arguments, or absent) and ``augment`` (``"shift"``: random-shift image
@@ -14,8 +15,8 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-ENCODER_KINDS = ("pixels", "pixels-aug", "state", "gqn-frozen", "gqn-joint", "gqn-aux",
-                 "gqn-inference")
+from agents.kinds import get_kind
+
 ALGOS = ("ppo", "sac")
 
 _PPO = dict(n_envs=8, n_steps=128, batch_size=256, n_epochs=4, learning_rate=3e-4,
@@ -24,6 +25,8 @@ _PPO = dict(n_envs=8, n_steps=128, batch_size=256, n_epochs=4, learning_rate=3e-
 _SAC = dict(n_envs=1, buffer_size=100_000, learning_starts=1_000, batch_size=256,
             learning_rate=3e-4, gamma=0.98, tau=0.01, train_freq=1, gradient_steps=1,
             policy_kwargs=dict(net_arch=[128, 128]))
+ARM_REACH = ("gqn_rl/ArmReach-v1", "gqn_rl/ArmReach-v0")
+"""The two versions of ArmReach (their scene families differ, not the task): one recipe."""
 _ARM_ENV = {"proprioception": True}
 """ArmReach's image agents also get the joint angles and velocities, as the visual
 representations of CortexBench (VC-1), R3M and PVR are evaluated on manipulation: the image
@@ -34,7 +37,7 @@ SAC steps they lift the image agents' return above the random policy's, not thei
 
 ALGORITHMS: dict[str, dict[str, dict[str, Any]]] = {
     "ppo": {
-        "gqn_rl/ArmReach-v0": {**_PPO, "env_kwargs": _ARM_ENV},
+        **dict.fromkeys(ARM_REACH, {**_PPO, "env_kwargs": _ARM_ENV}),
         "gqn_rl/RoomNavigation-v0": {**_PPO, "gamma": 0.99, "ent_coef": 0.01},
         "gqn_rl/MentalRotation-v0": {**_PPO, "gamma": 0.95},
         "default": _PPO,  # any other gymnasium id, e.g. Reacher-v5 through the camera adapter
@@ -42,9 +45,9 @@ ALGORITHMS: dict[str, dict[str, dict[str, Any]]] = {
     "sac": {
         # Tuned on the true state (docs/results.md): faster learning rate and target updates
         # and a shorter horizon than SB3's defaults, as rl-baselines3-zoo's reaching tasks.
-        "gqn_rl/ArmReach-v0": {**_SAC, "learning_rate": 1e-3, "gamma": 0.95, "tau": 0.02,
-                               "policy_kwargs": dict(net_arch=[256, 256]),
-                               "env_kwargs": _ARM_ENV},
+        **dict.fromkeys(ARM_REACH, {**_SAC, "learning_rate": 1e-3, "gamma": 0.95, "tau": 0.02,
+                                    "policy_kwargs": dict(net_arch=[256, 256]),
+                                    "env_kwargs": _ARM_ENV}),
         "gqn_rl/RoomNavigation-v0": {**_SAC, "gamma": 0.99,
                                      "env_kwargs": {"continuous": True}},
         "gqn_rl/MentalRotation-v0": {**_SAC, "gamma": 0.95},
@@ -53,48 +56,15 @@ ALGORITHMS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 SAC_IMAGE_ENCODER = dict(batch_size=64, train_freq=4, buffer_size=30_000)
-"""SAC's changes for the kinds whose image encoder the RL loss trains (``TRAINED_IN_LOOP``).
+"""SAC's changes for the kinds whose image encoder the RL loss trains (``trained_in_loop``).
 With SB3's settings (a batch of 256 through the CNN every step) SAC on ArmReach's 64x64
 pixels ran at 1.2 steps/s on one CPU thread of the development machine, beside two other
 jobs; a batch of 64 and an update every 4 steps make it 12.5 (docs/results.md). The replay
 buffer keeps 30,000 transitions: 0.7 GB of images instead of SB3's 100,000 (2.4 GB, pickled
 at every checkpoint)."""
-TRAINED_IN_LOOP = ("pixels", "pixels-aug", "gqn-joint", "gqn-aux")
-"""Encoder kinds whose image encoder is part of the policy, trained by the RL loss."""
-
-MEMORY_VIEWS = 9
-"""The episode memory's scale (``SceneMemory``'s ``max_views``) for the encoders that sum an
-episode's views: the most context views the shipped GQNs were trained with (``rooms_free``
-9; ``arm`` 10, ``shepard_metzler_7`` 14). Read as a plain sum, a 200-step episode's memory
-grows a hundredfold and the inference core's surprise with it (gqn_rl.encoders.SceneMemory)."""
-
-ENCODERS: dict[str, dict[str, Any]] = {
-    # SB3's NatureCNN on the 64x64 image (it needs at least 36x36).
-    "pixels": {"env_kwargs": {"image_size": 64}, "policy": "MultiInputPolicy"},
-    # As pixels, on randomly shifted images while training (DrQ; Hansen et al. 2022).
-    "pixels-aug": {"env_kwargs": {"image_size": 64}, "policy": "MultiInputPolicy",
-                   "augment": "shift"},
-    # The oracle: the true low-dimensional state.
-    "state": {"env_kwargs": {"obs_mode": "state"}, "policy": "MlpPolicy",
-              "normalize": {"norm_obs": True, "norm_reward": False}},
-    # r from a frozen GQN, computed in the vector env (VecGQNObservation).
-    "gqn-frozen": {"policy": "MultiInputPolicy", "encoder_kwargs": {"context": "current"}},
-    # The GQN's representation network inside the policy, trained by the RL loss.
-    "gqn-joint": {"policy": "MultiInputPolicy",
-                  "encoder_kwargs": {"context": "current", "lr_scale": 0.3}},
-    # As gqn-joint, plus the GQN's negative ELBO on the step's views (context cameras).
-    "gqn-aux": {"policy": "MultiInputPolicy", "env_kwargs": {"context_cameras": 2},
-                "encoder_kwargs": {"context": "current", "lr_scale": 0.3,
-                                   "aux_weight": 1e-3}},
-    # r summed over the episode's views, with the frozen GQN's inference core's belief and
-    # surprise about each new view (VecGQNInferenceObservation); beta: see INTRINSIC_BETA.
-    "gqn-inference": {"policy": "MultiInputPolicy",
-                      "encoder_kwargs": {"belief_pool": 1, "beta": 0.0,
-                                         "memory_views": MEMORY_VIEWS}},
-}
 
 INTRINSIC_BETA: dict[str, float] = {
-    "gqn_rl/ArmReach-v0": 0.05,
+    **dict.fromkeys(ARM_REACH, 0.05),
     "gqn_rl/RoomNavigation-v0": 0.005,
     "gqn_rl/MentalRotation-v0": 0.01,
     "default": 0.01,
@@ -118,7 +88,7 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    "gqn_rl/ArmReach-v0": Recipe("sac", 40_000),
+    **dict.fromkeys(ARM_REACH, Recipe("sac", 40_000)),
     "gqn_rl/RoomNavigation-v0": Recipe("ppo", 100_000),
     "gqn_rl/MentalRotation-v0": Recipe("ppo", 100_000),
 }
@@ -126,15 +96,14 @@ RECIPES: dict[str, Recipe] = {
 
 def hyperparams(env_id: str, encoder: str, algo: str) -> dict[str, Any]:
     """The merged settings of one (environment, encoder, algorithm); a fresh copy."""
-    if encoder not in ENCODERS:
-        raise ValueError(f"unknown encoder {encoder!r}; expected one of {ENCODER_KINDS}")
+    kind = get_kind(encoder)
     if algo not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algo!r}; expected one of {ALGOS}")
     per_env = ALGORITHMS[algo]
     base = copy.deepcopy(per_env.get(env_id, per_env["default"]))
-    if algo == "sac" and encoder in TRAINED_IN_LOOP:
+    if algo == "sac" and kind.trained_in_loop:
         base.update(SAC_IMAGE_ENCODER)
-    extra = copy.deepcopy(ENCODERS[encoder])
+    extra = copy.deepcopy(dict(kind.recipe))
     env_kwargs = {**base.pop("env_kwargs", {}), **extra.pop("env_kwargs", {})}
     if not env_id.startswith("gqn_rl/"):
         env_kwargs = {}  # other environments take their own arguments

@@ -35,9 +35,6 @@ from gqn.seeding import derive_seed
 from gqn_rl.episodes import reference_policy, run_episode, summarize
 from gqn_rl.extractors import ShiftAugmentedExtractor
 
-BC_KINDS = ("state", "pixels", "pixels-aug", "gqn-frozen", "gqn-inference")
-"""Encoder kinds the imitation track clones with (the others train their encoder by RL)."""
-
 
 @dataclass(frozen=True)
 class CloningConfig:

@@ -35,6 +35,7 @@ from stable_baselines3.common.vec_env import (
 
 import envs
 from agents.hyperparams import INTRINSIC_BETA, hyperparams
+from agents.kinds import KINDS, get_kind
 from envs.camera_adapter import MujocoCameraObservation
 from gqn import GQN
 from gqn.fileio import atomic_write, sha256
@@ -48,19 +49,9 @@ from gqn_rl.encoders import (
 )
 from gqn_rl.episodes import run_episode, save_gif, summarize
 from gqn_rl.extractors import GQNExtractor, ScaledAdam, ShiftAugmentedExtractor
-from gqn_rl.wrappers import (
-    INTRINSIC_REWARD,
-    GQNInferenceObservation,
-    GQNObservation,
-    VecGQNInferenceObservation,
-    VecGQNObservation,
-)
+from gqn_rl.wrappers import INTRINSIC_REWARD
 
 ALGORITHM_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
-GQN_KINDS = ("gqn-frozen", "gqn-joint", "gqn-aux", "gqn-inference")
-WRAPPERS = {"gqn-frozen": (GQNObservation, VecGQNObservation),
-            "gqn-inference": (GQNInferenceObservation, VecGQNInferenceObservation)}
-"""The kinds whose frozen GQN sits in the environment: (gymnasium, vector-env) wrapper."""
 RUN_FILE = "run.json"
 WALL_FILE = "wall.json"
 
@@ -73,7 +64,7 @@ class RunConfig:
     env: str
     """Gymnasium id: one of ours (``gqn_rl/...``) or any MuJoCo one (through the camera adapter)."""
     encoder: str
-    """Encoder kind, one of :data:`agents.hyperparams.ENCODER_KINDS`."""
+    """Encoder kind, one of :data:`agents.kinds.KINDS`."""
     algo: str
     """``ppo`` or ``sac``."""
     steps: int
@@ -117,7 +108,7 @@ class ResolvedRun:
     @property
     def has_gqn(self) -> bool:
         """Whether the encoder kind holds a GQN."""
-        return self.config.encoder in GQN_KINDS
+        return get_kind(self.config.encoder).gqn
 
     def save(self, path: Path) -> None:
         """Write the run as JSON, atomically."""
@@ -131,10 +122,6 @@ class ResolvedRun:
             raise ValueError(f"{path}: not a run.json of this gqn-rl version (expected the "
                              f"fields {[f.name for f in dataclasses.fields(cls)]})")
         return cls(**{**saved, "config": RunConfig(**saved["config"])})
-
-
-NATURE_CNN_MIN_SIZE = 36
-"""Smallest image SB3's NatureCNN (the ``pixels`` encoder) can read."""
 
 
 def _settings(algo: str) -> set[str]:
@@ -152,12 +139,14 @@ def resolve_run(config: RunConfig) -> ResolvedRun:
     naming the flag, for settings that cannot make a run."""
     if config.checkpoint is not None and config.fresh_encoder:
         raise ValueError("--checkpoint and --fresh-encoder exclude each other")
-    if config.encoder not in GQN_KINDS and (config.checkpoint or config.fresh_encoder):
+    kind = get_kind(config.encoder)
+    if not kind.gqn and (config.checkpoint or config.fresh_encoder):
         raise ValueError(f"--encoder {config.encoder} uses no GQN: --checkpoint and "
                          "--fresh-encoder are for the gqn-* encoders")
-    if config.intrinsic_bonus and config.encoder != "gqn-inference":
-        raise ValueError(f"--intrinsic-bonus is the surprise of --encoder gqn-inference, "
-                         f"not of {config.encoder}")
+    if config.intrinsic_bonus and not kind.surprise:
+        surprising = [name for name, k in KINDS.items() if k.surprise]
+        raise ValueError(f"--intrinsic-bonus is the surprise of --encoder "
+                         f"{' or '.join(surprising)}, not of {config.encoder}")
     try:
         gym.spec(config.env)
     except gym.error.Error as error:
@@ -175,11 +164,11 @@ def resolve_run(config: RunConfig) -> ResolvedRun:
             raise ValueError(f"--hyperparams {key} must be a dict like {old}, got {value!r}")
         params[key] = {**old, **value} if isinstance(old, dict) else value
     params.setdefault("image_size", params["env_kwargs"].get("image_size", 64))
-    if config.encoder == "pixels" and params["image_size"] < NATURE_CNN_MIN_SIZE:
-        raise ValueError(f"--encoder pixels needs images of at least {NATURE_CNN_MIN_SIZE}x"
-                         f"{NATURE_CNN_MIN_SIZE} (SB3's NatureCNN), got image_size "
-                         f"{params['image_size']}")
-    if config.encoder not in GQN_KINDS:
+    if params["image_size"] < kind.min_image_size:
+        raise ValueError(f"--encoder {config.encoder} needs images of at least "
+                         f"{kind.min_image_size}x{kind.min_image_size} ({kind.network}), got "
+                         f"image_size {params['image_size']}")
+    if not kind.gqn:
         return ResolvedRun(config, params, None, None, "")
     checkpoint = config.checkpoint
     if checkpoint is None and not config.fresh_encoder:
@@ -231,7 +220,7 @@ def env_factory(run: ResolvedRun, render_mode: str | None = None,
         if env_id in envs.ENVIRONMENTS:
             return gym.make(env_id, render_mode=render_mode, **kwargs)
         env = gym.make(env_id, render_mode=render_mode)
-        if run.config.encoder == "state":
+        if not get_kind(run.config.encoder).reads_images:
             return env
         return MujocoCameraObservation(env, image_size=run.hyperparams["image_size"])
 
@@ -249,9 +238,10 @@ def _wrapper_kwargs(run: ResolvedRun, training: bool) -> dict[str, Any]:
 def wrap_env(run: ResolvedRun, env: gym.Env, gqn: GQN | None) -> gym.Env:
     """One environment of the run behind its GQN wrapper (``gqn-frozen``, ``gqn-inference``)
     when ``gqn`` is given, for evaluation: with no surprise bonus."""
-    if gqn is None or run.config.encoder not in WRAPPERS:
+    wrappers = get_kind(run.config.encoder).wrappers
+    if gqn is None or wrappers is None:
         return env
-    return WRAPPERS[run.config.encoder][0](env, gqn, **_wrapper_kwargs(run, training=False))
+    return wrappers[0](env, gqn, **_wrapper_kwargs(run, training=False))
 
 
 def make_venv(run: ResolvedRun, n_envs: int, seed: int, gqn: GQN | None,
@@ -260,8 +250,9 @@ def make_venv(run: ResolvedRun, n_envs: int, seed: int, gqn: GQN | None,
     ``gqn-inference``) when ``gqn`` is given (without it: the bare environment); the surprise
     bonus only when ``training``."""
     venv = make_vec_env(env_factory(run), n_envs=n_envs, seed=seed, vec_env_cls=DummyVecEnv)
-    if gqn is not None and run.config.encoder in WRAPPERS:
-        venv = WRAPPERS[run.config.encoder][1](venv, gqn, **_wrapper_kwargs(run, training))
+    wrappers = get_kind(run.config.encoder).wrappers
+    if gqn is not None and wrappers is not None:
+        venv = wrappers[1](venv, gqn, **_wrapper_kwargs(run, training))
     return venv
 
 
@@ -308,9 +299,10 @@ def build_model(run: ResolvedRun, venv: VecEnv, gqn: GQN | None, **kwargs: Any) 
     policy_kwargs = dict(params.pop("policy_kwargs", {}))
     if run.hyperparams.get("augment") == "shift":
         policy_kwargs["features_extractor_class"] = ShiftAugmentedExtractor
-    if run.config.encoder in ("gqn-joint", "gqn-aux"):
+    extractor = get_kind(run.config.encoder).extractor
+    if extractor is not None:
         policy_kwargs.update(
-            features_extractor_class=GQNExtractor, optimizer_class=ScaledAdam,
+            features_extractor_class=extractor, optimizer_class=ScaledAdam,
             features_extractor_kwargs={"gqn_config": dataclasses.asdict(gqn.config),
                                        **run.hyperparams.get("encoder_kwargs", {})})
     model = ALGORITHM_CLASSES[run.config.algo](

@@ -183,7 +183,7 @@ PRESETS: dict[str, Preset] = {
         TrainConfig(steps=16_000, batch_size=32, log_every=50, eval_every=1000,
                     checkpoint_every=500),
         "32x32, pool, r 64, h 32, z 8, L 4, shared, batch 32: about 0.1 s a step on two "
-        "CPU cores (gqn-rl bench train-step --preset cpu-small), 16k steps in under 30 min.",
+        "CPU cores (gqn-rl speed train-step --preset cpu-small), 16k steps in under 30 min.",
     ),
     "cpu-spatial": Preset(
         GQNConfig(image_size=32, representation="spatial", r_dim=64, h_dim=32, z_dim=8,

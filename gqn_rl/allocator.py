@@ -3,7 +3,7 @@
 A training step frees and reallocates hundreds of MB of gradients and activations. By default
 glibc returns large freed blocks to the kernel and the next step page-faults them back in;
 on this project's 2-core CPU machine that costs 15-20% of a paper-size training step
-(``gqn-rl bench train-step``). Raising the trim and mmap thresholds keeps them in the heap.
+(``gqn-rl speed train-step``). Raising the trim and mmap thresholds keeps them in the heap.
 """
 
 from __future__ import annotations

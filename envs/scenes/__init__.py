@@ -20,7 +20,7 @@ from envs.scenes.shepard_metzler import ShepardMetzlerFamily, ShepardMetzlerSpec
 
 FAMILIES: dict[str, SceneFamily] = {
     family.name: family
-    for family in (*shepard_metzler.FAMILIES, *rooms.FAMILIES, arm.FAMILY)
+    for family in (*shepard_metzler.FAMILIES, *rooms.FAMILIES, *arm.FAMILIES)
 }
 """Every scene family, by name."""
 

@@ -222,7 +222,7 @@ class Mjcf:
         visual = element(self.root, "visual")
         element(visual, "global", offwidth=offscreen, offheight=offscreen, fovy=FOVY_DEG)
         # No shadows, no multisampling, coarser round shapes: 3 to 9 times faster offscreen
-        # renders at GQN's image sizes (gqn-rl bench render).
+        # renders at GQN's image sizes (gqn-rl speed render).
         element(visual, "quality", shadowsize=0, offsamples=0, numslices=16, numstacks=10)
         ambient, diffuse, specular = headlight
         element(visual, "headlight", ambient=(ambient,) * 3, diffuse=(diffuse,) * 3,

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from agents.cli import main
-from agents.hyperparams import ENCODER_KINDS, INTRINSIC_BETA, hyperparams
+from agents.hyperparams import INTRINSIC_BETA, hyperparams
+from agents.kinds import KINDS
 from agents.train import RunConfig, evaluate, resolve_run, train, training_seconds
 from gqn import GQNConfig
 from gqn_rl.extractors import GQNExtractor, ScaledAdam, ShiftAugmentedExtractor, random_shift
@@ -124,7 +125,7 @@ SMOKE = {("gqn_rl/RoomNavigation-v0", "ppo", "gqn-joint"),
 
 @pytest.mark.parametrize(("env_id", "algo", "encoder"), [
     pytest.param(e, a, k, marks=() if (e, a, k) in SMOKE else pytest.mark.slow)
-    for e, algos in ENVS.items() for a in algos for k in ENCODER_KINDS])
+    for e, algos in ENVS.items() for a in algos for k in KINDS])
 def test_every_encoder_trains_and_evaluates(tmp_path: Path, env_id: str, algo: str,
                                             encoder: str) -> None:
     run = RunConfig(env_id, encoder, algo, steps=256 if algo == "ppo" else 160, eval_every=128,
@@ -205,7 +206,7 @@ def test_cli_train_resume_and_evaluate(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_bench_wrapper_times_every_row_with_changed_settings() -> None:
-    from agents.bench import wrapper_rates
+    from agents.speed import wrapper_rates
 
     rates = wrapper_rates(n_envs=2, steps=64, overrides={"n_steps": 32, "batch_size": 32,
                                                          "n_epochs": 1})

@@ -174,7 +174,7 @@ def test_negative_counts_are_refused_before_anything_is_written(
 
 def test_unexpected_errors_are_one_line_with_their_type_and_debug_shows_them(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    import agents.cli as cli
+    import agents.cli.training as cli
 
     def broken(args: object) -> int:
         raise KeyError("a bug")

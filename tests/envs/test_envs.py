@@ -186,6 +186,17 @@ def test_arm_reach_proprioception_is_the_joint_state() -> None:
     assert "joints" not in make("gqn_rl/ArmReach-v0").reset(seed=5)[0]
 
 
+def test_arm_reach_v1_is_the_task_in_the_near_scenes() -> None:
+    near, first = make("gqn_rl/ArmReach-v1").unwrapped, make("gqn_rl/ArmReach-v0").unwrapped
+    assert (near.family.name, first.family.name) == ("arm_near", "arm")
+    assert near.scene.target_radius == 0.1 and first.scene.target_radius == 0.06
+    assert near.reach_distance == pytest.approx(0.145)
+    for _ in range(5):
+        near.reset()
+        x, y = near._camera_pose()[:2]
+        assert 1.0 <= np.hypot(x, y) <= 1.25
+
+
 def test_room_navigation_walls_stop_the_agent() -> None:
     env = make("gqn_rl/RoomNavigation-v0", obs_mode="state")
     env.reset(seed=0)

@@ -1,4 +1,4 @@
-"""Agent-side benchmark behind ``gqn-rl bench wrapper``: the frozen-GQN wrapper's cost and the
+"""Agent-side benchmark behind ``gqn-rl speed wrapper``: the frozen-GQN wrapper's cost and the
 PPO training speed it buys, each next to its baseline in the same run."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from agents.train import GQN_KINDS, RunConfig, build_model, load_gqn, make_venv, resolve_run
+from agents.kinds import get_kind
+from agents.train import RunConfig, build_model, load_gqn, make_venv, resolve_run
 
 
 @dataclass
@@ -43,7 +44,7 @@ def wrapper_rates(env_id: str = "gqn_rl/ArmReach-v0", n_envs: int = 8, steps: in
 
     def ppo_rate(encoder: str) -> float:
         run = resolve_run(RunConfig(env_id, encoder, "ppo", steps, seed,
-                                    fresh_encoder=encoder in GQN_KINDS,
+                                    fresh_encoder=get_kind(encoder).gqn,
                                     overrides=dict(overrides or {})))
         gqn = load_gqn(run)
         venv = make_venv(run, n_envs, seed, gqn)

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from gqn_rl.bench import _reading_hidden_state
+from gqn_rl.speed import _reading_hidden_state
 
 
 class GatesFromInput(nn.Module):

@@ -1,4 +1,4 @@
-"""Benchmarks behind ``gqn-rl bench``: each prints its figure next to a baseline measured in
+"""Benchmarks behind ``gqn-rl speed``: each prints its figure next to a baseline measured in
 the same run."""
 
 from __future__ import annotations

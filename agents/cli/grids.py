@@ -1,0 +1,85 @@
+"""``gqn-rl benchmark`` and ``report``: grids of agent runs and what they say."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from agents.cli.args import key_value, positive_int
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from agents.benchmark import BenchmarkConfig, run_benchmark
+
+    if args.track == "rl" and args.demos is not None:
+        raise ValueError("--demos sets the bc track's demonstration counts: the rl track "
+                         "takes --steps")
+    demos = BenchmarkConfig.demos if args.demos is None else tuple(args.demos)
+    config = BenchmarkConfig(tuple(args.env), tuple(args.encoder), args.seeds, args.track,
+                             args.steps, demos, args.workers,
+                             eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+                             final_episodes=args.final_episodes,
+                             overrides=dict(args.hyperparams or []),
+                             checkpoint=None if args.checkpoint is None else str(args.checkpoint))
+    path = run_benchmark(config, args.out, progress=not args.no_progress)
+    print(f"wrote {path}; gqn-rl report {args.out} writes the report")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from agents.report import publish, write_report
+
+    print(f"wrote {write_report(args.out)}")
+    if args.publish:
+        written = publish(args.out, args.publish)
+        print(f"published {len(written)} files to {args.publish}")
+    return 0
+
+
+def add(commands: argparse._SubParsersAction) -> None:
+    from agents.benchmark import TRACKS, contenders
+
+    b = commands.add_parser(
+        "benchmark", help="agents on a grid of environments, encoders, seeds and a track",
+        description="Run every (env, encoder, seed) of the grid on the rl track (each "
+                    "environment's recipe: agents/hyperparams.py RECIPES) or the bc track "
+                    "(behaviour cloning from scripted demonstrations) into OUT; finished runs "
+                    "are skipped and an interrupted one resumes. OUT/results.csv has a row "
+                    "per run; gqn-rl report OUT writes the report.")
+    b.add_argument("--env", nargs="+", required=True, help="gymnasium ids")
+    b.add_argument("--encoder", nargs="+", required=True, choices=list(contenders()),
+                   metavar="KIND", help=f"some of: {', '.join(contenders())}")
+    b.add_argument("--seeds", type=positive_int, required=True, help="seeds 0..N-1")
+    b.add_argument("--track", choices=TRACKS, default="rl")
+    b.add_argument("--out", type=Path, required=True, help="benchmark directory")
+    b.add_argument("--steps", type=positive_int,
+                   help="RL steps per run (default: each environment's recipe budget)")
+    b.add_argument("--demos", type=positive_int, nargs="+",
+                   help="demonstration counts of the bc track (default 10 50 200)")
+    b.add_argument("--workers", type=positive_int, default=1,
+                   help="processes, one torch thread each (default 1; at most the cores)")
+    b.add_argument("--eval-every", type=positive_int,
+                   help="RL steps between evaluations (default: a tenth of the budget)")
+    b.add_argument("--eval-episodes", type=positive_int, default=20,
+                   help="episodes per periodic RL evaluation (default 20)")
+    b.add_argument("--final-episodes", type=positive_int,
+                   help="episodes of the final RL evaluation and of the references "
+                        "(default: --eval-episodes)")
+    b.add_argument("--checkpoint", type=Path,
+                   help="GQN checkpoint of the gqn-* encoders (default: the shipped one)")
+    b.add_argument("--hyperparams", nargs="+", type=key_value, metavar="KEY=VALUE",
+                   help="override settings of agents/hyperparams.py in every RL run")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.set_defaults(run=_benchmark)
+    r = commands.add_parser(
+        "report", help="the benchmark's report.md and PNGs",
+        description="Normalised scores (random 0, state oracle 100), IQM with stratified-"
+                    "bootstrap CIs and probability of improvement over pixels (rliable), "
+                    "sample-efficiency curves, steps and wall time to 50% and 80% of the "
+                    "oracle's score, camera shift: OUT/report.md.")
+    r.add_argument("out", type=Path, metavar="DIR", help="directory of gqn-rl benchmark")
+    r.add_argument("--publish", type=Path, metavar="DEST",
+                   help="also copy the report, results.csv, PNGs and each finished run's "
+                        "light records (result.json, eval/evaluations.npz, wall.json) to DEST: "
+                        "a copy of DEST resumes with gqn-rl benchmark --out on a fresh machine")
+    r.set_defaults(run=_report)

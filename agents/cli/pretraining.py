@@ -1,0 +1,191 @@
+"""``gqn-rl pretrain``, ``export``, ``probe`` and ``ceiling``: a GQN trained and judged."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from agents.cli.args import non_negative_int, positive_int, with_given
+from gqn import PRESETS
+from gqn.config import PRECISIONS, REPRESENTATIONS
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from gqn.checkpoint import load_checkpoint
+    from gqn.train import CHECKPOINT_NAME, pretrain
+
+    checkpoint = args.out / CHECKPOINT_NAME
+    if args.preset is None and args.resume and checkpoint.is_file():
+        state = load_checkpoint(checkpoint)
+        model_config, train_config = state["model_config"], state["train_config"]
+    else:
+        preset = PRESETS[args.preset or "cpu-small"]
+        model_config, train_config = preset.model, preset.train
+    model_config = with_given(model_config, representation=args.representation)
+    train_config = with_given(train_config, steps=args.steps, batch_size=args.batch_size,
+                               seed=args.seed, max_context=args.max_context,
+                               checkpoint_every=args.checkpoint_every,
+                               precision=args.precision, kl_weight=args.kl_weight,
+                               sigma_end=args.sigma_end, object_weight=args.object_weight)
+    probe = None
+    if not args.no_probe:
+        from gqn.data import SceneDataset
+        from gqn_rl.probe import QuickProbe
+
+        test_set = SceneDataset(args.data, "test")
+        try:
+            probe = QuickProbe(test_set)
+        except ValueError as error:  # e.g. too few test scenes: train without probes
+            print(f"no quick probes while pretraining: {error}", file=sys.stderr)
+    result = pretrain(args.data, args.out, model_config, train_config, resume=args.resume,
+                      until=args.until, device=args.device, progress=not args.no_progress,
+                      probe=probe)
+    last = result.history[-1] if result.history else {}
+    print(f"step {result.step}: checkpoint {result.checkpoint}"
+          + (f", loss {last['loss']:.2f} nats, kl {last['kl']:.2f}, mse {last['mse']:.4f}"
+             if last else " (nothing left to train)"))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from gqn.checkpoint import export_weights
+
+    export_weights(args.checkpoint, args.out)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from gqn_rl.probe import REPORT_FILE, ProbeConfig, run_probe
+
+    config = with_given(ProbeConfig(), scenes=args.scenes, seed=args.seed,
+                         views_per_scene=args.views_per_scene)
+    config = dataclasses.replace(config, mlp=not args.no_mlp, cnn=not args.no_cnn)
+    results = run_probe(args.checkpoint, args.data, args.out, config, split=args.split,
+                        progress=not args.no_progress)
+    for target, row in (results["state"] or {}).items():
+        print(f"{target:<18} " + "  ".join(f"{k} {v:.2f}" for k, v in row.items()
+                                            if k.endswith("1 view, ridge")
+                                            or k.endswith("1 view, mlp")
+                                            or k.startswith("supervised")))
+    s = results["surprise"]
+    print(f"surprise {s['own_scene_nats']:.3f} nats (own scene) vs {s['other_scene_nats']:.3f} "
+          f"(another); report {args.out / REPORT_FILE}")
+    return 0
+
+
+def _ceiling(args: argparse.Namespace) -> int:
+    from gqn_rl.probe import REPORT_FILE, ProbeConfig, run_ceilings
+
+    config = with_given(ProbeConfig(), scenes=args.scenes, seed=args.seed,
+                         ceiling_patience=args.patience)
+    results = run_ceilings(args.data, args.out, args.representation, PRESETS[args.preset].model,
+                           config, split=args.split, progress=not args.no_progress)
+    for target, row in results["state"].items():
+        names = (k.removeprefix("supervised ").removesuffix(" 1 view") for k in row)
+        print(f"{target:<18} " + "  ".join(f"{name} {v:.2f}"
+                                            for name, v in zip(names, row.values(), strict=True)))
+    print(f"report {args.out / REPORT_FILE}")
+    return 0
+
+
+def _add_ceiling(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "ceiling", help="what a representation network could hold at best, before pretraining",
+        description="Tier 0 of judging a representation: a CNN and each named representation "
+                    "network (at a preset's sizes), freshly initialised and supervised end to "
+                    "end from one view to the scenes' ground truth, each until its validation "
+                    "loss stops improving; R² on test scenes with intervals, and the curves. "
+                    "Writes OUT/ceiling.json, OUT/report.md and PNGs.")
+    p.add_argument("--data", type=Path, required=True, help="dataset directory (with truth)")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--representation", nargs="+", choices=REPRESENTATIONS,
+                   default=list(REPRESENTATIONS), help="networks to supervise (default: all)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu-small",
+                   help="sizes (r_dim) of the networks (default cpu-small); the image size is "
+                        "the data's")
+    p.add_argument("--scenes", type=positive_int, help="scenes used (default 1000)")
+    p.add_argument("--split", default="test", help="dataset split (default test)")
+    p.add_argument("--patience", type=positive_int,
+                   help="epochs without improvement before a fit stops (default 10)")
+    p.add_argument("--seed", type=non_negative_int, help="seed (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_ceiling)
+
+
+def _add_probe(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "probe", help="measure what a GQN's representation holds, next to baselines",
+        description="State probes (ridge and MLP from r of one and of K views to the scenes' "
+                    "ground truth, next to a fresh encoder, raw pixels and two ceilings: a CNN "
+                    "and the GQN's own representation network, supervised), "
+                    "held-out view error against context views, surprise, context-count "
+                    "probe and a 2-D embedding; writes OUT/probe.json, OUT/report.md and PNGs.")
+    p.add_argument("--checkpoint", type=Path, required=True, help="GQN checkpoint")
+    p.add_argument("--data", type=Path, required=True, help="dataset directory")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--scenes", type=positive_int, help="scenes probed (default 1000)")
+    p.add_argument("--views-per-scene", type=positive_int,
+                   help="views of each scene used as one-view samples (default 4)")
+    p.add_argument("--split", default="test", help="dataset split (default test)")
+    p.add_argument("--seed", type=non_negative_int, help="seed (default 0)")
+    p.add_argument("--no-mlp", action="store_true", help="ridge probes only")
+    p.add_argument("--no-cnn", action="store_true",
+                   help="no ceilings (supervised CNN and supervised architecture)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_probe)
+
+
+def _add_pretrain(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("pretrain", help="train a GQN on a dataset directory",
+                            description="Train a GQN; --resume continues a run exactly.")
+    p.add_argument("--data", type=Path, required=True, help="dataset directory")
+    p.add_argument("--out", type=Path, required=True, help="run directory")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="model and training preset (default cpu-small; on --resume the run's)")
+    p.add_argument("--representation", choices=REPRESENTATIONS,
+                   help="representation network (default: the preset's)")
+    p.add_argument("--steps", type=positive_int, help="total optimiser steps of the run")
+    p.add_argument("--batch-size", type=positive_int, help="scenes per step")
+    p.add_argument("--max-context", type=positive_int, help="largest context size per batch")
+    p.add_argument("--seed", type=non_negative_int, help="seed of weights, batches and latents")
+    p.add_argument("--checkpoint-every", type=positive_int,
+                   help="steps between checkpoints (default: the preset's; may change on "
+                        "--resume)")
+    p.add_argument("--until", type=positive_int,
+                   help="stop after this many total steps (schedules still follow --steps)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
+    p.add_argument("--kl-weight", type=float,
+                   help="weight of the KL term in the training loss (default: the preset's, 1)")
+    p.add_argument("--object-weight", type=float,
+                   help="weight of the objects' pixels in the likelihood (default 1; needs "
+                        "gqn-rl data masks DATA)")
+    p.add_argument("--sigma-end", type=float,
+                   help="final pixel standard deviation (default: the preset's)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="forward-pass arithmetic (default: the preset's, fp32); bf16 needs a "
+                        "CPU with AVX512-BF16 or AMX, or a GPU")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: GPU when present")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-probe", action="store_true",
+                   help="no quick probes (probe/... in TensorBoard) at evaluation steps")
+    p.set_defaults(run=_pretrain)
+    e = commands.add_parser(
+        "export", help="a pretraining checkpoint's weights only, e.g. to ship under checkpoints/",
+        description="Write CHECKPOINT without optimiser and RNG state: loads as an encoder "
+                    "(gqn-rl train --checkpoint), cannot be resumed.")
+    e.add_argument("--checkpoint", type=Path, required=True, help="RUN/checkpoint.pt")
+    e.add_argument("--out", type=Path, required=True, help="file to write")
+    e.set_defaults(run=_export)
+
+
+# -- data --------------------------------------------------------------------------------
+
+
+def add(commands: argparse._SubParsersAction) -> None:
+    """Declare the group's commands."""
+    _add_pretrain(commands)
+    _add_probe(commands)
+    _add_ceiling(commands)
