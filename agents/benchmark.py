@@ -47,19 +47,11 @@ from tqdm import tqdm
 from agents.hyperparams import ARM_REACH, RECIPES
 from agents.imitation import clone_and_evaluate
 from agents.kinds import KINDS, MEMORY_VIEWS
-from agents.train import (
-    RUN_FILE,
-    ResolvedRun,
-    RunConfig,
-    env_factory,
-    evaluate,
-    load_gqn,
-    resolve_run,
-    train,
-    training_seconds,
-    wrap_env,
-)
-from gqn.fileio import atomic_write, lock_directory
+from agents.building import env_factory, wrap_env
+from agents.callbacks import training_seconds
+from agents.runs import RUN_FILE, ResolvedRun, RunConfig, load_gqn, resolve_run
+from agents.train import evaluate, train
+from gqn.fileio import atomic_write, lock_directory, write_json
 from gqn.seeding import derive_seed
 from gqn_rl.episodes import reference_policy, run_episode, summarize
 
@@ -386,7 +378,7 @@ def run_cell(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     out = cell.directory(root)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / RESULT_FILE, lambda f: f.write(json.dumps(result, indent=2).encode()))
+    write_json(out / RESULT_FILE, result)
     return result
 
 

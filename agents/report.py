@@ -29,7 +29,7 @@ from agents.benchmark import (
     results,
     rows,
 )
-from agents.train import WALL_FILE
+from agents.callbacks import WALL_FILE
 from gqn.fileio import atomic_write
 
 matplotlib.use("Agg")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 _HASH_CHUNK = 1 << 20
 _PARTIAL = "*.[0-9]*.tmp"
@@ -32,6 +33,11 @@ def atomic_write(final: Path, write: Callable[[BinaryIO], None], tmp: Path | Non
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_json(final: Path, value: Any) -> None:
+    """``value`` as indented JSON (with a final newline), written atomically."""
+    atomic_write(final, lambda f: f.write(json.dumps(value, indent=2).encode() + b"\n"))
 
 
 def remove_partial_files(folder: Path) -> list[Path]:

@@ -50,7 +50,8 @@ def _add_episode(commands: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from agents.train import RunConfig, train
+    from agents.runs import RunConfig
+    from agents.train import train
 
     run = RunConfig(env=args.env, encoder=args.encoder, algo=args.algo, steps=args.steps,
                     seed=args.seed, checkpoint=str(args.checkpoint) if args.checkpoint else None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ import numpy as np
 from gqn import GQNConfig
 from gqn.checkpoint import load_model
 from gqn.data import SceneDataset
-from gqn.fileio import atomic_write
+from gqn.fileio import atomic_write, write_json
 from gqn_rl.probe.measures import CEILINGS, architecture_ceilings, probe
 from gqn_rl.probe.scenes import ProbeConfig
 
@@ -37,8 +36,7 @@ def run_probe(checkpoint: Path, data: Path, out: Path, config: ProbeConfig = Pro
                    date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / PROBE_FILE,
-                 lambda f: f.write(json.dumps(results, indent=2).encode() + b"\n"))
+    write_json(out / PROBE_FILE, results)
     _plot(results, points, out)
     atomic_write(out / REPORT_FILE, lambda f: f.write(report_markdown(results).encode()))
     return results
@@ -61,8 +59,7 @@ def run_ceilings(data: Path, out: Path, representations: list[str], base: GQNCon
     results.update(data=str(data), split=split, seconds=round(time.perf_counter() - start, 1),
                    date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / CEILING_FILE,
-                 lambda f: f.write(json.dumps(results, indent=2).encode() + b"\n"))
+    write_json(out / CEILING_FILE, results)
     _plot(results, {}, out)
     lines = [f"# Ceilings of representation networks on `{data}` ({split} split)", "",
              f"Scored on {results['scenes']['test']} test scenes; the networks learn from "

@@ -14,7 +14,9 @@ import torch
 from agents.cli import main
 from agents.hyperparams import INTRINSIC_BETA, hyperparams
 from agents.kinds import KINDS
-from agents.train import RunConfig, evaluate, resolve_run, train, training_seconds
+from agents.callbacks import training_seconds
+from agents.runs import RunConfig, resolve_run
+from agents.train import evaluate, train
 from gqn import GQNConfig
 from gqn_rl.extractors import GQNExtractor, ScaledAdam, ShiftAugmentedExtractor, random_shift
 

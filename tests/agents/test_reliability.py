@@ -202,7 +202,7 @@ def test_an_unwritable_out_is_one_line(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_a_run_wall_file_in_another_format_is_named(tmp_path: Path) -> None:
-    from agents.train import WALL_FILE, training_seconds
+    from agents.callbacks import WALL_FILE, training_seconds
 
     (tmp_path / WALL_FILE).write_text(json.dumps({"seconds": 3.0}))  # an older layout
     with pytest.raises(ValueError, match=f"{WALL_FILE}: expected training seconds"):
@@ -224,7 +224,7 @@ def test_a_sac_resume_point_is_whole_or_skipped_by_name(tmp_path: Path,
     name untouched), and a broken replay buffer is named and skipped, never stopped at."""
     import stable_baselines3.common.save_util as save_util
 
-    import agents.train
+    import agents.callbacks
 
     out = tmp_path / "sac"
     assert main([*SAC_RUN, "--steps", "100", "--out", str(out)]) == 0
@@ -237,7 +237,7 @@ def test_a_sac_resume_point_is_whole_or_skipped_by_name(tmp_path: Path,
         path.write(whole[:len(whole) // 2])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(agents.train, "save_to_pkl", killed)
+    monkeypatch.setattr(agents.callbacks, "save_to_pkl", killed)
     with pytest.raises(KeyboardInterrupt):
         main([*SAC_RUN, "--steps", "200", "--out", str(out), "--resume"])
     monkeypatch.undo()

@@ -1,0 +1,183 @@
+"""One agent run: as asked for (:class:`RunConfig`, ``gqn-rl train``'s flags) and settled
+(:class:`ResolvedRun`, saved as ``run.json``): recipe, GQN checkpoint and its digest."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+import envs
+from agents.hyperparams import INTRINSIC_BETA, hyperparams
+from agents.kinds import KINDS, get_kind
+from gqn import GQN
+from gqn.fileio import sha256, write_json
+from gqn_rl.encoders import (
+    check_checkpoint_family,
+    encoder_config,
+    encoder_source,
+    load_encoder,
+    shipped_checkpoint,
+)
+
+ALGORITHM_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
+RUN_FILE = "run.json"
+RUN_SETTINGS = ("n_envs", "policy", "env_kwargs", "encoder_kwargs", "image_size", "normalize",
+                "augment")
+"""Hyperparameter keys that are not SB3 constructor arguments."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One agent run as asked for (``gqn-rl train``'s flags); :func:`resolve_run` settles
+    everything it leaves open."""
+
+    env: str
+    """Gymnasium id: one of ours (``gqn_rl/...``) or any MuJoCo one (through the camera adapter)."""
+    encoder: str
+    """Encoder kind, one of :data:`agents.kinds.KINDS`."""
+    algo: str
+    """``ppo`` or ``sac``."""
+    steps: int
+    """Environment steps of the whole run."""
+    seed: int = 0
+    """Seed of the agent, its environments and a fresh encoder."""
+    checkpoint: str | None = None
+    """GQN checkpoint (``--checkpoint``); None: the shipped one of the scene family, if any."""
+    fresh_encoder: bool = False
+    """A freshly initialised GQN (seeded by ``seed``) instead of a checkpoint."""
+    intrinsic_bonus: bool = False
+    """``gqn-inference`` only: add the surprise bonus to the training reward, with the
+    recipe's weight (:data:`agents.hyperparams.INTRINSIC_BETA`) unless the overrides set
+    ``encoder_kwargs`` ``beta``."""
+    eval_every: int = 5_000
+    """Environment steps between evaluations."""
+    eval_episodes: int = 10
+    """Episodes per evaluation."""
+    checkpoint_every: int = 10_000
+    """Environment steps between resume points."""
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Changes to the settings of :mod:`agents.hyperparams` (``--hyperparams k=v``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedRun:
+    """A run with everything settled (:func:`resolve_run`); saved as ``run.json``."""
+
+    config: RunConfig
+    """The run as asked for."""
+    hyperparams: Mapping[str, Any]
+    """The recipe of :mod:`agents.hyperparams` with the overrides, image size settled."""
+    checkpoint: str | None
+    """The GQN checkpoint the run uses; None for a fresh GQN or an encoder without one."""
+    checkpoint_sha256: str | None
+    """SHA-256 of that checkpoint when the run was resolved: ``evaluate`` and ``--resume``
+    refuse a file with other content."""
+    encoder_source: str
+    """Where the GQN comes from, in words (empty for encoders without one)."""
+
+    @property
+    def has_gqn(self) -> bool:
+        """Whether the encoder kind holds a GQN."""
+        return get_kind(self.config.encoder).gqn
+
+    def save(self, path: Path) -> None:
+        """Write the run as JSON, atomically."""
+        write_json(path, dataclasses.asdict(self))
+
+    @classmethod
+    def load(cls, path: Path) -> ResolvedRun:
+        """The run saved in ``path`` (a ``run.json``)."""
+        saved = json.loads(Path(path).read_text())
+        if not isinstance(saved, dict) or set(saved) != {f.name for f in dataclasses.fields(cls)}:
+            raise ValueError(f"{path}: not a run.json of this gqn-rl version (expected the "
+                             f"fields {[f.name for f in dataclasses.fields(cls)]})")
+        return cls(**{**saved, "config": RunConfig(**saved["config"])})
+
+
+def _settings(algo: str) -> set[str]:
+    """The keys ``--hyperparams`` may set for ``algo``: SB3's constructor arguments and the
+    run settings."""
+    parameters = inspect.signature(ALGORITHM_CLASSES[algo].__init__).parameters
+    return (set(parameters) - {"self", "policy", "env", "seed", "device", "verbose",
+                               "tensorboard_log", "_init_setup_model"}) | set(RUN_SETTINGS)
+
+
+def resolve_run(config: RunConfig) -> ResolvedRun:
+    """Settle what ``config`` leaves open, changing nothing: the hyperparameters (recipe, then
+    overrides), and for GQN kinds which GQN (the given checkpoint, else the shipped one of the
+    scene family, else a fresh one) and the image size it was trained on. Raises ValueError,
+    naming the flag, for settings that cannot make a run."""
+    if config.checkpoint is not None and config.fresh_encoder:
+        raise ValueError("--checkpoint and --fresh-encoder exclude each other")
+    kind = get_kind(config.encoder)
+    if not kind.gqn and (config.checkpoint or config.fresh_encoder):
+        raise ValueError(f"--encoder {config.encoder} uses no GQN: --checkpoint and "
+                         "--fresh-encoder are for the gqn-* encoders")
+    if config.intrinsic_bonus and not kind.surprise:
+        surprising = [name for name, k in KINDS.items() if k.surprise]
+        raise ValueError(f"--intrinsic-bonus is the surprise of --encoder "
+                         f"{' or '.join(surprising)}, not of {config.encoder}")
+    try:
+        gym.spec(config.env)
+    except gym.error.Error as error:
+        raise ValueError(f"--env {config.env}: {error}") from None
+    params = hyperparams(config.env, config.encoder, config.algo)
+    if config.intrinsic_bonus:
+        params["encoder_kwargs"]["beta"] = INTRINSIC_BETA.get(config.env, INTRINSIC_BETA["default"])
+    unknown = sorted(set(config.overrides) - _settings(config.algo))
+    if unknown:
+        raise ValueError(f"--hyperparams: unknown setting(s) {', '.join(unknown)} for "
+                         f"{config.algo}; known: {', '.join(sorted(_settings(config.algo)))}")
+    for key, value in config.overrides.items():  # dicts (env_kwargs, ...) are merged one level
+        old = params.get(key)
+        if isinstance(old, dict) and not isinstance(value, dict):
+            raise ValueError(f"--hyperparams {key} must be a dict like {old}, got {value!r}")
+        params[key] = {**old, **value} if isinstance(old, dict) else value
+    params.setdefault("image_size", params["env_kwargs"].get("image_size", 64))
+    if params["image_size"] < kind.min_image_size:
+        raise ValueError(f"--encoder {config.encoder} needs images of at least "
+                         f"{kind.min_image_size}x{kind.min_image_size} ({kind.network}), got "
+                         f"image_size {params['image_size']}")
+    if not kind.gqn:
+        return ResolvedRun(config, params, None, None, "")
+    checkpoint = config.checkpoint
+    if checkpoint is None and not config.fresh_encoder:
+        shipped = shipped_checkpoint(envs.family_of(config.env))
+        checkpoint = None if shipped is None else str(shipped)
+    path = None if checkpoint is None else Path(checkpoint)
+    gqn_config = encoder_config(path)
+    if path is not None:
+        check_checkpoint_family(path, envs.family_of(config.env))
+    asked = config.overrides.get("env_kwargs", {}).get("image_size",
+                                                       config.overrides.get("image_size"))
+    if asked is not None and asked != gqn_config.image_size:
+        raise ValueError(f"--hyperparams image_size {asked} differs from the "
+                         f"{gqn_config.image_size}x{gqn_config.image_size} images the GQN reads "
+                         f"({encoder_source(path, gqn_config)})")
+    params["image_size"] = gqn_config.image_size
+    if config.env in envs.ENVIRONMENTS:
+        params["env_kwargs"]["image_size"] = gqn_config.image_size
+    return ResolvedRun(config, params, checkpoint, None if path is None else sha256(path),
+                       encoder_source(path, gqn_config))
+
+
+def load_gqn(run: ResolvedRun) -> GQN | None:
+    """The run's GQN (None for encoders without one); fresh ones are seeded by the run.
+    Raises ValueError when the checkpoint's content is not the one the run started with."""
+    if not run.has_gqn:
+        return None
+    path = None if run.checkpoint is None else Path(run.checkpoint)
+    digest = sha256(path) if path is not None and path.is_file() else None
+    if digest is not None and digest != run.checkpoint_sha256:
+        raise ValueError(f"{path} is not the GQN checkpoint this run was made with (SHA-256 "
+                         f"{digest[:12]}..., the run's {str(run.checkpoint_sha256)[:12]}...)")
+    gqn, _ = load_encoder(path, fresh=path is None, seed=run.config.seed)
+    return gqn
