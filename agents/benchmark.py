@@ -12,10 +12,11 @@ A run is finished when its ``result.json`` exists for the same budget; running t
 skips it, and an interrupted RL run resumes from its last checkpoint. Runs go to ``workers``
 processes with one torch thread each.
 
-Encoders: the kinds of :mod:`agents.hyperparams`, plus the references ``random`` and
-``scripted`` (policies, nothing trained), ``gqn-frozen-episode`` (the frozen GQN summing the
-episode's views), ``gqn-frozen-fresh`` (a freshly initialised frozen GQN, the control) and
-``gqn-inference-bonus`` (``gqn-inference`` with its surprise bonus).
+Encoders (:func:`agents.grid.contenders`): the kinds of :mod:`agents.kinds`, plus the
+references ``random`` and ``scripted`` (policies, nothing trained), ``gqn-frozen-episode``
+(the frozen GQN summing the episode's views), ``gqn-frozen-fresh`` (a freshly initialised
+frozen GQN, the control) and ``gqn-inference-bonus`` (``gqn-inference`` with its surprise
+bonus).
 Tracks: ``rl`` (the environment's recipe, :data:`agents.hyperparams.RECIPES`) and ``bc``
 (behaviour cloning from ``demos`` scripted demonstrations, :mod:`agents.imitation`).
 """
@@ -25,17 +26,14 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import dataclasses
-import functools
 import io
-import json
 import multiprocessing
 import os
 import signal
 import sys
 import time
 import traceback
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,19 +42,28 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agents.hyperparams import ARM_REACH, RECIPES
-from agents.imitation import clone_and_evaluate
-from agents.kinds import KINDS, MEMORY_VIEWS
 from agents.building import env_factory, wrap_env
 from agents.callbacks import training_seconds
+from agents.grid import (
+    CAMERA_SHIFT_ENVS,
+    CAMERA_SHIFTS,
+    RESULT_FILE,
+    BenchmarkConfig,
+    Cell,
+    asked_checkpoint,
+    get_contender,
+    read_result,
+    reads_checkpoint,
+)
+from agents.hyperparams import RECIPES
+from agents.imitation import clone_and_evaluate
 from agents.runs import RUN_FILE, ResolvedRun, RunConfig, load_gqn, resolve_run
 from agents.train import evaluate, train
 from gqn.fileio import atomic_write, lock_directory, write_json
 from gqn.seeding import derive_seed
 from gqn_rl.episodes import reference_policy, run_episode, summarize
 
-TRACKS = ("rl", "bc")
-RESULT_FILE, RESULTS_CSV = "result.json", "results.csv"
+RESULTS_CSV = "results.csv"
 COLUMNS = ("env", "encoder", "track", "demos", "seed", "algo", "steps", "return", "success",
            "normalized_score", "wall_s", "success_moving_camera", "success_outside_ring",
            "checkpoint_sha256")
@@ -73,206 +80,6 @@ def normalized_score(value: Any, random: float, oracle: float) -> Any:
     return 100 * (value - random) / (oracle - random)
 
 
-@dataclasses.dataclass(frozen=True)
-class Contender:
-    """How the benchmark builds one of its encoder names."""
-
-    kind: str | None
-    """Encoder kind of :mod:`agents.hyperparams`; None for a reference policy."""
-    fresh: bool = False
-    """A freshly initialised GQN instead of the shipped checkpoint."""
-    intrinsic_bonus: bool = False
-    """``gqn-inference`` with its surprise bonus (:attr:`RunConfig.intrinsic_bonus`)."""
-    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    """Changes to the recipe's hyperparameters."""
-
-
-REFERENCES = {"random": Contender(None), "scripted": Contender(None)}
-"""Contenders that are reference policies, not agents (their steps are 0)."""
-VARIANTS: dict[str, Contender] = {
-    "gqn-frozen-episode": Contender("gqn-frozen", overrides={"encoder_kwargs": {
-        "context": "episode", "memory_views": MEMORY_VIEWS}}),
-    "gqn-frozen-fresh": Contender("gqn-frozen", fresh=True),
-    "gqn-inference-bonus": Contender("gqn-inference", intrinsic_bonus=True),
-}
-"""Contenders that are an encoder kind used another way."""
-
-
-def contenders() -> dict[str, Contender]:
-    """Every name ``--encoder`` takes: the reference policies, each encoder kind of
-    :data:`agents.kinds.KINDS` by its own name, and the :data:`VARIANTS`."""
-    return {**REFERENCES, **{name: Contender(name) for name in KINDS}, **VARIANTS}
-
-
-def get_contender(name: str) -> Contender:
-    """The contender called ``name``; raises ValueError listing the known ones otherwise."""
-    known = contenders()
-    if name not in known:
-        raise ValueError(f"--encoder: unknown {name!r}; expected one of {list(known)}")
-    return known[name]
-
-
-CAMERA_SHIFTS = {"success_moving_camera": "moving", "success_outside_ring": "outside"}
-"""Evaluations of a finished agent (trained with the episode's fixed camera) under other
-cameras (``camera`` of :class:`envs.arm_reach.ArmReachEnv`), by results column."""
-CAMERA_SHIFT_ENVS = ARM_REACH
-"""Environments whose camera can shift (in the others the camera is the agent's own)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class BenchmarkConfig:
-    """A grid of runs (``gqn-rl benchmark``'s flags)."""
-
-    envs: tuple[str, ...]
-    """Environment ids."""
-    encoders: tuple[str, ...]
-    """Names of :func:`contenders`."""
-    seeds: int
-    """Seeds 0..seeds-1 of every (environment, encoder)."""
-    track: str = "rl"
-    """``rl`` or ``bc``."""
-    steps: int | None = None
-    """RL environment steps per run; None: each environment's recipe budget."""
-    demos: tuple[int, ...] = (10, 50, 200)
-    """Demonstration counts of the bc track."""
-    workers: int = 1
-    """Processes running cells at once (one torch thread each)."""
-    eval_every: int | None = None
-    """RL steps between evaluations; None: a tenth of the budget."""
-    eval_episodes: int = 20
-    """Episodes of each periodic RL evaluation."""
-    final_episodes: int | None = None
-    """Episodes of the final RL evaluation and of the rl track's reference policies; None:
-    ``eval_episodes`` (bc: ``bc_episodes``)."""
-    bc_episodes: int = 50
-    """Evaluation episodes of a cloned policy."""
-    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    """Changes to every RL run's hyperparameters (as ``gqn-rl train --hyperparams``)."""
-    camera_shift: bool = True
-    """Evaluate ArmReach's image agents under the shifted cameras too (``CAMERA_SHIFTS``)."""
-    checkpoint: str | None = None
-    """GQN checkpoint of the GQN encoders (not the fresh control); None: the shipped one of
-    each environment's scene family. A directory holds one checkpoint's runs: finished runs
-    are not redone for another."""
-
-    def __post_init__(self) -> None:
-        unknown = [e for e in self.encoders if e not in contenders()]
-        if unknown:
-            raise ValueError(f"--encoder: unknown {unknown}; expected some of "
-                             f"{list(contenders())}")
-        if self.track not in TRACKS:
-            raise ValueError(f"--track must be one of {TRACKS}, got {self.track!r}")
-        for env_id in self.envs:
-            if env_id not in RECIPES:
-                raise ValueError(f"--env {env_id}: the benchmark has recipes for "
-                                 f"{list(RECIPES)}")
-        if self.track == "bc":
-            bad = [e for e in self.encoders if get_contender(e).kind is not None
-                   and not KINDS[get_contender(e).kind].imitation]
-            if bad:
-                cloned = [name for name, kind in KINDS.items() if kind.imitation]
-                raise ValueError(f"--track bc clones on frozen features: {bad} train their "
-                                 f"encoder by RL (bc takes {cloned} and their variants)")
-        for name in ("seeds", "workers", "eval_episodes", "bc_episodes", "final_episodes"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"--steps must be >= 1, got {self.steps}")
-        if self.track == "bc" and self.steps is not None:
-            raise ValueError("--steps sets the rl track's budget: the bc track trains no RL "
-                             "steps (it takes --demos)")
-        if self.checkpoint is not None and not any(
-                _checkpoint_kind(get_contender(e)) for e in self.encoders):
-            raise ValueError(f"--checkpoint {self.checkpoint}: none of the encoders "
-                             f"{list(self.encoders)} reads a GQN checkpoint (the gqn-* kinds "
-                             "but gqn-frozen-fresh do)")
-        if any(d < 1 for d in self.demos):
-            raise ValueError(f"--demos must be >= 1, got {self.demos}")
-        for env_id in self.envs:  # bad --hyperparams and checkpoints fail now, not in a run
-            resolve_run(RunConfig(env_id, "state", RECIPES[env_id].algo, 1,
-                                  overrides=self.overrides))
-            self.checkpoint_sha256(env_id)
-
-    def checkpoint_sha256(self, env_id: str) -> str | None:
-        """SHA-256 of the GQN checkpoint the grid's GQN encoders use in ``env_id`` (None when
-        none of them reads one); checks that it loads and fits the environment's family."""
-        kinds = [get_contender(e).kind for e in self.encoders if _checkpoint_kind(get_contender(e))]
-        return _checkpoint_digest(env_id, kinds[0], self.checkpoint) if kinds else None
-
-    def cells(self) -> list[Cell]:
-        """Every run of the grid, references first."""
-        ordered = sorted(self.encoders, key=lambda e: get_contender(e).kind is not None)
-        cells = []
-        for env_id in self.envs:
-            for encoder in ordered:
-                reference = get_contender(encoder).kind is None
-                demos = (0,) if self.track == "rl" or reference else self.demos
-                steps = 0 if reference else self.budget(env_id)
-                for n in demos:
-                    for seed in range(self.seeds):
-                        cells.append(Cell(env_id, encoder, self.track, seed, n, steps))
-        return cells
-
-    @property
-    def final(self) -> int:
-        """Episodes of a final RL evaluation (and of the rl track's references)."""
-        return self.eval_episodes if self.final_episodes is None else self.final_episodes
-
-    def budget(self, env_id: str) -> int:
-        """RL steps of a run in ``env_id`` (0 for the bc track)."""
-        if self.track == "bc":
-            return 0
-        return self.steps if self.steps is not None else RECIPES[env_id].steps
-
-
-@dataclasses.dataclass(frozen=True)
-class Cell:
-    """One run of the grid."""
-
-    env: str
-    encoder: str
-    track: str
-    seed: int
-    demos: int = 0
-    """Demonstrations (bc track; 0 for rl and for reference policies)."""
-    steps: int = 0
-    """RL environment steps (0 for bc and for reference policies)."""
-
-    def directory(self, root: Path) -> Path:
-        track = f"bc{self.demos}" if self.demos else self.track
-        return Path(root) / "runs" / self.env.replace("/", "_") / self.encoder / track / \
-            f"seed{self.seed}"
-
-    def finished(self, root: Path) -> bool:
-        result = read_result(self.directory(root) / RESULT_FILE)
-        return result is not None and result["cell"] == dataclasses.asdict(self)
-
-
-RESULT_FIELDS = {"mean_return": float, "success_rate": float, "wall_s": float}
-"""The fields of a ``result.json`` that ``results.csv`` needs, besides ``cell``."""
-
-
-def read_result(path: Path) -> dict[str, Any] | None:
-    """The result in ``path``, or None when there is none or it is malformed (then a warning
-    names the file and the fault, and the run counts as not finished: it runs again)."""
-    if not path.is_file():
-        return None
-    try:
-        result = json.loads(path.read_bytes().decode("utf-8"))
-        if not isinstance(result, dict) or not isinstance(result.get("cell"), dict):
-            raise ValueError("not a JSON object with a 'cell'")
-        for name, kind in RESULT_FIELDS.items():
-            value = result.get(name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not np.isfinite(value):
-                raise ValueError(f"{name} is {value!r}, not a finite {kind.__name__}")
-    except (UnicodeDecodeError, ValueError) as error:  # JSONDecodeError is a ValueError
-        warnings.warn(f"{path}: malformed result ({error}); the run counts as not finished "
-                      "and runs again", stacklevel=2)
-        return None
-    return result
-
-
 def _reference(cell: Cell, config: BenchmarkConfig) -> dict[str, Any]:
     """A reference policy's episodes (the true-state environment: nothing is rendered)."""
     env = gym.make(cell.env, obs_mode="state")
@@ -286,30 +93,12 @@ def _reference(cell: Cell, config: BenchmarkConfig) -> dict[str, Any]:
     return {**summarize(results), "wall_s": time.perf_counter() - start}
 
 
-@functools.cache
-def _checkpoint_digest(env_id: str, kind: str, checkpoint: str | None) -> str | None:
-    """SHA-256 of the checkpoint a ``kind`` run in ``env_id`` resolves to, read once per
-    process."""
-    return resolve_run(RunConfig(env_id, kind, RECIPES[env_id].algo, 1,
-                                 checkpoint=checkpoint)).checkpoint_sha256
-
-
-def _checkpoint_kind(contender: Contender) -> bool:
-    """Whether a contender's runs read a GQN checkpoint (not the fresh control)."""
-    return contender.kind is not None and KINDS[contender.kind].gqn and not contender.fresh
-
-
-def _checkpoint(contender: Contender, config: BenchmarkConfig) -> str | None:
-    """The GQN checkpoint a contender's runs ask for (None: shipped, or none needed)."""
-    return config.checkpoint if _checkpoint_kind(contender) else None
-
-
 def check_grid_checkpoints(root: Path, config: BenchmarkConfig) -> None:
     """Refuse a grid directory whose GQN runs (finished or interrupted) were made with
     another GQN checkpoint than ``config``'s, naming the run and both SHA-256 digests."""
     expected = {env: config.checkpoint_sha256(env) for env in config.envs}
     for cell in config.cells():
-        if not _checkpoint_kind(get_contender(cell.encoder)):
+        if not reads_checkpoint(get_contender(cell.encoder)):
             continue
         out = cell.directory(root)
         result = read_result(out / RESULT_FILE)
@@ -332,7 +121,7 @@ def _rl(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
     recipe = RECIPES[cell.env]
     out = cell.directory(root)
     run = RunConfig(cell.env, contender.kind, recipe.algo, cell.steps, cell.seed,
-                    checkpoint=_checkpoint(contender, config), fresh_encoder=contender.fresh,
+                    checkpoint=asked_checkpoint(contender, config), fresh_encoder=contender.fresh,
                     intrinsic_bonus=contender.intrinsic_bonus,
                     eval_every=config.eval_every or max(1, cell.steps // 10),
                     eval_episodes=config.eval_episodes,
@@ -352,7 +141,7 @@ def _rl(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
 def _bc(cell: Cell, config: BenchmarkConfig) -> dict[str, Any]:
     contender = get_contender(cell.encoder)
     run = resolve_run(RunConfig(cell.env, contender.kind, "ppo", 1, cell.seed,
-                                checkpoint=_checkpoint(contender, config),
+                                checkpoint=asked_checkpoint(contender, config),
                                 fresh_encoder=contender.fresh,
                                 overrides=dict(contender.overrides)))
     gqn = load_gqn(run)
@@ -374,7 +163,7 @@ def run_cell(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
         row = _bc(cell, config)
     result = {"cell": dataclasses.asdict(cell), **row,
               "checkpoint_sha256": (config.checkpoint_sha256(cell.env)
-                                    if _checkpoint_kind(get_contender(cell.encoder)) else None),
+                                    if reads_checkpoint(get_contender(cell.encoder)) else None),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     out = cell.directory(root)
     out.mkdir(parents=True, exist_ok=True)

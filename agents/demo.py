@@ -20,7 +20,8 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from agents.benchmark import BenchmarkConfig, run_benchmark
+from agents.benchmark import run_benchmark
+from agents.grid import BenchmarkConfig
 from agents.report import write_report
 from agents.train import evaluate
 from gqn import PRESETS
@@ -45,7 +46,7 @@ class DemoConfig:
     steps: int = 10_000
     """Environment steps of each trained agent (the recipe's SAC)."""
     encoders: tuple[str, ...] = ("random", "scripted", "pixels", "gqn-frozen", "state")
-    """Contenders of :func:`agents.benchmark.contenders`, in the order they start (the
+    """Contenders of :func:`agents.grid.contenders`, in the order they start (the
     slowest first)."""
     seeds: int = 1
     """Seeds of each trained agent."""

@@ -18,18 +18,9 @@ from typing import Any
 import matplotlib
 import numpy as np
 
-from agents.benchmark import (
-    CAMERA_SHIFTS,
-    ORACLE,
-    REFERENCE,
-    RESULT_FILE,
-    RESULTS_CSV,
-    Cell,
-    normalized_score,
-    results,
-    rows,
-)
+from agents.benchmark import ORACLE, REFERENCE, RESULTS_CSV, normalized_score, results, rows
 from agents.callbacks import WALL_FILE
+from agents.grid import CAMERA_SHIFTS, RESULT_FILE, Cell
 from gqn.fileio import atomic_write
 
 matplotlib.use("Agg")

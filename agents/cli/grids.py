@@ -9,15 +9,17 @@ from agents.cli.args import key_value, positive_int
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from agents.benchmark import BenchmarkConfig, run_benchmark
+    from agents.benchmark import run_benchmark
+    from agents.grid import BenchmarkConfig
 
     if args.track == "rl" and args.demos is not None:
         raise ValueError("--demos sets the bc track's demonstration counts: the rl track "
                          "takes --steps")
     demos = BenchmarkConfig.demos if args.demos is None else tuple(args.demos)
-    config = BenchmarkConfig(tuple(args.env), tuple(args.encoder), args.seeds, args.track,
-                             args.steps, demos, args.workers,
-                             eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+    config = BenchmarkConfig(envs=tuple(args.env), encoders=tuple(args.encoder),
+                             seeds=args.seeds, track=args.track, steps=args.steps, demos=demos,
+                             workers=args.workers, eval_every=args.eval_every,
+                             eval_episodes=args.eval_episodes,
                              final_episodes=args.final_episodes,
                              overrides=dict(args.hyperparams or []),
                              checkpoint=None if args.checkpoint is None else str(args.checkpoint))
@@ -37,7 +39,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def add(commands: argparse._SubParsersAction) -> None:
-    from agents.benchmark import TRACKS, contenders
+    from agents.grid import TRACKS, contenders
 
     b = commands.add_parser(
         "benchmark", help="agents on a grid of environments, encoders, seeds and a track",

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from agents.callbacks import training_seconds
 from agents.cli import main
 from agents.hyperparams import INTRINSIC_BETA, hyperparams
 from agents.kinds import KINDS
-from agents.callbacks import training_seconds
 from agents.runs import RunConfig, resolve_run
 from agents.train import evaluate, train
 from gqn import GQNConfig

@@ -16,17 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from agents.benchmark import (
-    COLUMNS,
-    LOCK_NAME,
-    RESULT_FILE,
-    BenchmarkConfig,
-    Cell,
-    results,
-    rows,
-    run_benchmark,
-)
+from agents.benchmark import COLUMNS, LOCK_NAME, results, rows, run_benchmark
 from agents.cli import main
+from agents.grid import RESULT_FILE, BenchmarkConfig, Cell
 from agents.hyperparams import RECIPES
 from agents.report import UNDEFINED_SCORE, improvement, interval, write_report
 from gqn import GQN, GQNConfig, TrainConfig

@@ -7,8 +7,8 @@ from pathlib import Path
 import imageio.v3 as iio
 import pytest
 
-from agents.benchmark import Cell
 from agents.demo import ENV, DemoConfig, run_demo
+from agents.grid import Cell
 from agents.report import UNDEFINED_SCORE
 from gqn_rl.encoders import shipped_checkpoint
 from tests.agents.test_benchmark import assert_scores_defined_as_the_returns_say, read_rows

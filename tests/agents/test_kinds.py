@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.benchmark import contenders
 from agents.cli import main
+from agents.grid import contenders
 from agents.hyperparams import hyperparams
 from agents.kinds import KINDS, EncoderKind, get_kind, register
 from gqn_rl.extractors import GQNExtractor
