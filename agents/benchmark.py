@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from agents.building import env_factory, wrap_env
 from agents.callbacks import training_seconds
+from agents.episodes import reference_policy, run_episodes, summarize
 from agents.grid import (
     CAMERA_SHIFT_ENVS,
     CAMERA_SHIFTS,
@@ -61,7 +62,6 @@ from agents.runs import RUN_FILE, ResolvedRun, RunConfig, load_gqn, resolve_run
 from agents.train import evaluate, train
 from gqn.fileio import atomic_write, lock_directory, write_json
 from gqn.seeding import derive_seed
-from gqn_rl.episodes import reference_policy, run_episode, summarize
 
 RESULTS_CSV = "results.csv"
 COLUMNS = ("env", "encoder", "track", "demos", "seed", "algo", "steps", "return", "success",
@@ -87,9 +87,7 @@ def _reference(cell: Cell, config: BenchmarkConfig) -> dict[str, Any]:
     env.action_space.seed(derive_seed(cell.seed, "reference-actions"))
     episodes = config.bc_episodes if cell.track == "bc" else config.final
     start = time.perf_counter()
-    results = [run_episode(env, policy, seed=derive_seed(cell.seed, "reference") + i)
-               for i in range(episodes)]
-    env.close()
+    results = run_episodes(env, policy, episodes, derive_seed(cell.seed, "reference"))
     return {**summarize(results), "wall_s": time.perf_counter() - start}
 
 

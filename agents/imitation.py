@@ -31,8 +31,8 @@ from stable_baselines3.common.torch_layers import (
 from stable_baselines3.common.vec_env import VecTransposeImage
 from torch import nn
 
+from agents.episodes import reference_policy, run_episode, run_episodes, summarize
 from gqn.seeding import derive_seed
-from gqn_rl.episodes import reference_policy, run_episode, summarize
 from gqn_rl.extractors import ShiftAugmentedExtractor
 
 
@@ -221,9 +221,7 @@ def clone_and_evaluate(make_env: Callable[[], gym.Env], demos: int, episodes: in
         torch.manual_seed(derive_seed(seed, "cloned-policy"))
         policy = ClonedPolicy(env.observation_space, env.action_space, config.hidden, augment)
     fitted = fit_cloned_policy(policy, observations, actions, config, seed)
-    results = [run_episode(env, policy.act, seed=derive_seed(seed, "cloning-evaluation") + i)
-               for i in range(episodes)]
-    env.close()
+    results = run_episodes(env, policy.act, episodes, derive_seed(seed, "cloning-evaluation"))
     return {**summarize(results), **fitted, "demo_success_rate": float(np.mean(successes)),
             "demo_steps": int(sum(len(a) for a in actions)),
             "wall_s": time.perf_counter() - start}

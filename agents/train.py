@@ -29,10 +29,10 @@ from agents.building import (
     wrap_env,
 )
 from agents.callbacks import WALL_FILE, IntrinsicRewardLog, ResumedEvaluation, ResumePoints
+from agents.episodes import run_episodes, save_gif, summarize
 from agents.runs import ALGORITHM_CLASSES, RUN_FILE, ResolvedRun, RunConfig, load_gqn, resolve_run
 from gqn.fileio import atomic_write, write_json
 from gqn.seeding import derive_seed
-from gqn_rl.episodes import run_episode, save_gif, summarize
 
 
 def _load_latest(run: ResolvedRun, out: Path, venv: VecEnv) -> BaseAlgorithm | None:
@@ -182,9 +182,7 @@ def evaluate(run_dir: Path, episodes: int = 20, gif: Path | None = None,
     def policy(obs: Any) -> Any:
         return model.predict(normalize(obs), deterministic=True)[0]
 
-    results = [run_episode(env, policy, seed=seed + i, record=gif is not None and i == 0)
-               for i in range(episodes)]
-    env.close()
+    results = run_episodes(env, policy, episodes, seed, record_first=gif is not None)
     report = {"env": run.config.env, "encoder": run.config.encoder, "algo": run.config.algo,
               "train_steps": int(model.num_timesteps), **summarize(results)}
     if save:

@@ -19,6 +19,7 @@ from envs.camera import pose_to_viewpoint
 from envs.keys import IMAGE, VIEWPOINT, context_image_key, viewpoint_key
 from envs.rendering import SceneRenderer, default_rasteriser_threads
 from envs.scenes import MjcfExtras, SceneFamily
+from envs.scenes.base import check_int
 
 ObsMode = Literal["image", "state"]
 OBS_MODES = ("image", "state")
@@ -36,9 +37,7 @@ def image_space(image_size: int) -> gym.spaces.Box:
 
 def check_image_size(image_size: int) -> int:
     """``image_size`` as an int; raises ValueError unless it is an integer of at least 8."""
-    if isinstance(image_size, bool) or int(image_size) != image_size or image_size < 8:
-        raise ValueError(f"image_size must be an integer of at least 8, got {image_size!r}")
-    return int(image_size)
+    return check_int(image_size, "image_size", at_least=8)
 
 
 def viewpoint_space(position_bound: float = WORLD_BOUND) -> gym.spaces.Box:
@@ -89,10 +88,7 @@ class SceneEnv(gym.Env[Any, Any], abc.ABC):
                  context_cameras: int = 0, render_mode: str | None = None) -> None:
         if obs_mode not in OBS_MODES:
             raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
-        if isinstance(context_cameras, bool) or int(context_cameras) != context_cameras \
-                or context_cameras < 0:
-            raise ValueError(f"context_cameras must be a non-negative integer, "
-                             f"got {context_cameras!r}")
+        check_int(context_cameras, "context_cameras")
         if obs_mode == "state" and context_cameras:
             raise ValueError("context_cameras renders images: use it with obs_mode='image'")
         if render_mode not in (None, *self.metadata["render_modes"]):

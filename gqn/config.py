@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from gqn.checks import check_int
+
 Representation = Literal["pool", "tower", "pyramid", "spatial", "keypoints"]
 REPRESENTATIONS: tuple[str, ...] = ("pool", "tower", "pyramid", "spatial", "keypoints")
 SPATIAL_REPRESENTATIONS: tuple[str, ...] = ("tower", "spatial")
@@ -44,9 +46,7 @@ class GQNConfig:
                 f"got {self.representation!r}"
             )
         for name in ("image_size", "r_dim", "h_dim", "z_dim", "L", "kernel_size", "scale"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"GQNConfig.{name} must be a positive int, got {value!r}")
+            check_int(getattr(self, name), f"GQNConfig.{name}", at_least=1)
         if self.kernel_size % 2 == 0:
             raise ValueError(f"GQNConfig.kernel_size must be odd, got {self.kernel_size}")
         if self.scale != 4:

@@ -16,6 +16,8 @@ import hashlib
 
 import numpy as np
 
+from gqn.checks import check_int
+
 Key = int | str
 
 
@@ -25,9 +27,7 @@ def _entropy(seed: int, keys: tuple[Key, ...]) -> list[int]:
     for what, value in (("seed", seed), *(("key", key) for key in keys)):
         if isinstance(value, str) and what == "key":
             value = int.from_bytes(hashlib.sha256(value.encode()).digest()[:8], "little")
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-            raise ValueError(f"{what} must be a non-negative integer, got {value!r}")
-        words.append(int(value))
+        words.append(check_int(value, what))
     return words
 
 

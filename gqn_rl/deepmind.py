@@ -30,6 +30,7 @@ import imageio.v3 as iio
 import numpy as np
 from tqdm import tqdm
 
+from gqn.checks import check_int
 from gqn.data import SPLITS, DatasetWriter, PathLike, write_shard_files
 from gqn.viewpoint import POSE_DIM
 from gqn_rl.tfrecord import CorruptRecordError, _count_records, _records, parse_example
@@ -266,14 +267,9 @@ def import_deepmind(
     writes the missing shards only; a shard is registered only once its files are complete.
     """
     src, out = Path(src), Path(out)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    if scenes_per_shard is not None and (
-        isinstance(scenes_per_shard, bool) or not isinstance(scenes_per_shard, int)
-        or scenes_per_shard < 1
-    ):
-        raise ValueError(f"scenes_per_shard must be None or a positive integer, "
-                         f"got {scenes_per_shard!r}")
+    check_int(workers, "workers", at_least=1)
+    if scenes_per_shard is not None:
+        check_int(scenes_per_shard, "scenes_per_shard (or None)", at_least=1)
     splits = _find_splits(src)
     name = src.resolve().name
     size, views, reference = _dataset_shape(src, splits, skip_corrupt)

@@ -21,6 +21,7 @@ import torch
 from envs.keys import IMAGE, VIEWPOINT, is_context_image_key, viewpoint_key
 from gqn import GQN, PRESETS, GQNConfig
 from gqn.checkpoint import load_checkpoint, load_model
+from gqn.checks import check_int
 from gqn.fileio import sha256
 
 ContextMode = Literal["current", "cameras", "episode"]
@@ -241,10 +242,8 @@ class SceneMemory:
     """
 
     def __init__(self, max_views: int | None = None) -> None:
-        if max_views is not None and (isinstance(max_views, bool) or int(max_views) != max_views
-                                      or max_views < 1):
-            raise ValueError(f"memory_views must be a positive integer or None, got {max_views!r}")
-        self.max_views = None if max_views is None else int(max_views)
+        self.max_views = (None if max_views is None
+                          else check_int(max_views, "memory_views (or None)", at_least=1))
         self.total: torch.Tensor | None = None  # [N, r_dim, h, w]
         self.views: torch.Tensor | None = None  # [N] views summed
 

@@ -25,6 +25,7 @@ from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from envs.keys import IMAGE, VIEWPOINT
+from gqn.checks import check_int
 from gqn_rl.encoders import (
     ContextMode,
     GQNSource,
@@ -107,10 +108,8 @@ class _InferenceEncoding(_FrozenEncoding):
 
     def __init__(self, model: GQNSource, env: gym.Env | VecEnv, belief_pool: int,
                  memory_views: int | None) -> None:
-        if isinstance(belief_pool, bool) or int(belief_pool) != belief_pool or belief_pool < 1:
-            raise ValueError(f"belief_pool must be a positive integer, got {belief_pool!r}")
+        self.belief_pool = check_int(belief_pool, "belief_pool", at_least=1)
         super().__init__(model, env, "episode", spatial=False, memory_views=memory_views)
-        self.belief_pool = int(belief_pool)
         c = self.model.config
         if self.belief_pool > c.latent_size:
             raise ValueError(f"belief_pool {belief_pool} exceeds the inference core's "

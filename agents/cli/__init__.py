@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from agents.allocator import keep_freed_memory
 from agents.cli import data, grids, pretraining, speed, training
-from gqn_rl.allocator import keep_freed_memory
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,14 +11,13 @@ from agents.cli.args import key_value, non_negative_int, positive_int, with_give
 def _episode(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
-    from gqn_rl.episodes import reference_policy, run_episode, save_gif, summarize
+    from agents.episodes import reference_policy, run_episodes, save_gif, summarize
 
     env = gym.make(args.env, image_size=args.size, render_mode="rgb_array")
     env.action_space.seed(args.seed)
     policy = reference_policy(env, args.policy)
-    episodes = [run_episode(env, policy, seed=args.seed + i, record=args.out is not None and i == 0)
-                for i in range(args.episodes)]
-    env.close()
+    episodes = run_episodes(env, policy, args.episodes, args.seed,
+                            record_first=args.out is not None)
     summary = summarize(episodes)
     print(f"{args.env} {args.policy}, {args.episodes} episodes from seed {args.seed}: return "
           f"{summary['mean_return']:.2f} +- {summary['std_return']:.2f}, success "
@@ -30,8 +29,8 @@ def _episode(args: argparse.Namespace) -> int:
 
 
 def _add_episode(commands: argparse._SubParsersAction) -> None:
+    from agents.episodes import POLICIES
     from envs import ENVIRONMENTS
-    from gqn_rl.episodes import POLICIES
 
     p = commands.add_parser(
         "episode", help="play episodes with a reference policy, optionally saving a GIF",

@@ -27,7 +27,7 @@ from envs.scenes.base import (
     RoomShell,
     SceneFamily,
     Vec3,
-    check_count,
+    check_int,
     element,
     rounded,
     sample_colour,
@@ -230,7 +230,7 @@ class ArmFamily(SceneFamily[ArmSpec]):
         return np.array(spec.joint_angles, dtype=np.float64)
 
     def sample_poses(self, spec: ArmSpec, rng: np.random.Generator, n: int) -> np.ndarray:
-        n = check_count(n)
+        n = check_int(n, "number of poses")
         a = rng.uniform(-np.pi, np.pi, size=n)
         r = rng.uniform(*self.camera_radius, size=n)
         z = self.arm.table_height + rng.uniform(*self.camera_height, size=n)

@@ -97,11 +97,15 @@ class SceneFamily(abc.ABC, Generic[SpecT]):
             return renderer.render_many(poses)
 
 
-def check_count(n: int) -> int:
-    """``n`` as a non-negative int; raises ValueError otherwise."""
-    if isinstance(n, bool) or int(n) != n or n < 0:
-        raise ValueError(f"number of poses must be a non-negative integer, got {n!r}")
-    return int(n)
+def check_int(value: Any, name: str, at_least: int = 0) -> int:
+    """``value`` as an int when it is an integer (a Python or NumPy one, not a bool) of at
+    least ``at_least``; raises ValueError naming ``name`` otherwise. (``gqn.checks`` holds the
+    same check for the model's side: ``envs`` stands alone.)"""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < at_least:
+        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(
+            at_least, f"an integer of at least {at_least}")
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return int(value)
 
 
 def jsonable(value: Any) -> Any:

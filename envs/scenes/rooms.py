@@ -25,7 +25,7 @@ from envs.scenes.base import (
     RoomShell,
     SceneFamily,
     Vec3,
-    check_count,
+    check_int,
     element,
     rounded,
     sample_distinct_colours,
@@ -262,7 +262,7 @@ class RoomsFamily(SceneFamily[RoomSpec]):
         set_objects(model, spec.objects)
 
     def sample_poses(self, spec: RoomSpec, rng: np.random.Generator, n: int) -> np.ndarray:
-        n = check_count(n)
+        n = check_int(n, "number of poses")
         h = self.eye_height
         if self.cameras == "ring":
             a = rng.uniform(-np.pi, np.pi, size=n)

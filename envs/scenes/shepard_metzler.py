@@ -20,7 +20,7 @@ from envs.scenes.base import (
     Mjcf,
     MjcfExtras,
     SceneFamily,
-    check_count,
+    check_int,
     element,
     jsonable,
     sample_distinct_colours,
@@ -102,7 +102,7 @@ class ShepardMetzlerFamily(SceneFamily[ShepardMetzlerSpec]):
 
     def sample_poses(self, spec: ShepardMetzlerSpec, rng: np.random.Generator,
                      n: int) -> np.ndarray:
-        n = check_count(n)
+        n = check_int(n, "number of poses")
         azimuth = rng.uniform(-np.pi, np.pi, size=n)
         elevation = rng.uniform(*self.elevation_range, size=n)
         positions = self.camera_distance * np.stack(

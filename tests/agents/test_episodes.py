@@ -7,7 +7,7 @@ import imageio.v3 as iio
 import pytest
 
 from agents.cli import main
-from gqn_rl.episodes import reference_policy, run_episode, save_gif
+from agents.episodes import reference_policy, run_episode, save_gif
 
 
 def test_recorded_episode_makes_a_gif(tmp_path: Path) -> None:

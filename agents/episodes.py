@@ -60,6 +60,17 @@ def run_episode(env: gym.Env, policy: Policy, seed: int | None = None,
     return Episode(ret, length, bool(info.get("is_success", False)), frames)
 
 
+def run_episodes(env: gym.Env, policy: Policy, episodes: int, seed: int,
+                 record_first: bool = False) -> list[Episode]:
+    """``episodes`` episodes of ``env`` (closed afterwards), episode ``i`` from
+    ``env.reset(seed=seed + i)``; the first one's frames kept if ``record_first``."""
+    try:
+        return [run_episode(env, policy, seed=seed + i, record=record_first and i == 0)
+                for i in range(episodes)]
+    finally:
+        env.close()
+
+
 def summarize(episodes: list[Episode]) -> dict[str, float]:
     """Mean and std of return, success rate and mean length of ``episodes``."""
     returns = np.array([e.ret for e in episodes])
