@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.resources
 import os
 from pathlib import Path
 from typing import Literal
@@ -27,8 +28,9 @@ from gqn.fileio import sha256
 ContextMode = Literal["current", "cameras", "episode"]
 CONTEXT_MODES = ("current", "cameras", "episode")
 
-SHIPPED_CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
-"""Pretrained checkpoints shipped with the project: ``<dir>/<scene family>/checkpoint.pt``."""
+SHIPPED_CHECKPOINTS = Path(str(importlib.resources.files("gqn_rl.checkpoints")))
+"""Pretrained checkpoints shipped with the project: ``<dir>/<scene family>/checkpoint.pt``
+(the repository's ``checkpoints/``, installed as package data of ``gqn_rl.checkpoints``)."""
 
 
 def shipped_checkpoint(family: str | None) -> Path | None:
