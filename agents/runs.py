@@ -18,13 +18,13 @@ import envs
 from agents.hyperparams import INTRINSIC_BETA, hyperparams
 from agents.kinds import KINDS, get_kind
 from gqn import GQN
-from gqn.fileio import sha256, write_json
+from gqn.fileio import write_json
 from gqn_rl.encoders import (
-    check_checkpoint_family,
-    encoder_config,
-    encoder_source,
-    load_encoder,
-    shipped_checkpoint,
+    fresh_config,
+    fresh_encoder,
+    fresh_source,
+    open_checkpoint,
+    resolve_checkpoint,
 )
 
 ALGORITHM_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
@@ -148,25 +148,21 @@ def resolve_run(config: RunConfig) -> ResolvedRun:
                          f"image_size {params['image_size']}")
     if not kind.gqn:
         return ResolvedRun(config, params, None, None, "")
-    checkpoint = config.checkpoint
-    if checkpoint is None and not config.fresh_encoder:
-        shipped = shipped_checkpoint(envs.family_of(config.env))
-        checkpoint = None if shipped is None else str(shipped)
-    path = None if checkpoint is None else Path(checkpoint)
-    gqn_config = encoder_config(path)
-    if path is not None:
-        check_checkpoint_family(path, envs.family_of(config.env))
+    handle = resolve_checkpoint(config.checkpoint, envs.family_of(config.env),
+                                fresh=config.fresh_encoder)
+    gqn_config = fresh_config() if handle is None else handle.config
+    source = fresh_source(gqn_config) if handle is None else handle.source
     asked = config.overrides.get("env_kwargs", {}).get("image_size",
                                                        config.overrides.get("image_size"))
-    if asked is not None and asked != gqn_config.image_size:
-        raise ValueError(f"--hyperparams image_size {asked} differs from the "
-                         f"{gqn_config.image_size}x{gqn_config.image_size} images the GQN reads "
-                         f"({encoder_source(path, gqn_config)})")
+    if asked is not None:
+        gqn_config.check_image_size(asked, f"--hyperparams image_size {asked} ({source})")
     params["image_size"] = gqn_config.image_size
     if config.env in envs.ENVIRONMENTS:
         params["env_kwargs"]["image_size"] = gqn_config.image_size
-    return ResolvedRun(config, params, checkpoint, None if path is None else sha256(path),
-                       encoder_source(path, gqn_config))
+    if handle is None:
+        return ResolvedRun(config, params, None, None, source)
+    return ResolvedRun(config, params, config.checkpoint or str(handle.path), handle.sha256,
+                       source)
 
 
 def load_gqn(run: ResolvedRun) -> GQN | None:
@@ -174,10 +170,11 @@ def load_gqn(run: ResolvedRun) -> GQN | None:
     Raises ValueError when the checkpoint's content is not the one the run started with."""
     if not run.has_gqn:
         return None
-    path = None if run.checkpoint is None else Path(run.checkpoint)
-    digest = sha256(path) if path is not None and path.is_file() else None
-    if digest is not None and digest != run.checkpoint_sha256:
-        raise ValueError(f"{path} is not the GQN checkpoint this run was made with (SHA-256 "
-                         f"{digest[:12]}..., the run's {str(run.checkpoint_sha256)[:12]}...)")
-    gqn, _ = load_encoder(path, fresh=path is None, seed=run.config.seed)
-    return gqn
+    if run.checkpoint is None:
+        return fresh_encoder(seed=run.config.seed)
+    handle = open_checkpoint(run.checkpoint)
+    if handle.sha256 != run.checkpoint_sha256:
+        raise ValueError(f"{run.checkpoint} is not the GQN checkpoint this run was made with "
+                         f"(SHA-256 {handle.sha256[:12]}..., the run's "
+                         f"{str(run.checkpoint_sha256)[:12]}...)")
+    return handle.new_model()

@@ -49,26 +49,36 @@ def save_checkpoint(path: Path, model: GQN, optimizer: torch.optim.Optimizer, st
     atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
-def _read(path: Path) -> Any:
-    """``torch.load`` of ``path``; ValueError naming the file when it is not one."""
+def _read(path: Path, content: bytes | None = None) -> Any:
+    """``torch.load`` of ``path`` (or of its ``content``, already read); ValueError naming the
+    file when it is not one."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        source = path if content is None else io.BytesIO(content)
+        return torch.load(source, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, UnicodeDecodeError, pickle.UnpicklingError, ValueError,
             AttributeError, ImportError, IndexError, KeyError) as error:
         raise ValueError(f"{path}: not a gqn-rl checkpoint (torch.load failed: "
                          f"{type(error).__name__}: {error})") from error
 
 
-def load_checkpoint(path: Path, model_config: GQNConfig | None = None,
-                    train_config: TrainConfig | None = None) -> dict[str, Any]:
-    """Read a checkpoint; with configs given, fail naming every field that differs."""
+def check_checkpoint_path(path: Path) -> Path:
+    """``path`` as a Path when a file is there; a one-line error naming it otherwise."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a directory, not a checkpoint file (a run directory holds "
                          f"{path / 'checkpoint.pt'})")
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    state = _read(path)
+    return path
+
+
+def load_checkpoint(path: Path, model_config: GQNConfig | None = None,
+                    train_config: TrainConfig | None = None,
+                    content: bytes | None = None) -> dict[str, Any]:
+    """Read a checkpoint (from ``content``, the file's bytes, when already read); with configs
+    given, fail naming every field that differs."""
+    path = check_checkpoint_path(path) if content is None else Path(path)
+    state = _read(path, content)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a gqn-rl checkpoint (field 'format' is "
                          f"{state.get('format') if isinstance(state, dict) else type(state)!r},"
@@ -103,7 +113,11 @@ def export_weights(src: Path, dst: Path) -> None:
 def load_model(path: Path, config: GQNConfig | None = None, device: str | torch.device = "cpu"
                ) -> GQN:
     """The GQN stored in a checkpoint, in eval mode (``config``, if given, must match)."""
-    state = load_checkpoint(path, model_config=config)
+    return model_from_state(load_checkpoint(path, model_config=config)).to(device)
+
+
+def model_from_state(state: dict[str, Any]) -> GQN:
+    """A new GQN, in eval mode, with the config and weights of a loaded checkpoint."""
     model = GQN(state["model_config"])
     model.load_state_dict(state["model"])
-    return model.to(device).eval()
+    return model.eval()

@@ -39,6 +39,13 @@ class GQNConfig:
     scale: int = 4
     """Ratio of image size to the cores' latent grid (the canvas is upsampled by it)."""
 
+    def check_image_size(self, size: int, what: str) -> None:
+        """Refuse images of another size than the GQN reads, naming ``what`` gives them: the
+        one check that a GQN and its data or environment agree."""
+        if size != self.image_size:
+            raise ValueError(f"{what}: images are {size}x{size}, the GQN reads "
+                             f"{self.image_size}x{self.image_size} (GQNConfig.image_size)")
+
     def __post_init__(self) -> None:
         if self.representation not in REPRESENTATIONS:
             raise ValueError(

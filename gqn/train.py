@@ -229,9 +229,7 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
         raise ValueError(f"TrainConfig.object_weight {train_config.object_weight} weighs the "
                          f"objects' pixels, but {train_set.masks_path} does not exist: write "
                          f"it with gqn-rl data masks {data}")
-    if train_set.image_size != model_config.image_size:
-        raise ValueError(f"{data}: dataset image_size {train_set.image_size} != "
-                         f"GQNConfig.image_size {model_config.image_size}")
+    model_config.check_image_size(train_set.image_size, f"{data}")
     checkpoint_path = out / CHECKPOINT_NAME
     if checkpoint_path.exists() and not resume:
         raise FileExistsError(f"{checkpoint_path} exists: pass resume=True (--resume) to "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import importlib.resources
 import os
 from pathlib import Path
@@ -21,9 +22,8 @@ import torch
 
 from envs.keys import IMAGE, VIEWPOINT, is_context_image_key, viewpoint_key
 from gqn import GQN, PRESETS, GQNConfig
-from gqn.checkpoint import load_checkpoint, load_model
+from gqn.checkpoint import check_checkpoint_path, load_checkpoint, model_from_state
 from gqn.checks import check_int
-from gqn.fileio import sha256
 
 ContextMode = Literal["current", "cameras", "episode"]
 CONTEXT_MODES = ("current", "cameras", "episode")
@@ -41,55 +41,95 @@ def shipped_checkpoint(family: str | None) -> Path | None:
     return path if path.is_file() else None
 
 
-def encoder_config(checkpoint: Path | None = None, image_size: int | None = None) -> GQNConfig:
-    """The config of the GQN in ``checkpoint``, or of a fresh encoder: ``cpu-small``'s at
-    ``image_size`` (default its own)."""
-    if checkpoint is not None:
-        return load_checkpoint(checkpoint)["model_config"]
+@dataclasses.dataclass(frozen=True)
+class GQNCheckpoint:
+    """A GQN checkpoint identified by its content: the file is read and hashed once per
+    process and content (:func:`open_checkpoint`), whoever asks for it."""
+
+    path: Path
+    sha256: str
+    """SHA-256 of the file's bytes."""
+    config: GQNConfig
+    family: str | None
+    """The scene family of the data it was pretrained on (None: not recorded)."""
+
+    @property
+    def source(self) -> str:
+        """Where an encoder from this checkpoint comes from, in words."""
+        return f"GQN encoder from {self.path}"
+
+    def check_family(self, family: str | None) -> GQNCheckpoint:
+        """Itself; refuses a checkpoint pretrained on another scene family than ``family``
+        (the one an environment shows), naming both. Checkpoints that do not record their
+        data's family (made before it was recorded) pass."""
+        if family is not None and self.family is not None and self.family != family:
+            raise ValueError(f"{self.path} was pretrained on {self.family} scenes; the "
+                             f"environment shows {family} scenes: use a GQN of that family")
+        return self
+
+    def new_model(self) -> GQN:
+        """A GQN of its own (an agent may train it), in eval mode."""
+        return model_from_state(_read(self.path, *self._stat())[1])
+
+    def shared_model(self) -> GQN:
+        """The frozen GQN that every wrapper of the process shares for this content."""
+        return _shared_model(self)
+
+    def _stat(self) -> tuple[int, int]:
+        stat = self.path.stat()
+        return stat.st_mtime_ns, stat.st_size
+
+
+def open_checkpoint(path: str | os.PathLike) -> GQNCheckpoint:
+    """The checkpoint at ``path``, read and hashed once per process while the file stays the
+    same (a changed file is read anew)."""
+    path = check_checkpoint_path(Path(path)).resolve()
+    stat = path.stat()
+    return _read(path, stat.st_mtime_ns, stat.st_size)[0]
+
+
+@functools.lru_cache(maxsize=4)
+def _read(path: Path, mtime_ns: int, size: int) -> tuple[GQNCheckpoint, dict]:
+    """A checkpoint's handle and its state, from one read of the file."""
+    content = path.read_bytes()
+    state = load_checkpoint(path, content=content)
+    handle = GQNCheckpoint(path, hashlib.sha256(content).hexdigest(), state["model_config"],
+                           (state.get("data") or {}).get("scene"))
+    return handle, state
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_model(checkpoint: GQNCheckpoint) -> GQN:
+    return checkpoint.new_model().requires_grad_(False)
+
+
+def resolve_checkpoint(checkpoint: str | os.PathLike | None, family: str | None,
+                       fresh: bool = False) -> GQNCheckpoint | None:
+    """The one fallback of every GQN encoder: ``checkpoint`` if given; else, unless ``fresh``,
+    the shipped checkpoint of ``family``; else None (a freshly initialised GQN). A checkpoint
+    of another scene family than ``family`` is refused."""
+    if checkpoint is None:
+        checkpoint = None if fresh else shipped_checkpoint(family)
+    return None if checkpoint is None else open_checkpoint(checkpoint).check_family(family)
+
+
+def fresh_encoder(image_size: int | None = None, seed: int = 0) -> GQN:
+    """A freshly initialised ``cpu-small`` GQN at ``image_size`` (default its own): the
+    "random encoder" control, seeded by ``seed``, in eval mode."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return GQN(fresh_config(image_size)).eval()
+
+
+def fresh_config(image_size: int | None = None) -> GQNConfig:
+    """The config of :func:`fresh_encoder`."""
     config = PRESETS["cpu-small"].model
     return config if image_size is None else dataclasses.replace(config, image_size=image_size)
 
 
-def check_checkpoint_family(checkpoint: Path, family: str | None) -> None:
-    """Refuse a GQN checkpoint pretrained on another scene family than ``family`` (the one
-    an environment shows), naming both. Checkpoints that do not record their data's family
-    (made before it was recorded) pass."""
-    trained_on = (load_checkpoint(checkpoint).get("data") or {}).get("scene")
-    if family is not None and trained_on is not None and trained_on != family:
-        raise ValueError(f"{checkpoint} was pretrained on {trained_on} scenes; the environment "
-                         f"shows {family} scenes: use a GQN of that family")
-
-
-def encoder_source(checkpoint: Path | None, config: GQNConfig) -> str:
-    """Where an encoder comes from, in words, for logs and ``run.json``."""
-    if checkpoint is not None:
-        return f"GQN encoder from {checkpoint}"
+def fresh_source(config: GQNConfig) -> str:
+    """Where a fresh encoder comes from, in words."""
     return f"freshly initialised GQN encoder ({config.representation}, r {config.r_dim})"
-
-
-def load_encoder(checkpoint: Path | None = None, *, family: str | None = None,
-                 image_size: int | None = None, fresh: bool = False,
-                 device: str | torch.device = "cpu", seed: int = 0) -> tuple[GQN, str]:
-    """A GQN for an agent and a line saying where it came from.
-
-    ``checkpoint`` if given (its config checked on load); else the shipped checkpoint of
-    ``family`` unless ``fresh``; else a freshly initialised ``cpu-small`` model at
-    ``image_size`` (the "random encoder" control, seeded by ``seed``).
-    """
-    source = Path(checkpoint) if checkpoint is not None else (
-        None if fresh else shipped_checkpoint(family))
-    if source is not None:
-        model = load_model(source, device=device)
-        if image_size is not None and model.config.image_size != image_size:
-            raise ValueError(f"{source}: the GQN was trained on {model.config.image_size}x"
-                             f"{model.config.image_size} images, the environment gives "
-                             f"{image_size}x{image_size}")
-        return model, encoder_source(source, model.config)
-    config = encoder_config(image_size=image_size)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = GQN(config).to(device).eval()
-    return model, encoder_source(None, config)
 
 
 SHIPPED = "shipped"
@@ -109,23 +149,12 @@ def resolve_gqn(model: GQNSource, family: str | None) -> GQN:
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(f"a GQN wrapper takes a GQN, a checkpoint path or {SHIPPED!r}, got "
                         f"{type(model).__name__}")
-    if model == SHIPPED:
-        path = shipped_checkpoint(family)
-        if path is None:
-            shipped = sorted(p.parent.name for p in SHIPPED_CHECKPOINTS.glob("*/checkpoint.pt"))
-            raise ValueError(f"no shipped GQN checkpoint for scene family {family!r} "
-                             f"(shipped: {shipped})")
-    else:
-        path = Path(model)
-    check_checkpoint_family(path, family)
-    return _shared_model(str(path.resolve()), sha256(path))
-
-
-@functools.lru_cache(maxsize=8)
-def _shared_model(path: str, digest: str) -> GQN:
-    """The model of one checkpoint content (``digest`` keys the cache: a changed file loads
-    anew), frozen."""
-    return load_model(Path(path)).eval().requires_grad_(False)
+    checkpoint = resolve_checkpoint(None if model == SHIPPED else model, family)
+    if checkpoint is None:
+        shipped = sorted(p.parent.name for p in SHIPPED_CHECKPOINTS.glob("*/checkpoint.pt"))
+        raise ValueError(f"no shipped GQN checkpoint for scene family {family!r} "
+                         f"(shipped: {shipped})")
+    return checkpoint.shared_model()
 
 
 def is_image_space(space: gym.Space) -> bool:

@@ -16,7 +16,7 @@ CHECK = """
 import pathlib, sys
 import agents.cli, envs, gqn_rl.probe
 from envs.scenes import FAMILIES
-from gqn_rl.encoders import load_encoder, shipped_checkpoint
+from gqn_rl.encoders import open_checkpoint, shipped_checkpoint
 target = pathlib.Path(sys.argv[1])
 for module in (agents.cli, envs, gqn_rl.probe):
     assert target in pathlib.Path(module.__file__).parents, module.__file__
@@ -25,7 +25,7 @@ assert found, "no shipped checkpoint"
 for family in found:
     path = shipped_checkpoint(family)
     assert target in path.parents, path
-    load_encoder(path)
+    open_checkpoint(path).new_model()
 print(" ".join(found))
 """
 

@@ -283,9 +283,7 @@ def probe(model: GQN, dataset: SceneDataset, config: ProbeConfig = ProbeConfig()
     over test scenes), ``prediction_error`` (K, gqn, nearest_view), ``surprise``,
     ``context_count``, ``embedding``; ``_points`` holds the 2-D embeddings for the plots.
     """
-    if dataset.image_size != model.config.image_size:
-        raise ValueError(f"{dataset.path}: images are {dataset.image_size}x{dataset.image_size}, "
-                         f"the GQN reads {model.config.image_size}x{model.config.image_size}")
+    model.config.check_image_size(dataset.image_size, f"{dataset.path}")
     model = model.eval()
     scenes = load_scenes(dataset, config)
     targets = 0 if scenes.targets is None else len(scenes.targets)

@@ -99,7 +99,7 @@ def test_resume_with_another_config_names_the_fields(dataset: Path, tmp_path: Pa
 
 def test_dataset_of_another_image_size_is_refused(tmp_path: Path) -> None:
     data = write_synthetic_dataset(tmp_path / "d32", size=32)
-    with pytest.raises(ValueError, match="image_size 32 != GQNConfig.image_size 16"):
+    with pytest.raises(ValueError, match="images are 32x32, the GQN reads 16x16"):
         pretrain(data, tmp_path / "run", MODEL, TRAIN, progress=False)
 
 

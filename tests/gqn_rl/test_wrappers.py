@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import gymnasium as gym
@@ -14,7 +15,14 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from gqn import GQN, GQNConfig, TrainConfig
 from gqn.checkpoint import load_model, save_checkpoint
-from gqn_rl.encoders import load_encoder, shipped_checkpoint
+from gqn.fileio import sha256
+from gqn_rl.encoders import (
+    fresh_encoder,
+    fresh_source,
+    open_checkpoint,
+    resolve_checkpoint,
+    shipped_checkpoint,
+)
 from gqn_rl.wrappers import GQNInferenceObservation, GQNObservation, VecGQNObservation
 
 CONFIG = GQNConfig(image_size=16, representation="pool", r_dim=8, h_dim=8, z_dim=2, L=2)
@@ -118,9 +126,8 @@ def test_vector_wrapper_matches_the_single_env_one_and_encodes_terminal_observat
 
 
 def test_fresh_encoders_are_seeded_and_state_observations_refused() -> None:
-    fresh, source = load_encoder(image_size=16, fresh=True, seed=3)
-    again, _ = load_encoder(image_size=16, fresh=True, seed=3)
-    assert "fresh" in source and fresh.config.image_size == 16
+    fresh, again = fresh_encoder(16, seed=3), fresh_encoder(16, seed=3)
+    assert "fresh" in fresh_source(fresh.config) and fresh.config.image_size == 16
     for a, b in zip(fresh.parameters(), again.parameters(), strict=True):
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="needs a Dict observation"):
@@ -172,3 +179,23 @@ def test_wrappers_take_a_checkpoint_path_or_shipped_and_share_one_model(
         GQNObservation(gym.make("gqn_rl/ArmReach-v0", image_size=16), other)
     with pytest.raises(TypeError, match="takes a GQN, a checkpoint path or 'shipped'"):
         GQNObservation(gym.make("gqn_rl/ArmReach-v0", image_size=16), 3)
+
+
+def test_a_checkpoint_is_read_and_hashed_once_per_content(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "gqn.pt"
+    shutil.copy(shipped_checkpoint("arm"), path)
+    reads = []
+    read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or read_bytes(self))
+    first = resolve_checkpoint(path, "arm")
+    assert resolve_checkpoint(str(path), "arm") is first and open_checkpoint(path) is first
+    assert first.sha256 == sha256(path) and first.config == load_model(path).config
+    assert resolve_checkpoint(None, "arm").path == shipped_checkpoint("arm").resolve()
+    assert resolve_checkpoint(None, "arm", fresh=True) is None
+    with pytest.raises(ValueError, match="pretrained on arm scenes"):
+        resolve_checkpoint(path, "rooms_free")
+    assert reads.count(path.resolve()) == 1
+    path.write_bytes(b"not a checkpoint")  # another content is read anew
+    with pytest.raises(ValueError, match="not a gqn-rl checkpoint"):
+        open_checkpoint(path)
