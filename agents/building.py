@@ -30,7 +30,8 @@ def env_factory(run: ResolvedRun, render_mode: str | None = None,
     unless the encoder is ``state``.
     """
     env_id = run.config.env
-    kwargs = {**run.hyperparams["env_kwargs"], **(env_kwargs or {})}
+    kwargs = {**run.hyperparams["env_kwargs"], "image_size": run.hyperparams["image_size"],
+              **(env_kwargs or {})}
 
     def make() -> gym.Env:
         if env_id in envs.ENVIRONMENTS:

@@ -22,6 +22,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from envs.keys import IMAGE_SIZE
 from gqn_rl.extractors import GQNExtractor
 from gqn_rl.wrappers import (
     GQNInferenceObservation,
@@ -100,11 +101,11 @@ _FROZEN = (GQNObservation, VecGQNObservation)
 _INFERENCE = (GQNInferenceObservation, VecGQNInferenceObservation)
 for _kind in (
     # SB3's NatureCNN on the 64x64 image (it needs at least 36x36).
-    EncoderKind("pixels", {"env_kwargs": {"image_size": 64}, "policy": "MultiInputPolicy"},
+    EncoderKind("pixels", {"image_size": IMAGE_SIZE, "policy": "MultiInputPolicy"},
                 trained_in_loop=True, imitation=True, min_image_size=NATURE_CNN_MIN_SIZE,
                 network="SB3's NatureCNN"),
     # As pixels, on randomly shifted images while training (DrQ; Hansen et al. 2022).
-    EncoderKind("pixels-aug", {"env_kwargs": {"image_size": 64}, "policy": "MultiInputPolicy",
+    EncoderKind("pixels-aug", {"image_size": IMAGE_SIZE, "policy": "MultiInputPolicy",
                                "augment": "shift"},
                 trained_in_loop=True, imitation=True),
     # The oracle: the true low-dimensional state.

@@ -17,6 +17,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 import envs
 from agents.hyperparams import INTRINSIC_BETA, hyperparams
 from agents.kinds import KINDS, get_kind
+from envs.keys import IMAGE_SIZE
 from gqn import GQN
 from gqn.fileio import write_json
 from gqn_rl.encoders import (
@@ -110,6 +111,17 @@ def _settings(algo: str) -> set[str]:
                                "tensorboard_log", "_init_setup_model"}) | set(RUN_SETTINGS)
 
 
+def _image_size(settings: Mapping[str, Any]) -> int | None:
+    """The image size that settings ask for (``image_size``, or ``env_kwargs``' one); None
+    when they ask for none."""
+    sizes = {settings.get("image_size"), (settings.get("env_kwargs") or {}).get("image_size")}
+    sizes.discard(None)
+    if len(sizes) > 1:
+        raise ValueError(f"--hyperparams image_size and env_kwargs image_size differ: "
+                         f"{sorted(sizes)}")
+    return sizes.pop() if sizes else None
+
+
 def resolve_run(config: RunConfig) -> ResolvedRun:
     """Settle what ``config`` leaves open, changing nothing: the hyperparameters (recipe, then
     overrides), and for GQN kinds which GQN (the given checkpoint, else the shipped one of the
@@ -141,7 +153,9 @@ def resolve_run(config: RunConfig) -> ResolvedRun:
         if isinstance(old, dict) and not isinstance(value, dict):
             raise ValueError(f"--hyperparams {key} must be a dict like {old}, got {value!r}")
         params[key] = {**old, **value} if isinstance(old, dict) else value
-    params.setdefault("image_size", params["env_kwargs"].get("image_size", 64))
+    asked = _image_size(config.overrides)  # stored once, as image_size (env_factory passes it)
+    params["env_kwargs"].pop("image_size", None)
+    params["image_size"] = asked if asked is not None else params.get("image_size", IMAGE_SIZE)
     if params["image_size"] < kind.min_image_size:
         raise ValueError(f"--encoder {config.encoder} needs images of at least "
                          f"{kind.min_image_size}x{kind.min_image_size} ({kind.network}), got "
@@ -152,13 +166,9 @@ def resolve_run(config: RunConfig) -> ResolvedRun:
                                 fresh=config.fresh_encoder)
     gqn_config = fresh_config() if handle is None else handle.config
     source = fresh_source(gqn_config) if handle is None else handle.source
-    asked = config.overrides.get("env_kwargs", {}).get("image_size",
-                                                       config.overrides.get("image_size"))
     if asked is not None:
         gqn_config.check_image_size(asked, f"--hyperparams image_size {asked} ({source})")
     params["image_size"] = gqn_config.image_size
-    if config.env in envs.ENVIRONMENTS:
-        params["env_kwargs"]["image_size"] = gqn_config.image_size
     if handle is None:
         return ResolvedRun(config, params, None, None, source)
     return ResolvedRun(config, params, config.checkpoint or str(handle.path), handle.sha256,

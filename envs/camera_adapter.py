@@ -25,7 +25,7 @@ from envs.camera import (
     pose_to_viewpoint,
     set_free_camera,
 )
-from envs.keys import IMAGE, context_image_key, viewpoint_key
+from envs.keys import IMAGE, IMAGE_SIZE, context_image_key, viewpoint_key
 from envs.scene_env import (
     WORLD_BOUND,
     check_image_size,
@@ -108,7 +108,7 @@ class MujocoCameraObservation(gym.ObservationWrapper, gym.utils.RecordConstructo
     """
 
     def __init__(self, env: gym.Env, cameras: Sequence[Camera] | None = None,
-                 image_size: int = 64, keep_state: bool = False) -> None:
+                 image_size: int = IMAGE_SIZE, keep_state: bool = False) -> None:
         # Recorded so that `env.spec.make()` rebuilds the wrapper (gymnasium's check_env does).
         gym.utils.RecordConstructorArgs.__init__(self, cameras=cameras, image_size=image_size,
                                                  keep_state=keep_state)

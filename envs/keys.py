@@ -7,6 +7,8 @@ viewpoint under its key with ``image`` replaced by ``viewpoint``.
 
 from __future__ import annotations
 
+IMAGE_SIZE = 64
+"""The default side of every rendered image (observations and datasets): the GQN paper's."""
 IMAGE = "image"
 """The agent's view, uint8 ``[S, S, 3]``."""
 VIEWPOINT = "viewpoint"

@@ -16,7 +16,7 @@ import mujoco
 import numpy as np
 
 from envs.camera import pose_to_viewpoint
-from envs.keys import IMAGE, VIEWPOINT, context_image_key, viewpoint_key
+from envs.keys import IMAGE, IMAGE_SIZE, VIEWPOINT, context_image_key, viewpoint_key
 from envs.rendering import SceneRenderer, default_rasteriser_threads
 from envs.scenes import MjcfExtras, SceneFamily
 from envs.scenes.base import check_int
@@ -84,7 +84,7 @@ class SceneEnv(gym.Env[Any, Any], abc.ABC):
     state_size: ClassVar[int]
     """Length of the true-state observation of ``obs_mode="state"``."""
 
-    def __init__(self, *, image_size: int = 64, obs_mode: ObsMode = "image",
+    def __init__(self, *, image_size: int = IMAGE_SIZE, obs_mode: ObsMode = "image",
                  context_cameras: int = 0, render_mode: str | None = None) -> None:
         if obs_mode not in OBS_MODES:
             raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")

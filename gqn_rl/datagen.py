@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from envs.keys import IMAGE_SIZE
 from envs.rendering import SceneRenderer, default_rasteriser_threads
 from envs.scenes import FAMILIES
 from gqn import GQNConfig
@@ -44,8 +45,8 @@ class GenerateConfig:
     """Scenes of the test split (default: a tenth of ``scenes``)."""
     views: int | None = None
     """Views per scene (default: the family's)."""
-    size: int = 64
-    """Image height and width."""
+    size: int = IMAGE_SIZE
+    """Image height and width (the manifest's ``meta`` records it as ``size``)."""
     seed: int = 0
     """Seed of every scene, pose and colour."""
     shard_size: int = 100

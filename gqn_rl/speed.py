@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from envs.keys import IMAGE_SIZE
 from gqn import GQN, GQNConfig
 from gqn.train import autocast
 
@@ -258,7 +259,7 @@ class EnvRate:
     """Views/s of ``mujoco.Renderer`` on the environment's scene family."""
 
 
-def env_rate(env_id: str, image_size: int = 64, steps: int = 2000) -> EnvRate:
+def env_rate(env_id: str, image_size: int = IMAGE_SIZE, steps: int = 2000) -> EnvRate:
     """Times ``steps`` random steps of ``env_id`` in image and in state mode."""
     import gymnasium as gym
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import sys
 from typing import Any
+
+from envs.keys import IMAGE_SIZE
 
 
 def with_given(config: Any, **overrides: Any) -> Any:
@@ -42,3 +45,26 @@ def key_value(text: str) -> tuple[str, Any]:
         return key, ast.literal_eval(value)
     except (ValueError, SyntaxError):
         return key, value
+
+
+class _DeprecatedAlias(argparse.Action):
+    """Stores like the flag it stands for, and says on stderr that it is deprecated."""
+
+    def __init__(self, *args: Any, new: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.new = new
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        print(f"{option_string} is deprecated: use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_image_size(parser: argparse.ArgumentParser, default: int | None = IMAGE_SIZE,
+                   help: str | None = None) -> None:
+    """``--image-size`` (the one name of an image's side in the CLI), with ``--size`` (its old
+    name) as a deprecated alias."""
+    parser.add_argument("--image-size", type=positive_int, default=default,
+                        help=help or f"image side in pixels (default {default})")
+    parser.add_argument("--size", type=positive_int, dest="image_size", action=_DeprecatedAlias,
+                        new="--image-size", help=argparse.SUPPRESS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agents.cli.args import non_negative_int, positive_int
+from agents.cli.args import add_image_size, non_negative_int, positive_int
 
 
 def _data_generate(args: argparse.Namespace) -> int:
@@ -14,7 +14,7 @@ def _data_generate(args: argparse.Namespace) -> int:
     from gqn_rl.datagen import GenerateConfig, contact_sheet, default_workers, generate
 
     config = GenerateConfig(scene=args.scene, scenes=args.scenes, test_scenes=args.test_scenes,
-                            views=args.views, size=args.size, seed=args.seed,
+                            views=args.views, size=args.image_size, seed=args.seed,
                             shard_size=args.shard_size)
     out = generate(config, args.out, workers=args.workers or default_workers(),
                    progress=not args.no_progress)
@@ -63,7 +63,7 @@ def add(commands: argparse._SubParsersAction) -> None:
     g.add_argument("--test-scenes", type=non_negative_int,
                    help="test scenes (default: scenes / 10)")
     g.add_argument("--views", type=positive_int, help="views per scene (default: family's)")
-    g.add_argument("--size", type=positive_int, default=64, help="image size (default 64)")
+    add_image_size(g)
     g.add_argument("--workers", type=positive_int, help="processes (default: all cores)")
     g.add_argument("--seed", type=non_negative_int, default=0, help="seed (default 0)")
     g.add_argument("--shard-size", type=positive_int, default=100, help="scenes per shard")

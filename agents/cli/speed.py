@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agents.cli.args import key_value, positive_int, with_given
+from agents.cli.args import add_image_size, key_value, positive_int, with_given
 from gqn import PRESETS, GQNConfig
 from gqn.config import PRECISIONS, REPRESENTATIONS
 
@@ -64,14 +64,14 @@ def _bench_render(args: argparse.Namespace) -> int:
     )
 
     workers = args.workers or default_workers()
-    print(f"machine: {describe_machine()}; images {args.size}x{args.size}")
-    generate_rate(args.scene[0], args.size, scenes=workers, workers=workers)  # start the pool
+    print(f"machine: {describe_machine()}; images {args.image_size}x{args.image_size}")
+    generate_rate(args.scene[0], args.image_size, scenes=workers, workers=workers)  # start the pool
     print(f"{'family':<22}{'raw views/s':>12}{'1 worker':>10}{'/raw':>7}"
           f"{f'{workers} workers':>12}{'/1 worker':>10}")
     for family in args.scene:
-        raw = raw_render_rate(family, args.size)
-        one = generate_rate(family, args.size, args.scenes, workers=1)
-        many = generate_rate(family, args.size, args.scenes, workers=workers)
+        raw = raw_render_rate(family, args.image_size)
+        one = generate_rate(family, args.image_size, args.scenes, workers=1)
+        many = generate_rate(family, args.image_size, args.scenes, workers=workers)
         print(f"{family:<22}{raw:>12.0f}{one:>10.0f}{one / raw:>7.2f}{many:>12.0f}"
               f"{many / one:>10.2f}")
     small = PRESETS["cpu-small"]
@@ -94,11 +94,11 @@ def _bench_env(args: argparse.Namespace) -> int:
     if args.one_core:  # Mesa rasterises in the calling thread (envs.rendering)
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     cores = "one core" if args.one_core else f"{len(os.sched_getaffinity(0))} cores"
-    print(f"machine: {describe_machine()}; {cores}; images {args.size}x{args.size}; "
+    print(f"machine: {describe_machine()}; {cores}; images {args.image_size}x{args.image_size}; "
           f"{args.steps} random steps each")
     print(f"{'environment':<28}{'steps/s':>9}{'state steps/s':>15}{'raw renders/s':>15}")
     for env_id in args.env:
-        result = env_rate(env_id, args.size, args.steps)
+        result = env_rate(env_id, args.image_size, args.steps)
         print(f"{env_id:<28}{result.image:>9.0f}{result.state:>15.0f}"
               f"{result.raw_render:>15.0f}")
     return 0
@@ -164,7 +164,7 @@ def add(commands: argparse._SubParsersAction) -> None:
                     "`gqn-rl data generate` with one worker and with all workers; then the "
                     "dataset reader's batch rate next to the cpu-small preset's step rate.")
     r.add_argument("--scene", nargs="+", choices=sorted(FAMILIES), default=sorted(FAMILIES))
-    r.add_argument("--size", type=positive_int, default=64, help="image size")
+    add_image_size(r)
     r.add_argument("--scenes", type=positive_int, default=1000,
                    help="scenes rendered per run (default 1000)")
     r.add_argument("--workers", type=positive_int, help="default: all cores")
@@ -177,7 +177,7 @@ def add(commands: argparse._SubParsersAction) -> None:
                     "task without rendering (obs_mode=state) and the raw MuJoCo renderer on "
                     "its scene family.")
     e.add_argument("--env", nargs="+", choices=list(ENVIRONMENTS), default=list(ENVIRONMENTS))
-    e.add_argument("--size", type=positive_int, default=64, help="image size (default 64)")
+    add_image_size(e)
     e.add_argument("--steps", type=positive_int, default=2000, help="steps timed per mode")
     e.add_argument("--one-core", action=argparse.BooleanOptionalAction, default=True,
                    help="pin the process to one core (default)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agents.cli.args import key_value, non_negative_int, positive_int, with_given
+from agents.cli.args import add_image_size, key_value, non_negative_int, positive_int, with_given
 
 
 def _episode(args: argparse.Namespace) -> int:
@@ -13,7 +13,7 @@ def _episode(args: argparse.Namespace) -> int:
 
     from agents.episodes import reference_policy, run_episodes, save_gif, summarize
 
-    env = gym.make(args.env, image_size=args.size, render_mode="rgb_array")
+    env = gym.make(args.env, image_size=args.image_size, render_mode="rgb_array")
     env.action_space.seed(args.seed)
     policy = reference_policy(env, args.policy)
     episodes = run_episodes(env, policy, args.episodes, args.seed,
@@ -42,7 +42,7 @@ def _add_episode(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of the first episode (default 0)")
     p.add_argument("--episodes", type=positive_int, default=1, help="episodes (default 1)")
-    p.add_argument("--size", type=positive_int, default=64, help="image size (default 64)")
+    add_image_size(p)
     p.add_argument("--out", type=Path, help="GIF to write")
     p.add_argument("--scale", type=positive_int, default=2, help="GIF pixel scale (default 2)")
     p.set_defaults(run=_episode)

@@ -25,12 +25,13 @@ def test_recorded_episode_makes_a_gif(tmp_path: Path) -> None:
 
 def test_episode_and_speed_env_commands(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["episode", "--env", "gqn_rl/RoomNavigation-v0", "--episodes", "2",
-                 "--size", "16", "--out", str(tmp_path / "nav.gif")]) == 0
+                 "--image-size", "16", "--out", str(tmp_path / "nav.gif")]) == 0
     assert "success 1.00" in capsys.readouterr().out and (tmp_path / "nav.gif").exists()
-    for command in ("speed", "bench"):  # bench: the old name, deprecated
-        assert main([command, "env", "--env", "gqn_rl/ArmReach-v0", "--steps", "20", "--size",
+    for command, flag in (("speed", "--image-size"), ("bench", "--size")):  # the old names
+        assert main([command, "env", "--env", "gqn_rl/ArmReach-v0", "--steps", "20", flag,
                      "16", "--no-one-core"]) == 0
         out, err = capsys.readouterr()
         row = out.splitlines()[-1].split()
         assert row[0] == "gqn_rl/ArmReach-v0" and all(float(v) > 0 for v in row[1:])
         assert ("deprecated: it is now gqn-rl speed" in err) == (command == "bench")
+        assert ("--size is deprecated: use --image-size" in err) == (flag == "--size")

@@ -57,7 +57,7 @@ def files_of(root: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize("seed", SEEDS)
 def test_killed_data_generate_resumes_to_the_same_bytes(tmp_path: Path, seed: int) -> None:
     args = ["data", "generate", "--scene", "rooms_free", "--scenes", "600", "--test-scenes",
-            "20", "--size", "32", "--shard-size", "20", "--workers", "1", "--no-progress"]
+            "20", "--image-size", "32", "--shard-size", "20", "--workers", "1", "--no-progress"]
     subprocess.run(gqn_rl(*args, "--out", str(tmp_path / "whole")), check=True,
                    capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     rng = np.random.default_rng(seed)
@@ -71,7 +71,7 @@ def test_killed_data_generate_resumes_to_the_same_bytes(tmp_path: Path, seed: in
 def test_killed_pretraining_resumes_bit_exact(tmp_path: Path, seed: int) -> None:
     data = tmp_path / "data"
     subprocess.run(gqn_rl("data", "generate", "--scene", "arm", "--out", str(data), "--scenes",
-                          "16", "--test-scenes", "10", "--size", "32", "--no-progress"),
+                          "16", "--test-scenes", "10", "--image-size", "32", "--no-progress"),
                    check=True, capture_output=True)
     args = ["pretrain", "--data", str(data), "--steps", "60", "--batch-size", "4",
             "--checkpoint-every", "1", "--no-progress", "--no-probe"]

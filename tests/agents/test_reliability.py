@@ -30,7 +30,7 @@ def one_line_error(capsys: pytest.CaptureFixture, argv: list[str], *needles: str
 
 def generate_arm(out: Path, *extra: str) -> list[str]:
     argv = ["data", "generate", "--scene", "arm", "--out", str(out), "--scenes", "4",
-            "--test-scenes", "2", "--size", "32", "--views", "3", "--shard-size", "2",
+            "--test-scenes", "2", "--image-size", "32", "--views", "3", "--shard-size", "2",
             "--workers", "1", "--no-progress", *extra]
     assert main(argv) == 0
     return argv
@@ -72,7 +72,7 @@ def test_a_second_writer_is_refused_naming_the_first(
         with pytest.raises(DatasetBusyError, match="pid"):
             DatasetWriter(tmp_path / "data", image_size=16, views=3)
         one_line_error(capsys, ["data", "generate", "--scene", "arm", "--out",
-                                str(tmp_path / "data"), "--scenes", "2", "--size", "16",
+                                str(tmp_path / "data"), "--scenes", "2", "--image-size", "16",
                                 "--no-progress"], "is being written by pid")
         first.write_shard("train", 0, *_shard())
     assert not list((tmp_path / "data").glob("*.tmp"))
@@ -141,7 +141,8 @@ def test_export_refuses_to_replace_its_input(tmp_path: Path,
       "--checkpoint", "{text}"], ["--encoder pixels uses no GQN"]),
     (["train", "--env", "gqn_rl/ArmReach-v0", "--encoder", "gqn-frozen", "--steps", "8",
       "--hyperparams", "env_kwargs={{'image_size': 64}}"], ["image_size 64", "32x32"]),
-    (["data", "generate", "--scene", "arm", "--out", "{tmp}/d", "--scenes", "2", "--size", "7"],
+    (["data", "generate", "--scene", "arm", "--out", "{tmp}/d", "--scenes", "2",
+      "--image-size", "7"],
      ["size must be a multiple of 4"]),
     (["probe", "--checkpoint", "{binary}", "--data", "{tmp}", "--out", "{tmp}/p"],
      ["{binary}"]),

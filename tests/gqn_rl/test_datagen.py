@@ -79,7 +79,7 @@ def test_contact_sheet_tiles_scenes_and_views(tmp_path: Path) -> None:
 def test_cli_generate_writes_dataset_and_contact_sheet(tmp_path: Path) -> None:
     out = tmp_path / "sm"
     assert main(["data", "generate", "--scene", "shepard_metzler_5", "--out", str(out),
-                 "--scenes", "3", "--size", "16", "--workers", "1", "--no-progress"]) == 0
+                 "--scenes", "3", "--image-size", "16", "--workers", "1", "--no-progress"]) == 0
     assert iio.imread(out / "contact_sheet.png").shape[2] == 3
     assert len(SceneDataset(out)) == 3 and SceneDataset(out).views == 15
 
