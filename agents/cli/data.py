@@ -26,7 +26,7 @@ def _data_generate(args: argparse.Namespace) -> int:
 
 
 def _data_import(args: argparse.Namespace) -> int:
-    from gqn_rl.deepmind import import_deepmind
+    from gqn.data.deepmind import import_deepmind
 
     report = import_deepmind(args.src, args.out, skip_corrupt=args.skip_corrupt,
                              workers=args.workers, scenes_per_shard=args.scenes_per_shard,

@@ -13,7 +13,7 @@ rooms_free_camera_no_object_rotations (128, 10), rooms_free_camera_with_object_r
 shepard_metzler_7_parts (64, 15). The importer reads sizes from the data, not from this list.
 
 Raw poses are kept as they are: ``gqn.viewpoint.pose_to_viewpoint`` is the one place that turns
-them into viewpoints. Neither TensorFlow nor protobuf is needed: ``gqn_rl.tfrecord`` reads the
+them into viewpoints. Neither TensorFlow nor protobuf is needed: ``gqn.data.tfrecord`` reads the
 TFRecord framing (with its CRC32C checks) and the few protobuf wire-format rules an Example uses.
 """
 
@@ -32,8 +32,8 @@ from tqdm import tqdm
 
 from gqn.checks import check_int
 from gqn.data import SPLITS, DatasetWriter, PathLike, write_shard_files
+from gqn.data.tfrecord import CorruptRecordError, _count_records, _records, parse_example
 from gqn.viewpoint import POSE_DIM
-from gqn_rl.tfrecord import CorruptRecordError, _count_records, _records, parse_example
 
 SOURCE = "deepmind-gqn-datasets"
 """``meta["source"]`` of an imported dataset."""

@@ -1,4 +1,4 @@
-"""Tests for gqn_rl.tfrecord and gqn_rl.deepmind: TFRecord framing, Example decoding and the
+"""Tests for gqn.data.tfrecord and gqn.data.deepmind: TFRecord framing, Example decoding and the
 resumable importer.
 
 The TFRecord files are written here, in the official layout, by a small independent encoder
@@ -16,10 +16,10 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-import gqn_rl.deepmind as deepmind
+import gqn.data.deepmind as deepmind
 from gqn.data import SceneDataset
-from gqn_rl.deepmind import ImportReport, decode_scene, import_deepmind
-from gqn_rl.tfrecord import CorruptRecordError, masked_crc32c, parse_example, read_tfrecord
+from gqn.data.deepmind import ImportReport, decode_scene, import_deepmind
+from gqn.data.tfrecord import CorruptRecordError, masked_crc32c, parse_example, read_tfrecord
 
 SIZE = 16
 VIEWS = 2
