@@ -41,7 +41,9 @@ SAMPLE_SCENES = 12
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
-    """Sizes of the demo's stages (the defaults take 15-20 minutes on two CPU cores)."""
+    """Sizes of the demo's stages (the defaults take 15-20 minutes on two CPU cores). Its
+    fields named as :class:`~agents.grid.BenchmarkConfig`'s go to the agents' grid as they
+    are (:meth:`benchmark`)."""
 
     steps: int = 10_000
     """Environment steps of each trained agent (the recipe's SAC)."""
@@ -70,6 +72,14 @@ class DemoConfig:
     seed: int = 0
     """Seed of the dataset and of pretraining."""
 
+    def benchmark(self, checkpoint: Path) -> BenchmarkConfig:
+        """The agents' grid: on :data:`ENV`, with the GQN in ``checkpoint``, no camera shift."""
+        grid_fields = {f.name for f in dataclasses.fields(BenchmarkConfig)}
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name in grid_fields}
+        return BenchmarkConfig(envs=(ENV,), camera_shift=False, checkpoint=str(checkpoint),
+                               **shared)
+
 
 def run_demo(out: Path, config: DemoConfig = DemoConfig(), progress: bool = True) -> Path:
     """Runs (or finishes) every stage into ``out``; returns the report's path."""
@@ -93,11 +103,7 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), progress: bool = True
         pretrain(data, out / "gqn", preset.model, train_config, resume=checkpoint.exists(),
                  progress=progress)
     print(f"== train agents ({', '.join(config.encoders)}; GQN: {checkpoint})", flush=True)
-    benchmark = BenchmarkConfig((ENV,), config.encoders, config.seeds, steps=config.steps,
-                                workers=config.workers, eval_every=config.eval_every,
-                                eval_episodes=config.eval_episodes,
-                                final_episodes=config.final_episodes, camera_shift=False,
-                                overrides=config.overrides, checkpoint=str(checkpoint))
+    benchmark = config.benchmark(checkpoint)
     run_benchmark(benchmark, out, progress=progress, shared=True)  # beside its data and GQN
     print("== report", flush=True)
     frozen = [cell for cell in benchmark.cells() if cell.encoder == "gqn-frozen"]
