@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from gqn.checkpoint import load_checkpoint, save_checkpoint
-from gqn.config import BOOKKEEPING, GQNConfig, TrainConfig, config_diff
+from gqn.config import BOOKKEEPING, PRESETS, GQNConfig, TrainConfig, config_diff
 from gqn.data import Batch, SceneDataset
 from gqn.fileio import atomic_write
 from gqn.losses import gaussian_nll
@@ -190,6 +190,18 @@ def _read_metrics(path: Path, up_to_step: int) -> list[dict[str, float]]:
         return []
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [line for line in lines if line["step"] <= up_to_step]
+
+
+def starting_configs(out: Path | str, preset: str | None = None,
+                     resume: bool = False) -> tuple[GQNConfig, TrainConfig]:
+    """The configs a pretraining run into ``out`` starts from: when resuming without a named
+    preset, the run's own (from its checkpoint); else ``preset``'s (default ``cpu-small``)."""
+    checkpoint = Path(out) / CHECKPOINT_NAME
+    if preset is None and resume and checkpoint.is_file():
+        state = load_checkpoint(checkpoint)
+        return state["model_config"], state["train_config"]
+    chosen = PRESETS[preset or "cpu-small"]
+    return chosen.model, chosen.train
 
 
 def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,

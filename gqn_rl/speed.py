@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from envs.keys import IMAGE_SIZE
-from gqn import GQN, GQNConfig
+from gqn import GQN, PRESETS, GQNConfig
 from gqn.train import autocast
 
 
@@ -231,6 +232,22 @@ def generate_rate(family_name: str, size: int, scenes: int, workers: int) -> flo
         generate(config, out, workers=workers, progress=False)
         seconds = time.perf_counter() - start
     return scenes * config.view_count / seconds
+
+
+def reader_versus_training(scene: str) -> tuple[float, float]:
+    """Batches/s the dataset reader assembles for ``cpu-small`` (from 64 freshly rendered
+    ``scene`` scenes) and ``cpu-small``'s training steps/s: the reader must not be the
+    bottleneck."""
+    from gqn_rl.datagen import GenerateConfig, generate
+
+    small = PRESETS["cpu-small"]
+    with tempfile.TemporaryDirectory() as data:
+        generate(GenerateConfig(scene=scene, scenes=64, test_scenes=0,
+                                size=small.model.image_size, shard_size=32), data,
+                 progress=False)
+        batches = reader_rate(Path(data), small.train.batch_size)
+    step = time_gqn_step(small.model, small.train.batch_size, context=5)
+    return batches, 1 / step.seconds
 
 
 def reader_rate(dataset: Path, batch_size: int, batches: int = 50) -> float:

@@ -13,16 +13,9 @@ from gqn.config import PRECISIONS, REPRESENTATIONS
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from gqn.checkpoint import load_checkpoint
-    from gqn.train import CHECKPOINT_NAME, pretrain
+    from gqn.train import pretrain, starting_configs
 
-    checkpoint = args.out / CHECKPOINT_NAME
-    if args.preset is None and args.resume and checkpoint.is_file():
-        state = load_checkpoint(checkpoint)
-        model_config, train_config = state["model_config"], state["train_config"]
-    else:
-        preset = PRESETS[args.preset or "cpu-small"]
-        model_config, train_config = preset.model, preset.train
+    model_config, train_config = starting_configs(args.out, args.preset, args.resume)
     model_config = with_given(model_config, representation=args.representation)
     train_config = with_given(train_config, steps=args.steps, batch_size=args.batch_size,
                                seed=args.seed, max_context=args.max_context,

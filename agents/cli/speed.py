@@ -52,15 +52,13 @@ def _bench_train_step(args: argparse.Namespace) -> int:
 
 
 def _bench_render(args: argparse.Namespace) -> int:
-    import tempfile
 
-    from gqn_rl.datagen import GenerateConfig, default_workers, generate
+    from gqn_rl.datagen import default_workers
     from gqn_rl.speed import (
         describe_machine,
         generate_rate,
         raw_render_rate,
-        reader_rate,
-        time_gqn_step,
+        reader_versus_training,
     )
 
     workers = args.workers or default_workers()
@@ -74,15 +72,9 @@ def _bench_render(args: argparse.Namespace) -> int:
         many = generate_rate(family, args.image_size, args.scenes, workers=workers)
         print(f"{family:<22}{raw:>12.0f}{one:>10.0f}{one / raw:>7.2f}{many:>12.0f}"
               f"{many / one:>10.2f}")
-    small = PRESETS["cpu-small"]
-    with tempfile.TemporaryDirectory() as data:
-        generate(GenerateConfig(scene=args.scene[0], scenes=64, test_scenes=0,
-                                size=small.model.image_size, shard_size=32), data,
-                 progress=False)
-        batches = reader_rate(Path(data), small.train.batch_size)
-    step = time_gqn_step(small.model, small.train.batch_size, context=5)
-    print(f"reader: {batches:.0f} batches/s of {small.train.batch_size} scenes; cpu-small "
-          f"trains {1 / step.seconds:.1f} steps/s: reader {batches * step.seconds:.0f}x faster")
+    batches, steps = reader_versus_training(args.scene[0])
+    print(f"reader: {batches:.0f} batches/s of {PRESETS['cpu-small'].train.batch_size} scenes; "
+          f"cpu-small trains {steps:.1f} steps/s: reader {batches / steps:.0f}x faster")
     return 0
 
 
