@@ -35,6 +35,7 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # 30 s; the default run's grid path: tests/agents/test_kinds.py
 def test_rl_grid_normalises_skips_finished_runs_and_resumes_an_interrupted_one(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     config = BenchmarkConfig((ROTATION,), ("random", "scripted", "state"), seeds=2,
@@ -96,6 +97,7 @@ def test_rl_grid_normalises_skips_finished_runs_and_resumes_an_interrupted_one(
     assert not list(fresh.glob("runs/**/*.zip")), "a published run was trained again"
 
 
+@pytest.mark.slow  # 17 s: two worker processes start
 def test_bc_track_clones_the_scripted_policy_in_parallel_workers(tmp_path: Path) -> None:
     config = BenchmarkConfig((ROOM,), ("random", "state"), seeds=2, track="bc",
                              demos=(1, 20), workers=2, bc_episodes=5)
