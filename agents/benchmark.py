@@ -10,7 +10,8 @@ Layout of ``DIR``::
 
 A run is finished when its ``result.json`` exists for the same budget; running the grid again
 skips it, and an interrupted RL run resumes from its last checkpoint. Runs go to ``workers``
-processes with one torch thread each.
+processes with one torch thread each (or, with ``executor="ray"``, to a Ray cluster:
+:mod:`agents.executors`).
 
 Encoders (:func:`agents.grid.contenders`): the kinds of :mod:`agents.kinds`, plus the
 references ``random`` and ``scripted`` (policies, nothing trained), ``gqn-frozen-episode``
@@ -23,28 +24,25 @@ Tracks: ``rl`` (the environment's recipe, :data:`agents.hyperparams.RECIPES`) an
 
 from __future__ import annotations
 
-import concurrent.futures
 import csv
 import dataclasses
+import functools
 import io
-import multiprocessing
 import os
-import signal
 import sys
 import time
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from agents.building import env_factory, wrap_env
 from agents.callbacks import training_seconds
 from agents.episodes import reference_policy, run_episodes, summarize
+from agents.executors import EXECUTORS, CellFailed, run_local, run_on_ray
 from agents.grid import (
     CAMERA_SHIFT_ENVS,
     CAMERA_SHIFTS,
@@ -169,24 +167,6 @@ def run_cell(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
     return result
 
 
-def _one_thread() -> None:
-    """Worker start-up: one torch thread per process, so that workers share the cores; and
-    die with the parent (Linux), so that no orphan goes on writing a grid whose lock is gone."""
-    torch.set_num_threads(1)
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _run_in_worker(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
-    try:
-        return run_cell(cell, root, config)
-    except Exception as error:
-        raise RuntimeError(f"{cell}: {error}\n{traceback.format_exc()}") from None
-
-
 def results(root: Path) -> list[dict[str, Any]]:
     """Every finished run's result in ``root``, sorted by cell (malformed ones left out, with
     a warning: :func:`read_result`)."""
@@ -236,14 +216,21 @@ def write_results_csv(root: Path) -> Path:
 
 
 def run_benchmark(config: BenchmarkConfig, root: Path, progress: bool = True,
-                  shared: bool = False) -> Path:
+                  shared: bool = False, executor: str = "local",
+                  address: str | None = None) -> Path:
     """Run every unfinished cell of the grid into ``root``; returns ``results.csv``'s path.
     An existing ``root`` that is not a grid is refused, unless ``shared`` (the caller keeps
-    its own files there, as the demo keeps its data and GQN).
+    its own files there, as the demo keeps its data and GQN). ``executor``: ``local``
+    (``config.workers`` processes here) or ``ray`` (one task per cell on the Ray cluster at
+    ``address``, a local one when None; ``root`` must be on storage its nodes share).
 
     Raises RuntimeError after the grid when runs failed (each is named; the others finish).
     """
     root = Path(root)
+    if executor not in EXECUTORS:
+        raise ValueError(f"--executor must be one of {EXECUTORS}, got {executor!r}")
+    if address is not None and executor != "ray":
+        raise ValueError("--address is the Ray cluster of --executor ray")
     if root.exists() and not root.is_dir():
         raise ValueError(f"--out {root} is a file: it takes a benchmark directory")
     if not shared:
@@ -251,7 +238,7 @@ def run_benchmark(config: BenchmarkConfig, root: Path, progress: bool = True,
     root.mkdir(parents=True, exist_ok=True)
     lock = lock_directory(root, LOCK_NAME)  # one grid per directory; released however it ends
     try:
-        return _run_grid(config, root, progress)
+        return _run_grid(config, root, progress, executor, address)
     finally:
         lock.close()
 
@@ -270,41 +257,39 @@ def _check_grid_directory(root: Path) -> None:
                          "choose a new or empty directory")
 
 
-def _run_grid(config: BenchmarkConfig, root: Path, progress: bool) -> Path:
+def _run_grid(config: BenchmarkConfig, root: Path, progress: bool, executor: str,
+              address: str | None) -> Path:
     """:func:`run_benchmark` in a directory this process holds."""
     check_grid_checkpoints(root, config)
     cells = config.cells()
     todo = [c for c in cells if not c.finished(root)]
     cores = os.cpu_count() or 1
     workers = min(config.workers, cores)
-    if workers < config.workers:
+    if executor == "local" and workers < config.workers:
         print(f"--workers {config.workers} capped at this machine's {cores} cores",
               file=sys.stderr)
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="benchmark", unit="run",
                disable=not progress)
-    failures = []
-    if workers == 1:
-        for cell in todo:
-            try:
-                run_cell(cell, root, config)
-            except Exception as error:  # noqa: BLE001 - reported with the others below
-                failures.append(f"{cell}: {error}")
-            write_results_csv(root)
-            bar.update(1)
+    failures: list[CellFailed] = []
+
+    def done(cell: Cell, failure: CellFailed | None) -> None:
+        if failure is not None:
+            failures.append(failure)
+        write_results_csv(root)  # rebuilt from the result.json files, whoever wrote them
+        bar.update(1)
+
+    work = functools.partial(run_cell, root=root, config=config)
+    if executor == "ray":
+        run_on_ray(todo, work, root, address, done)
     else:
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
-                                                    initializer=_one_thread) as pool:
-            futures = [pool.submit(_run_in_worker, cell, root, config) for cell in todo]
-            for future in concurrent.futures.as_completed(futures):
-                try:
-                    future.result()
-                except Exception as error:  # noqa: BLE001 - reported with the others below
-                    failures.append(str(error))
-                write_results_csv(root)
-                bar.update(1)
+        run_local(todo, work, workers, done)
     bar.close()
     path = write_results_csv(root)
     if failures:
-        raise RuntimeError(f"{len(failures)} of {len(todo)} runs failed:\n" + "\n".join(failures))
+        error = RuntimeError(f"{len(failures)} of {len(todo)} runs failed: "
+                             + "; ".join(str(f) for f in failures))
+        for failure in failures:  # shown with the traceback (gqn-rl --debug)
+            if failure.trace and hasattr(error, "add_note"):
+                error.add_note(f"{failure}\n{failure.trace}")
+        raise error
     return path

@@ -23,7 +23,8 @@ def _benchmark(args: argparse.Namespace) -> int:
                              final_episodes=args.final_episodes,
                              overrides=dict(args.hyperparams or []),
                              checkpoint=None if args.checkpoint is None else str(args.checkpoint))
-    path = run_benchmark(config, args.out, progress=not args.no_progress)
+    path = run_benchmark(config, args.out, progress=not args.no_progress,
+                         executor=args.executor, address=args.address)
     print(f"wrote {path}; gqn-rl report {args.out} writes the report")
     return 0
 
@@ -39,6 +40,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def add(commands: argparse._SubParsersAction) -> None:
+    from agents.executors import EXECUTORS
     from agents.grid import TRACKS, contenders
 
     b = commands.add_parser(
@@ -71,6 +73,12 @@ def add(commands: argparse._SubParsersAction) -> None:
                    help="GQN checkpoint of the gqn-* encoders (default: the shipped one)")
     b.add_argument("--hyperparams", nargs="+", type=key_value, metavar="KEY=VALUE",
                    help="override settings of agents/hyperparams.py in every RL run")
+    b.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local: --workers processes here (default); ray: one task per run on "
+                        "a Ray cluster (pip install -e '.[cluster]'); OUT must then be on "
+                        "storage every node shares")
+    b.add_argument("--address", help="with --executor ray: the cluster's address, e.g. "
+                                     "127.0.0.1:6379 (default: start a local one)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(run=_benchmark)
     r = commands.add_parser(

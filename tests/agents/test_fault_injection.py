@@ -118,3 +118,88 @@ def test_killed_agent_training_resumes_and_keeps_its_resume_points(tmp_path: Pat
     assert PPO.load(out / "final_model.zip", device="cpu").num_timesteps >= 3000
     with np.load(out / "eval" / "evaluations.npz") as curve:  # as if never interrupted
         assert curve["timesteps"].tolist() == [1024, 2048, 3072]
+
+
+GRID = ["benchmark", "--env", "gqn_rl/MentalRotation-v0", "gqn_rl/ArmReach-v1", "--encoder",
+        "random", "state", "--seeds", "1", "--steps", "2048", "--eval-episodes", "1",
+        "--no-progress"]
+"""A grid with a PPO cell (MentalRotation: two rollouts of 1,024 steps) and a SAC cell
+(ArmReach: 1,048 updates after its 1,000 learning-starts steps), besides the references."""
+DETERMINED = ("env", "encoder", "track", "demos", "seed", "algo", "steps", "checkpoint_sha256")
+"""The results columns an interrupted grid must reproduce exactly (returns of trained agents
+differ after a resume: SB3 restarts the environments)."""
+
+
+def grid_record(root: Path) -> dict[tuple[str, str], dict]:
+    """Per cell: the determined columns of its results row, the reference's return, and the
+    trained agent's steps and learner updates."""
+    import csv
+
+    from stable_baselines3 import PPO, SAC
+
+    with open(root / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    record = {}
+    for row in rows:
+        cell = {k: row[k] for k in DETERMINED}
+        if row["encoder"] == "random":
+            cell["return"] = row["return"]
+        else:
+            runs = list(root.glob(f"runs/{row['env'].replace('/', '_')}/{row['encoder']}/rl/seed*"))
+            model = {"ppo": PPO, "sac": SAC}[row["algo"]].load(runs[0] / "final_model.zip",
+                                                                device="cpu")
+            cell["trained"] = (model.num_timesteps, model._n_updates)
+        record[row["env"], row["encoder"]] = cell
+    return record
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_grid(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("grid") / "whole"
+    subprocess.run(gqn_rl(*GRID, "--out", str(out)), check=True, capture_output=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900)
+    return grid_record(out)
+
+
+@pytest.mark.parametrize(("workers", "seed"), [(1, 0), (2, 1)])
+def test_killed_benchmark_grid_ends_as_an_uninterrupted_one(
+        tmp_path: Path, uninterrupted_grid: dict, workers: int, seed: int) -> None:
+    out = tmp_path / "killed"
+    landed = run_with_kills(gqn_rl(*GRID, "--out", str(out), "--workers", str(workers)),
+                            np.random.default_rng(seed), kills=3, window=(3.0, 10.0))
+    assert landed >= 1, "no kill landed: widen the window"
+    assert grid_record(out) == uninterrupted_grid
+
+
+def test_a_killed_parent_takes_its_workers_and_the_grid_resumes(
+        tmp_path: Path, uninterrupted_grid: dict) -> None:
+    out = tmp_path / "killed"
+    command = gqn_rl(*GRID, "--out", str(out), "--workers", "2")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    parent = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    started = time.monotonic()
+    while not list(out.glob("runs/*/state/rl/seed0/checkpoints")) and \
+            time.monotonic() - started < 300:
+        time.sleep(0.2)
+    children = [int(pid) for pid in subprocess.run(
+        ["pgrep", "-P", str(parent.pid)], capture_output=True, text=True).stdout.split()]
+    assert children, "the grid started no worker"
+    parent.send_signal(signal.SIGKILL)  # the parent only
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in children), "a worker outlived its parent"
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert grid_record(out) == uninterrupted_grid
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process runs (a zombie, dead but not yet reaped, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

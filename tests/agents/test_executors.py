@@ -1,0 +1,124 @@
+"""Executors of a grid: the local one (the default) and Ray. The Ray tests (slow) start a real
+local cluster on 127.0.0.1, a head and one worker node, and run tiny grids through
+``--address``: the same ``results.csv`` as the local executor, and a killed worker's cell
+retried and counted once."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agents.executors import CellFailed, _can_write, run_local
+
+GRID = ["benchmark", "--env", "gqn_rl/MentalRotation-v0", "--encoder", "random", "state",
+        "--seeds", "2", "--steps", "2048", "--eval-episodes", "1", "--no-progress"]
+DETERMINED = ("env", "encoder", "track", "demos", "seed", "algo", "steps", "checkpoint_sha256")
+"""Columns a retried cell reproduces exactly (a trained agent's return differs after a
+resume: SB3 restarts the environments)."""
+
+
+def _double(cell: int) -> int:
+    if cell == 3:
+        raise ValueError("three is refused")
+    return 2 * cell
+
+
+def test_local_executor_reports_each_cell_and_a_failure_with_its_traceback() -> None:
+    for workers in (1, 2):
+        ended: dict[int, CellFailed | None] = {}
+        run_local([1, 2, 3], _double, workers, ended.__setitem__)
+        assert set(ended) == {1, 2, 3} and ended[1] is None and ended[2] is None
+        assert str(ended[3]) == "3: three is refused" and "ValueError" in ended[3].trace
+
+
+def test_a_directory_a_node_cannot_write_is_named(tmp_path: Path) -> None:
+    assert _can_write(str(tmp_path)) is None and not list(tmp_path.iterdir())
+    assert "No such file or directory" in _can_write(str(tmp_path / "missing" / "grid"))
+
+
+def gqn_rl(*args: str) -> list[str]:
+    return [sys.executable, "-m", "agents.cli", *args]
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with open(path / "results.csv") as f:
+        return sorted(csv.DictReader(f), key=lambda r: (r["encoder"], r["seed"]))
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    """A Ray cluster on 127.0.0.1: a head node and one worker node, one CPU each."""
+    pytest.importorskip("ray")
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
+    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
+    subprocess.run([ray_cli, "start", "--head", "--port", str(port), "--temp-dir", temp,
+                    "--include-dashboard", "false", *common], check=True, env=env,
+                   capture_output=True)
+    try:
+        subprocess.run([ray_cli, "start", "--address", f"127.0.0.1:{port}", *common],
+                       check=True, env=env, capture_output=True)
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def local_grid(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, str]]:
+    out = tmp_path_factory.mktemp("local") / "grid"
+    subprocess.run(gqn_rl(*GRID, "--out", str(out)), check=True, capture_output=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900)
+    return rows(out)
+
+
+@pytest.mark.slow
+def test_a_grid_on_ray_gives_the_local_results(cluster: str, local_grid: list,
+                                               tmp_path: Path) -> None:
+    done = subprocess.run(gqn_rl(*GRID, "--out", str(tmp_path), "--executor", "ray",
+                                 "--address", cluster), capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ours = rows(tmp_path)
+    for row in (*ours, *local_grid):
+        row.pop("wall_s")
+    assert ours == local_grid
+
+
+@pytest.mark.slow
+def test_a_killed_ray_worker_s_cell_is_retried_and_counted_once(
+        cluster: str, local_grid: list, tmp_path: Path) -> None:
+    driver = subprocess.Popen(gqn_rl(*GRID, "--out", str(tmp_path), "--executor", "ray",
+                                     "--address", cluster),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    started = time.monotonic()
+    while not list(tmp_path.glob("runs/*/state/rl/seed*/checkpoints/*.zip")):
+        assert time.monotonic() - started < 300 and driver.poll() is None, "no cell trained"
+        time.sleep(0.2)
+    workers = subprocess.run(["pgrep", "-f", "ray::_on_ray_worker"], capture_output=True,
+                             text=True).stdout.split()
+    assert workers, "no Ray worker runs a cell"
+    os.kill(int(workers[0]), signal.SIGKILL)  # one worker, mid-cell
+    _, err = driver.communicate(timeout=900)
+    assert driver.returncode == 0, err[-3000:]
+    ours = rows(tmp_path)
+    assert len(ours) == len(local_grid) == 4  # every cell once
+    assert [{k: r[k] for k in DETERMINED} for r in ours] == [
+        {k: r[k] for k in DETERMINED} for r in local_grid]
+    assert [r["return"] for r in ours if r["encoder"] == "random"] == [
+        r["return"] for r in local_grid if r["encoder"] == "random"]
