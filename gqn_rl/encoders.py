@@ -58,13 +58,14 @@ class GQNCheckpoint:
         """Where an encoder from this checkpoint comes from, in words."""
         return f"GQN encoder from {self.path}"
 
-    def check_family(self, family: str | None) -> GQNCheckpoint:
+    def check_family(self, family: str | None, shown_by: str = "the environment"
+                     ) -> GQNCheckpoint:
         """Itself; refuses a checkpoint pretrained on another scene family than ``family``
-        (the one an environment shows), naming both. Checkpoints that do not record their
-        data's family (made before it was recorded) pass."""
+        (the one an environment, or data, shows), naming both. Checkpoints that do not record
+        their data's family (made before it was recorded) pass."""
         if family is not None and self.family is not None and self.family != family:
-            raise ValueError(f"{self.path} was pretrained on {self.family} scenes; the "
-                             f"environment shows {family} scenes: use a GQN of that family")
+            raise ValueError(f"{self.path} was pretrained on {self.family} scenes; {shown_by} "
+                             f"shows {family} scenes: use a GQN of that family")
         return self
 
     def new_model(self) -> GQN:

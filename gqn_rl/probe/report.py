@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from gqn import GQNConfig
-from gqn.checkpoint import load_model
 from gqn.data import SceneDataset
 from gqn.fileio import atomic_write, write_json
+from gqn_rl.encoders import open_checkpoint
 from gqn_rl.probe.measures import CEILINGS, architecture_ceilings, probe
 from gqn_rl.probe.scenes import ProbeConfig
 
@@ -25,8 +25,10 @@ def run_probe(checkpoint: Path, data: Path, out: Path, config: ProbeConfig = Pro
     """Probe the GQN in ``checkpoint`` on ``data``'s ``split``; writes ``out/probe.json``,
     ``out/report.md`` and PNGs; returns the figures."""
     check_output_directory(Path(out))
-    model = load_model(Path(checkpoint))
+    gqn = open_checkpoint(checkpoint)
     dataset = SceneDataset(data, split)
+    truth = dataset.truth(0) if len(dataset) else None
+    model = gqn.check_family((truth or {}).get("family"), f"{data}").new_model()
     start = time.perf_counter()
     results = probe(model, dataset, config, progress=progress)
     points = results.pop("_points")

@@ -3,6 +3,7 @@ scene family's own declaration) and per-view representations."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -94,10 +95,15 @@ class Scenes:
 
 
 def load_scenes(dataset: SceneDataset, config: ProbeConfig) -> Scenes:
+    if config.scenes < 10:
+        raise ValueError(f"--scenes {config.scenes}: probing needs at least 10 scenes")
     n = min(config.scenes, len(dataset))
     if n < 10:
         raise ValueError(f"{dataset.path}: the {dataset.split} split has {len(dataset)} scenes; "
                          "probing needs at least 10")
+    if n < config.scenes:
+        print(f"probing all {n} scenes of {dataset.path}'s {dataset.split} split "
+              f"({config.scenes} asked)", file=sys.stderr)
     if dataset.views < 2:
         raise ValueError(f"{dataset.path}: probing needs at least 2 views per scene")
     images, poses = zip(*(dataset.scene(i) for i in range(n)), strict=True)

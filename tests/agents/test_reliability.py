@@ -297,3 +297,20 @@ def test_a_resume_with_other_settings_is_refused(tmp_path: Path,
     one_line_error(capsys, [*other, "--steps", "128", "--resume", "--checkpoint",
                             str(tmp_path / "x.pt")], "fresh_encoder is True, not False")
     assert main([*run, "--steps", "128", "--resume"]) == 0
+
+
+def test_probe_names_a_too_small_scenes_and_another_family_s_data(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    arm = Path(__file__).resolve().parents[2] / "checkpoints/arm/checkpoint.pt"
+    rooms = tmp_path / "rooms"
+    assert main(["data", "generate", "--scene", "rooms_free", "--out", str(rooms), "--scenes",
+                 "2", "--test-scenes", "12", "--image-size", "32", "--views", "3",
+                 "--workers", "1", "--no-progress"]) == 0
+    generate_arm(tmp_path / "arm")
+    capsys.readouterr()
+    one_line_error(capsys, ["probe", "--checkpoint", str(arm), "--data", str(tmp_path / "arm"),
+                            "--out", str(tmp_path / "p"), "--scenes", "1"], "--scenes 1",
+                   "at least 10")
+    one_line_error(capsys, ["probe", "--checkpoint", str(arm), "--data", str(rooms), "--out",
+                            str(tmp_path / "p")], "pretrained on arm scenes", "rooms_free")
+    assert not (tmp_path / "p").exists()
