@@ -92,17 +92,16 @@ class ResumePoints(CheckpointCallback):
         write_json(self.wall_file, {str(n): s for n, s in sorted(self._walls.items())})
 
     def _on_step(self) -> bool:
-        if self.save_replay_buffer and self.n_calls % self.save_freq == 0:  # off-policy
-            self.save_resume_point()
-        return True
+        return True  # resume points are saved between rollouts (_on_rollout_start)
 
     def _on_rollout_start(self) -> None:
-        """On-policy algorithms resume between an update and the next rollout: a point inside
-        a rollout would hold steps whose update never happened (and a resumed run would end
-        short of the updates an uninterrupted one makes). Saved once the steps since the
-        last point reach the interval."""
+        """Runs resume between an update and the next rollout, for PPO's rollouts as for
+        SAC's (``train_freq`` steps, then its gradient steps): a point inside one would hold
+        steps whose update never happened, and a resumed run would end short of the updates
+        an uninterrupted one makes. Saved once the steps since the last point reach the
+        interval."""
         steps, interval = self.model.num_timesteps, self.save_freq * self.training_env.num_envs
-        if not self.save_replay_buffer and steps // interval > self._saved_at // interval:
+        if steps // interval > self._saved_at // interval:
             self.save_resume_point()
         self._saved_at = max(self._saved_at, steps)
 
