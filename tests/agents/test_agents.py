@@ -140,8 +140,7 @@ def test_every_encoder_trains_and_evaluates(tmp_path: Path, env_id: str, algo: s
 
 
 @pytest.mark.parametrize(("env_id", "algo"), [
-    pytest.param(e, a, marks=() if (e, a) == ("gqn_rl/ArmReach-v0", "ppo") else pytest.mark.slow)
-    for e, algos in ENVS.items() for a in algos])
+    pytest.param(e, a, marks=pytest.mark.slow) for e, algos in ENVS.items() for a in algos])
 def test_gqn_inference_trains_with_the_surprise_bonus(tmp_path: Path, env_id: str,
                                                       algo: str) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

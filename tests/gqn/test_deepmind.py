@@ -430,6 +430,7 @@ def test_scenes_per_shard_cuts_files_into_numbered_shards(tmp_path: Path) -> Non
         import_deepmind(src, out, progress=False)
 
 
+@pytest.mark.slow  # starts worker processes
 def test_two_workers_write_the_same_bytes_as_one(tmp_path: Path) -> None:
     make_source(tmp_path / "src", files={"train": 3, "test": 1})
     src = tmp_path / "src" / NAME

@@ -29,6 +29,7 @@ def test_generate_writes_both_splits_with_truth(tmp_path: Path) -> None:
     assert not np.array_equal(train.scene(0)[0], test.scene(0)[0])
 
 
+@pytest.mark.slow  # 6 s: starts worker processes
 def test_same_seed_same_bytes_whatever_the_workers(tmp_path: Path) -> None:
     one = generate(CONFIG, tmp_path / "one", workers=1, progress=False)
     two = generate(CONFIG, tmp_path / "two", workers=2, progress=False)

@@ -225,6 +225,7 @@ def test_foreground_masks_cover_the_objects_of_generated_scenes(tmp_path: Path) 
                             [0]) is None  # not rendered by gqn-rl: no masks
 
 
+@pytest.mark.slow  # 11 s: renders masks, then pretrains with them
 def test_data_masks_writes_what_the_dataset_reads_and_pretraining_weighs(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from gqn_rl.foreground import foreground_masks
@@ -288,6 +289,7 @@ def test_pretraining_logs_quick_probes_without_changing_the_run(tmp_path: Path) 
     assert {"probe/mse_gqn_K1", "probe/surprise_other_scene"} <= set(logged[0])
 
 
+@pytest.mark.slow  # 5 s; the ceiling itself: test_architecture_ceiling_finds_where_a_dot_is...
 def test_cli_ceiling_writes_each_architecture_and_the_cnn(tmp_path: Path, capsys) -> None:
     data = write_arm_like_dataset(tmp_path / "data")
     out = tmp_path / "ceiling"
