@@ -69,8 +69,13 @@ class GQNCheckpoint:
         return self
 
     def new_model(self) -> GQN:
-        """A GQN of its own (an agent may train it), in eval mode."""
-        return model_from_state(_read(self.path, *self._stat())[1])
+        """A GQN of its own (an agent may train it), in eval mode; raises ValueError when the
+        file no longer holds this content."""
+        current, state = _read(self.path, *self._stat())
+        if current.sha256 != self.sha256:
+            raise ValueError(f"{self.path} changed since it was read (SHA-256 "
+                             f"{current.sha256[:12]}..., was {self.sha256[:12]}...)")
+        return model_from_state(state)
 
     def shared_model(self) -> GQN:
         """The frozen GQN that every wrapper of the process shares for this content."""
