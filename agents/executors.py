@@ -39,11 +39,16 @@ class CellFailed(RuntimeError):
         self.trace = trace
 
 
-def one_thread() -> None:
-    """Worker start-up: one torch thread per process, so that workers share the cores; and
-    die with the parent (Linux), so that no orphan goes on writing a grid whose lock is gone."""
+def _share_the_cores() -> None:
+    """One torch thread per process, so that workers share the cores; headless rendering."""
     torch.set_num_threads(1)
     os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def one_thread() -> None:
+    """Local worker start-up: :func:`_share_the_cores`, and die with the parent (Linux), so
+    that no orphan goes on writing a grid whose lock is gone."""
+    _share_the_cores()
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -83,8 +88,7 @@ def run_local(cells: Sequence[Any], work: Work, workers: int, done: Done) -> Non
 
 def _on_ray_worker(work: Work, cell: Any) -> None:
     """A cell as a Ray task: one torch thread."""
-    torch.set_num_threads(1)
-    os.environ.setdefault("MUJOCO_GL", "egl")
+    _share_the_cores()
     _traced(work, cell)
 
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from gqn.checks import is_int
 from gqn.data.batch import Batch, _sample_batch
 from gqn.data.format import (
     _MANIFEST,
     PathLike,
     _check_opened_shard,
-    _is_int,
     _load_manifest,
     _ManifestView,
     _resolve,
@@ -166,13 +166,13 @@ class SceneDataset(_ManifestView):
         n, v = len(self), self.views
         if n == 0:
             raise ValueError(f"split {self._split!r} of {self._root} has no scenes to sample")
-        if not _is_int(batch_size) or batch_size < 1:
+        if not is_int(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if v < 2:
             raise ValueError(f"sampling needs at least 2 views per scene, {self._root} has {v}")
         if max_context is None:
             max_context = v - 1
-        elif not _is_int(max_context) or not 1 <= max_context <= v - 1:
+        elif not is_int(max_context) or not 1 <= max_context <= v - 1:
             raise ValueError(f"max_context must be in 1..{v - 1} (views - 1), got {max_context!r}")
         return _sample_batch(self._images, self._poses, self._offsets, batch_size, max_context,
                              rng, self.masks())

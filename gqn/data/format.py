@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from gqn.checks import check_int, is_int
 from gqn.fileio import sha256
 from gqn.viewpoint import POSE_DIM
 
@@ -37,14 +38,8 @@ _SPLIT_NAME = re.compile(r"[A-Za-z0-9_-]+")
 PathLike = str | os.PathLike
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
 def _check_positive_int(value: Any, field: str, where: str) -> int:
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"{where}: field {field!r} must be a positive integer, got {value!r}")
-    return int(value)
+    return check_int(value, f"{where}: field {field!r}", at_least=1)
 
 
 def _check_split_name(split: str) -> None:
@@ -72,7 +67,7 @@ def _check_record(record: Any, where: str) -> dict[str, Any]:
         if key not in record:
             raise ValueError(f"{where} is missing field {key!r}")
     index = record["index"]
-    if not _is_int(index) or index < 0:
+    if not is_int(index) or index < 0:
         raise ValueError(f"{where}.index must be a non-negative integer, got {index!r}")
     scenes = _check_positive_int(record["scenes"], "scenes", where)
     for key in ("images", "poses"):
@@ -112,7 +107,7 @@ def _load_manifest(root: Path) -> dict[str, Any]:
     if fmt != FORMAT_NAME:
         raise ValueError(f"{path}: field 'format' must be {FORMAT_NAME!r}, got {fmt!r}")
     version = manifest.get("version")
-    if not _is_int(version):
+    if not is_int(version):
         raise ValueError(f"{path}: field 'version' must be an integer, got {version!r}")
     if version != FORMAT_VERSION:
         raise ValueError(

@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from gqn.checks import is_int
 from gqn.data.format import (
     _MANIFEST,
     FORMAT_NAME,
@@ -26,7 +27,6 @@ from gqn.data.format import (
     _check_positive_int,
     _check_record,
     _check_split_name,
-    _is_int,
     _load_manifest,
     _ManifestView,
     _shard_stem,
@@ -160,7 +160,7 @@ def write_shard_files(
         image_size, views: if given, the shapes must match them.
     """
     _check_split_name(split)
-    if not _is_int(index) or index < 0:
+    if not is_int(index) or index < 0:
         raise ValueError(f"shard index must be a non-negative integer, got {index!r}")
     index = int(index)
     poses32 = _check_shard_arrays(images, poses, truth, image_size, views)
