@@ -54,7 +54,6 @@ from agents.grid import (
     read_result,
     reads_checkpoint,
 )
-from agents.hyperparams import RECIPES
 from agents.imitation import clone_and_evaluate
 from agents.runs import RUN_FILE, ResolvedRun, RunConfig, load_gqn, resolve_run
 from agents.train import evaluate, train
@@ -114,18 +113,11 @@ def check_grid_checkpoints(root: Path, config: BenchmarkConfig) -> None:
 
 def _rl(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
     contender = get_contender(cell.encoder)
-    recipe = RECIPES[cell.env]
     out = cell.directory(root)
-    run = RunConfig(cell.env, contender.kind, recipe.algo, cell.steps, cell.seed,
-                    checkpoint=asked_checkpoint(contender, config), fresh_encoder=contender.fresh,
-                    intrinsic_bonus=contender.intrinsic_bonus,
-                    eval_every=config.eval_every or max(1, cell.steps // 10),
-                    eval_episodes=config.eval_episodes,
-                    checkpoint_every=max(1, cell.steps // 10),
-                    overrides={**contender.overrides, **config.overrides})
+    run = config.run_config(cell)
     train(run, out, resume=(out / RUN_FILE).is_file(), progress=False, start_over=True)
     report = evaluate(out, config.final)
-    row = {**report, "algo": recipe.algo, "wall_s": training_seconds(out)}
+    row = {**report, "algo": run.algo, "wall_s": training_seconds(out)}
     if config.camera_shift and cell.env in CAMERA_SHIFT_ENVS and contender.kind != "state":
         for column, camera in CAMERA_SHIFTS.items():
             shifted = evaluate(out, config.final, env_kwargs={"camera": camera},

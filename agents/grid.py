@@ -16,7 +16,7 @@ import numpy as np
 
 from agents.hyperparams import ARM_REACH, RECIPES
 from agents.kinds import KINDS, MEMORY_VIEWS
-from agents.runs import RunConfig, resolve_run
+from agents.runs import RunConfig, check_budget, resolve_run
 
 TRACKS = ("rl", "bc")
 RESULT_FILE = "result.json"
@@ -88,7 +88,7 @@ class BenchmarkConfig:
     workers: int = 1
     """Processes running cells at once (one torch thread each)."""
     eval_every: int | None = None
-    """RL steps between evaluations; None: a tenth of the budget."""
+    """RL steps between evaluations; None: a tenth of the budget, at least a rollout."""
     eval_episodes: int = 20
     """Episodes of each periodic RL evaluation."""
     final_episodes: int | None = None
@@ -142,6 +142,9 @@ class BenchmarkConfig:
             resolve_run(RunConfig(env_id, "state", RECIPES[env_id].algo, 1,
                                   overrides=self.overrides))
             self.checkpoint_sha256(env_id)
+            for cell in self.cells():  # and budgets or intervals shorter than a rollout
+                if cell.env == env_id and cell.seed == 0 and cell.steps:
+                    check_budget(resolve_run(self.run_config(cell)))
 
     def checkpoint_sha256(self, env_id: str) -> str | None:
         """SHA-256 of the GQN checkpoint the grid's GQN encoders use in ``env_id`` (None when
@@ -162,6 +165,16 @@ class BenchmarkConfig:
                     for seed in range(self.seeds):
                         cells.append(Cell(env_id, encoder, self.track, seed, n, steps))
         return cells
+
+    def run_config(self, cell: Cell) -> RunConfig:
+        """The RL run of a trained contender's cell: evaluations every ``eval_every`` steps
+        (None: :func:`agents.runs.default_interval`), resume points at that default."""
+        contender = get_contender(cell.encoder)
+        return RunConfig(cell.env, contender.kind, RECIPES[cell.env].algo, cell.steps, cell.seed,
+                         checkpoint=asked_checkpoint(contender, self),
+                         fresh_encoder=contender.fresh, intrinsic_bonus=contender.intrinsic_bonus,
+                         eval_every=self.eval_every, eval_episodes=self.eval_episodes,
+                         overrides={**contender.overrides, **self.overrides})
 
     @property
     def final(self) -> int:

@@ -19,6 +19,7 @@ from agents.hyperparams import INTRINSIC_BETA, hyperparams
 from agents.kinds import KINDS, get_kind
 from envs.keys import IMAGE_SIZE
 from gqn import GQN
+from gqn.checks import check_int
 from gqn.fileio import write_json
 from gqn_rl.encoders import (
     fresh_config,
@@ -58,12 +59,12 @@ class RunConfig:
     """``gqn-inference`` only: add the surprise bonus to the training reward, with the
     recipe's weight (:data:`agents.hyperparams.INTRINSIC_BETA`) unless the overrides set
     ``encoder_kwargs`` ``beta``."""
-    eval_every: int = 5_000
-    """Environment steps between evaluations."""
+    eval_every: int | None = None
+    """Environment steps between evaluations; None: :func:`default_interval`."""
     eval_episodes: int = 10
     """Episodes per evaluation."""
-    checkpoint_every: int = 10_000
-    """Environment steps between resume points."""
+    checkpoint_every: int | None = None
+    """Environment steps between resume points; None: :func:`default_interval`."""
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """Changes to the settings of :mod:`agents.hyperparams` (``--hyperparams k=v``)."""
 
@@ -124,9 +125,10 @@ def _image_size(settings: Mapping[str, Any]) -> int | None:
 
 def resolve_run(config: RunConfig) -> ResolvedRun:
     """Settle what ``config`` leaves open, changing nothing: the hyperparameters (recipe, then
-    overrides), and for GQN kinds which GQN (the given checkpoint, else the shipped one of the
-    scene family, else a fresh one) and the image size it was trained on. Raises ValueError,
-    naming the flag, for settings that cannot make a run."""
+    overrides), the intervals of evaluations and resume points, and for GQN kinds which GQN
+    (the given checkpoint, else the shipped one of the scene family, else a fresh one) and the
+    image size it was trained on. Raises ValueError, naming the flag, for settings that cannot
+    make a run."""
     if config.checkpoint is not None and config.fresh_encoder:
         raise ValueError("--checkpoint and --fresh-encoder exclude each other")
     kind = get_kind(config.encoder)
@@ -160,6 +162,9 @@ def resolve_run(config: RunConfig) -> ResolvedRun:
         raise ValueError(f"--encoder {config.encoder} needs images of at least "
                          f"{kind.min_image_size}x{kind.min_image_size} ({kind.network}), got "
                          f"image_size {params['image_size']}")
+    interval = default_interval(config.algo, params, config.steps)
+    config = dataclasses.replace(config, eval_every=config.eval_every or interval,
+                                 checkpoint_every=config.checkpoint_every or interval)
     if not kind.gqn:
         return ResolvedRun(config, params, None, None, "")
     handle = resolve_checkpoint(config.checkpoint, envs.family_of(config.env),
@@ -173,6 +178,48 @@ def resolve_run(config: RunConfig) -> ResolvedRun:
         return ResolvedRun(config, params, None, None, source)
     return ResolvedRun(config, params, config.checkpoint or str(handle.path), handle.sha256,
                        source)
+
+
+def rollout_steps(algo: str, params: Mapping[str, Any]) -> int:
+    """Environment steps between two learner updates with the hyperparameters ``params``:
+    PPO's ``n_steps`` x ``n_envs``, SAC's ``train_freq`` x ``n_envs`` (a ``train_freq``
+    counted in episodes counts as one step)."""
+    def count(key: str, default: Any) -> int:
+        return check_int(params.get(key, default), f"--hyperparams {key}", at_least=1)
+
+    n_envs = count("n_envs", 1)
+    if algo == "ppo":
+        return count("n_steps", 2048) * n_envs
+    frequency = params.get("train_freq", 1)
+    if isinstance(frequency, (tuple, list)) and len(frequency) == 2:  # (n, "step" or "episode")
+        frequency = frequency[0] if frequency[1] == "step" else 1
+    return check_int(frequency, "--hyperparams train_freq", at_least=1) * n_envs
+
+
+def default_interval(algo: str, params: Mapping[str, Any], steps: int) -> int:
+    """Steps between evaluations and between resume points when none are asked for: a tenth
+    of the budget, and never less than a rollout (the policy changes only between them)."""
+    return max(rollout_steps(algo, params), steps // 10)
+
+
+def check_budget(run: ResolvedRun) -> None:
+    """Refuse a budget or intervals that cannot mean what they say, naming the flag: fewer
+    steps than one rollout (the agent would train the whole rollout anyway), or evaluations
+    and resume points more often than the learner updates (the same policy evaluated again;
+    resume points fall between rollouts) or an evaluation interval past the budget (a run
+    with no learning curve)."""
+    config = run.config
+    rollout = rollout_steps(config.algo, run.hyperparams)
+    why = (f"one {config.algo.upper()} rollout of {config.env} with {config.encoder} is "
+           f"{rollout} steps ({'n_steps' if config.algo == 'ppo' else 'train_freq'} x n_envs; "
+           "--hyperparams changes it)")
+    for flag, value in (("--steps", config.steps), ("--eval-every", config.eval_every),
+                        ("--checkpoint-every", config.checkpoint_every)):
+        if value < rollout:
+            raise ValueError(f"{flag} {value} is shorter than a rollout: {why}")
+    if config.eval_every > config.steps:
+        raise ValueError(f"--eval-every {config.eval_every} is past --steps {config.steps}: "
+                         "the run would have no learning curve")
 
 
 def load_gqn(run: ResolvedRun) -> GQN | None:

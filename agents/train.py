@@ -30,7 +30,15 @@ from agents.building import (
 )
 from agents.callbacks import WALL_FILE, IntrinsicRewardLog, ResumedEvaluation, ResumePoints
 from agents.episodes import run_episodes, save_gif, summarize
-from agents.runs import ALGORITHM_CLASSES, RUN_FILE, ResolvedRun, RunConfig, load_gqn, resolve_run
+from agents.runs import (
+    ALGORITHM_CLASSES,
+    RUN_FILE,
+    ResolvedRun,
+    RunConfig,
+    check_budget,
+    load_gqn,
+    resolve_run,
+)
 from gqn.fileio import atomic_write, write_json
 from gqn.seeding import derive_seed
 
@@ -94,6 +102,7 @@ def train(config: RunConfig, out: Path, resume: bool = False, progress: bool = T
         if run_file.exists():
             raise FileExistsError(f"{run_file} exists: use --resume or another --out")
         run = resolve_run(config)
+    check_budget(run)
     gqn = load_gqn(run)
     if gqn is not None:
         print(f"encoder: {run.encoder_source}")

@@ -111,10 +111,12 @@ def _add_agents(commands: argparse._SubParsersAction) -> None:
     t.add_argument("--start-over", action="store_true",
                    help="with a run that has no resume point (killed before its first): train "
                         "it again from step 0")
-    t.add_argument("--eval-every", type=positive_int, default=5000, help="steps between evals")
+    t.add_argument("--eval-every", type=positive_int,
+                   help="steps between evaluations (default: a tenth of --steps, at least one "
+                        "rollout)")
     t.add_argument("--eval-episodes", type=positive_int, default=10)
-    t.add_argument("--checkpoint-every", type=positive_int, default=10000,
-                   help="steps between resume points")
+    t.add_argument("--checkpoint-every", type=positive_int,
+                   help="steps between resume points (default: as --eval-every's)")
     t.add_argument("--hyperparams", nargs="+", type=key_value, metavar="KEY=VALUE",
                    help="override settings of agents/hyperparams.py, e.g. n_steps=64")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
