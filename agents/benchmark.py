@@ -55,6 +55,7 @@ from agents.grid import (
     reads_checkpoint,
 )
 from agents.imitation import clone_and_evaluate
+from agents.kinds import get_kind
 from agents.runs import RUN_FILE, ResolvedRun, RunConfig, load_gqn, resolve_run
 from agents.train import evaluate, train
 from gqn.fileio import atomic_write, lock_directory, write_json
@@ -118,7 +119,8 @@ def _rl(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
     train(run, out, resume=(out / RUN_FILE).is_file(), progress=False, start_over=True)
     report = evaluate(out, config.final)
     row = {**report, "algo": run.algo, "wall_s": training_seconds(out)}
-    if config.camera_shift and cell.env in CAMERA_SHIFT_ENVS and contender.kind != "state":
+    shifted_camera = cell.env in CAMERA_SHIFT_ENVS and get_kind(contender.kind).reads_images
+    if config.camera_shift and shifted_camera:
         for column, camera in CAMERA_SHIFTS.items():
             shifted = evaluate(out, config.final, env_kwargs={"camera": camera},
                                save=False)

@@ -112,6 +112,12 @@ for _kind in (
     EncoderKind("state", {"env_kwargs": {"obs_mode": "state"}, "policy": "MlpPolicy",
                           "normalize": {"norm_obs": True, "norm_reward": False}},
                 imitation=True, reads_images=False),
+    # What a perfect scene encoder could give (obs_mode="scene"): the scene's true state
+    # without the oracle's hand-crafted features (ArmReach: no hand position or offset to the
+    # target; RoomNavigation: every object, not which one is the goal or where it lies).
+    EncoderKind("perfect-encoder", {"env_kwargs": {"obs_mode": "scene"}, "policy": "MlpPolicy",
+                                    "normalize": {"norm_obs": True, "norm_reward": False}},
+                imitation=True, reads_images=False),
     # r from a frozen GQN, computed in the vector env (VecGQNObservation).
     EncoderKind("gqn-frozen", {"policy": "MultiInputPolicy",
                                "encoder_kwargs": {"context": "current"}},

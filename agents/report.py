@@ -31,6 +31,8 @@ BASELINE = "pixels"
 """The encoder every other is compared with (probability of improvement, step ratios)."""
 THRESHOLDS = (50, 80)
 """Normalised scores (percent of the oracle's final score) whose steps and time are reported."""
+PERFECT = "perfect-encoder"
+"""The encoder kind given what a perfect scene encoder could give."""
 BOOTSTRAP_REPS = 2000
 
 
@@ -248,12 +250,27 @@ def _section(root: Path, env: str, track: str, demos: int,
         if not (np.isfinite(low) and np.isfinite(high)):
             lines += [f"(Normalised scores need `{REFERENCE}` and `{ORACLE}` runs.)", ""]
         return lines + _camera_shift(encoders)
+    lines += _perfect_reference(estimates)
     curves = _curves(root, env, {e: r for e, r in encoders.items()
                                  if e not in (REFERENCE, "scripted")}, low, high)
     if curves:
         lines += _efficiency(root, slug, env, curves, encoders)
     lines += _camera_shift(encoders)
     return lines
+
+
+def _perfect_reference(estimates: dict[str, tuple[float, float, float] | None]) -> list[str]:
+    """How far each encoder is from a perfect one, apart from how hard the task is from
+    perfect scene knowledge (when the grid has ``perfect-encoder`` runs)."""
+    perfect = estimates.get(PERFECT)
+    if perfect is None or perfect[0] <= 0:
+        return []
+    shares = ", ".join(f"`{e}` {v[0] / perfect[0]:.2f}" for e, v in estimates.items()
+                       if v is not None and e not in (PERFECT, ORACLE, REFERENCE, "scripted"))
+    return [f"From perfect scene knowledge (`{PERFECT}`: the scene's true state without the "
+            f"oracle's hand-crafted features) the task reaches {perfect[0]:.1f} of the oracle's "
+            "100 in this budget: that much is the task's difficulty. Each encoder's normalised "
+            f"score as a share of the perfect encoder's: {shares or 'none'}.", ""]
 
 
 def _efficiency(root: Path, slug: str, env: str, curves: dict[str, tuple],

@@ -43,7 +43,9 @@ class ArmReachEnv(SceneEnv):
     representations of CortexBench, R3M and PVR are evaluated so: the image then has to
     tell only where the target is). With ``obs_mode="state"``, float32 ``[17]``: joint
     angles [4], joint velocities [4], hand position [3], target position [3], and the target
-    relative to the hand [3].
+    relative to the hand [3]. With ``obs_mode="scene"``, float32 ``[11]``: what a perfect scene
+    encoder could give, the joint angles and velocities and the target's position, without the
+    hand's position and the offset (the agent learns the arm's kinematics).
 
     **Reward** (terms in ``info`` as ``reward_<term>``):
 
@@ -64,6 +66,7 @@ class ArmReachEnv(SceneEnv):
 
     family = FAMILY
     state_size = 17
+    scene_size = 11
 
     def __init__(self, *, frame_skip: int = 10, max_joint_speed: float = 2.0,
                  reach_distance: float | None = None, reach_bonus: float = 10.0,
@@ -125,6 +128,10 @@ class ArmReachEnv(SceneEnv):
         d = self.data
         hand, target = d.site_xpos[self._hand], d.site_xpos[self._target]
         return np.concatenate([d.qpos, d.qvel, hand, target, target - hand]).astype(np.float32)
+
+    def _scene_state(self) -> np.ndarray:
+        d = self.data
+        return np.concatenate([d.qpos, d.qvel, d.site_xpos[self._target]]).astype(np.float32)
 
     def distance(self) -> float:
         """Distance from the hand to the target's centre, metres."""

@@ -39,7 +39,11 @@ class RoomNavigationEnv(SceneEnv):
     :class:`~envs.scene_env.SceneEnv`) and ``goal``, float32 RGB ``[3]`` in [0, 1] of the
     object to reach. With ``obs_mode="state"``, float32 ``[9]``: agent x, y, cos yaw, sin yaw;
     the goal's x, y; the goal's offset in the agent's frame (ahead, left); and the distance
-    from the agent to the goal's surface.
+    from the agent to the goal's surface. With ``obs_mode="scene"``, float32 ``[28]``: what a
+    perfect scene encoder could give, the agent's x, y, cos yaw and sin yaw, the goal's colour
+    [3], and for each of the room's three object slots whether it holds an object, its x, y,
+    half width and colour [3] (zeros for an empty slot): which object is the goal, and where
+    it lies relative to the agent, are the agent's to work out.
 
     **Reward** (terms in ``info`` as ``reward_<term>``):
 
@@ -55,6 +59,7 @@ class RoomNavigationEnv(SceneEnv):
 
     family = FAMILIES[1]  # rooms_free
     state_size = 9
+    scene_size = 4 + 3 + 7 * FAMILIES[1].object_count[1]
 
     def __init__(self, *, continuous: bool = False, frame_skip: int = 10,
                  max_speed: float = 1.5, max_turn: float = 2.0, camera_pitch: float = -0.15,
@@ -145,6 +150,15 @@ class RoomNavigationEnv(SceneEnv):
         goal = self.scene.objects[self._goal].position[:2]
         return np.array([x, y, math.cos(yaw), math.sin(yaw), *goal, *self._goal_offset(),
                          self._distance], dtype=np.float32)
+
+    def _scene_state(self) -> np.ndarray:
+        x, y, yaw = self.data.qpos[:3]
+        slots = np.zeros((self.family.object_count[1], 7), dtype=np.float32)
+        for slot, obj in zip(slots, self.scene.objects, strict=False):
+            slot[:] = (1.0, *obj.position[:2], obj.size, *obj.colour)
+        return np.concatenate([[x, y, math.cos(yaw), math.sin(yaw)],
+                               self.scene.objects[self._goal].colour,
+                               slots.ravel()]).astype(np.float32)
 
     def scripted_action(self) -> int | np.ndarray:
         """Turn towards the goal, then walk to it; the continuous variant veers left round

@@ -21,8 +21,8 @@ from envs.rendering import SceneRenderer, default_rasteriser_threads
 from envs.scenes import MjcfExtras, SceneFamily
 from envs.scenes.base import check_int
 
-ObsMode = Literal["image", "state"]
-OBS_MODES = ("image", "state")
+ObsMode = Literal["image", "state", "scene"]
+OBS_MODES = ("image", "state", "scene")
 
 
 WORLD_BOUND = 10.0
@@ -66,13 +66,16 @@ class SceneEnv(gym.Env[Any, Any], abc.ABC):
 
     Every image's viewpoint sits under its key with ``image`` replaced by ``viewpoint``
     (:func:`envs.keys.viewpoint_key`). ``obs_mode="state"`` returns the task's true low-dimensional
-    state instead, a float32 ``Box`` (the oracle baseline); nothing is rendered then. Context
+    state instead, a float32 ``Box`` (the oracle baseline); nothing is rendered then.
+    ``obs_mode="scene"`` returns what a perfect scene encoder could give, a float32 ``Box``:
+    the scene's true state without the task's hand-crafted features (where the task's state
+    has none, the same as ``"state"``). Context
     cameras are drawn from the family's dataset cameras at each reset and stay put for the
     episode. Every observation is a new set of arrays.
 
     Args:
         image_size: side ``S`` of every image, pixels.
-        obs_mode: ``"image"`` or ``"state"``.
+        obs_mode: ``"image"``, ``"state"`` or ``"scene"``.
         context_cameras: number ``K`` of further views rendered every step.
         render_mode: None or ``"rgb_array"`` (:meth:`render` returns the agent's view, with
             the goal view beside it where the task has one).
@@ -83,13 +86,15 @@ class SceneEnv(gym.Env[Any, Any], abc.ABC):
     """The scene family whose worlds the task is set in."""
     state_size: ClassVar[int]
     """Length of the true-state observation of ``obs_mode="state"``."""
+    scene_size: ClassVar[int | None] = None
+    """Length of the observation of ``obs_mode="scene"``; None: ``state_size`` (the same)."""
 
     def __init__(self, *, image_size: int = IMAGE_SIZE, obs_mode: ObsMode = "image",
                  context_cameras: int = 0, render_mode: str | None = None) -> None:
         if obs_mode not in OBS_MODES:
             raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
         check_int(context_cameras, "context_cameras")
-        if obs_mode == "state" and context_cameras:
+        if obs_mode != "image" and context_cameras:
             raise ValueError("context_cameras renders images: use it with obs_mode='image'")
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be None or one of "
@@ -105,6 +110,8 @@ class SceneEnv(gym.Env[Any, Any], abc.ABC):
         self.action_space = self._action_space()
         if obs_mode == "state":
             self.observation_space = state_space(self.state_size)
+        elif obs_mode == "scene":
+            self.observation_space = state_space(self.scene_size or self.state_size)
         else:
             spaces = {IMAGE: image_space(self.image_size), VIEWPOINT: viewpoint_space()}
             for k in range(self.context_cameras):
@@ -143,6 +150,11 @@ class SceneEnv(gym.Env[Any, Any], abc.ABC):
     @abc.abstractmethod
     def _state(self) -> np.ndarray:
         """The true low-dimensional state, float32, ``[state_size]``."""
+
+    def _scene_state(self) -> np.ndarray:
+        """What a perfect scene encoder could give, float32 ``[scene_size]``: the scene's
+        true state without the task's hand-crafted features (by default the true state)."""
+        return self._state()
 
     def _task_observation(self) -> dict[str, np.ndarray]:
         """The task's own entries of the image observation (fresh arrays)."""
@@ -202,8 +214,9 @@ class SceneEnv(gym.Env[Any, Any], abc.ABC):
         return {}
 
     def _observation(self) -> Any:
-        if self.obs_mode == "state":
-            return np.clip(self._state(), -WORLD_BOUND, WORLD_BOUND)
+        if self.obs_mode != "image":
+            state = self._state() if self.obs_mode == "state" else self._scene_state()
+            return np.clip(state, -WORLD_BOUND, WORLD_BOUND)
         pose = self._camera_pose()
         obs = {IMAGE: self._renderer.render(pose), VIEWPOINT: pose_to_viewpoint(pose)}
         for k, context_pose in enumerate(self._context_poses):

@@ -129,22 +129,22 @@ def _add_agents(commands: argparse._SubParsersAction) -> None:
     e.add_argument("--gif", type=Path, help="save the first episode as a GIF")
     e.set_defaults(run=_evaluate)
     d = commands.add_parser(
-        "demo", help="agents learning ArmReach, small: oracle, frozen GQN, pixels, report",
-        description="A small benchmark on ArmReach: the random and scripted references, the "
-                    "state oracle, the frozen GQN (the shipped arm checkpoint, or with "
-                    "--pretrain one pretrained here) and pixels, trained with the recipe for "
-                    "the same steps; OUT/report.md has normalised scores, learning curves, GQN "
-                    "samples and an episode GIF (15-20 minutes on two cores). Run it again "
-                    "to finish an interrupted demo.")
+        "demo", help="agents learning RoomNavigation, small: oracle, pixels, frozen GQN, report",
+        description="A small benchmark on RoomNavigation: the random and scripted references, "
+                    "the state oracle, pixels with and without augmentation and the frozen GQN "
+                    "(the shipped rooms_free checkpoint, or with --pretrain one pretrained "
+                    "here), trained with the recipe (PPO) for the same steps; OUT/report.md has "
+                    "normalised scores, learning curves, GQN samples and an episode GIF (about "
+                    "15 minutes on two cores). Run it again to finish an interrupted demo.")
     d.add_argument("--out", type=Path, default=Path("runs/demo"), help="default runs/demo")
-    d.add_argument("--steps", type=positive_int, help="steps of each agent (default 10000)")
+    d.add_argument("--steps", type=positive_int, help="steps of each agent (default 60000)")
     d.add_argument("--seeds", type=positive_int, help="seeds of each agent (default 1)")
     d.add_argument("--workers", type=positive_int, help="agents at once (default 2)")
     d.add_argument("--pretrain", action="store_true",
-                   help="render arm scenes and pretrain the GQN first (a new OUT: a directory "
-                        "keeps the agents of the GQN it started with)")
+                   help="render rooms_free scenes and pretrain the GQN first (a new OUT: a "
+                        "directory keeps the agents of the GQN it started with)")
     d.add_argument("--scenes", type=positive_int,
-                   help="with --pretrain: arm scenes to render (default 2000)")
+                   help="with --pretrain: scenes to render (default 2000)")
     d.add_argument("--pretrain-steps", type=positive_int,
                    help="with --pretrain: GQN steps (default 3000)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")

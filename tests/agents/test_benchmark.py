@@ -189,6 +189,18 @@ def test_normalised_scores_are_undefined_when_the_oracle_is_not_above_random(
     assert "steps to 80%" not in text and "1744" not in text
 
 
+def test_the_report_separates_the_encoder_from_the_task_with_the_perfect_encoder(
+        tmp_path: Path) -> None:
+    for seed, (perfect, pixels) in enumerate([(-40.0, -70.0), (-40.0, -70.0)]):
+        write_result(tmp_path, Cell(ARM, "random", "rl", seed), -100.0)
+        write_result(tmp_path, Cell(ARM, "state", "rl", seed, steps=64), 0.0)
+        write_result(tmp_path, Cell(ARM, "perfect-encoder", "rl", seed, steps=64), perfect)
+        write_result(tmp_path, Cell(ARM, "pixels", "rl", seed, steps=64), pixels)
+    text = write_report(tmp_path).read_text()
+    assert "the task reaches 60.0 of the oracle's 100" in text  # perfect: 60, pixels: 30
+    assert "`pixels` 0.50" in text
+
+
 @pytest.mark.parametrize("content", [b"{}", b"[]", b"\x80\x81binary", b'"a string"',
                                      b'{"cell": {}, "mean_return": NaN, "success_rate": 0, '
                                      b'"wall_s": 1}', b'{"cell": {}, "mean_return": null}'])

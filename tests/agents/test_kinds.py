@@ -30,8 +30,8 @@ def narrow_state() -> Iterator[EncoderKind]:
 
 
 def test_the_built_in_kinds_and_what_derives_from_them() -> None:
-    assert list(KINDS) == ["pixels", "pixels-aug", "state", "gqn-frozen", "gqn-joint",
-                           "gqn-aux", "gqn-inference"]
+    assert list(KINDS) == ["pixels", "pixels-aug", "state", "perfect-encoder", "gqn-frozen",
+                           "gqn-joint", "gqn-aux", "gqn-inference"]
     assert [k for k, v in KINDS.items() if v.gqn] == ["gqn-frozen", "gqn-joint", "gqn-aux",
                                                       "gqn-inference"]
     assert [k for k, v in KINDS.items() if v.extractor is GQNExtractor] == ["gqn-joint",

@@ -162,6 +162,29 @@ def test_reward_terms_in_info_add_up(env_id: str) -> None:
     assert "is_success" in info
 
 
+@pytest.mark.parametrize("env_id", ["gqn_rl/ArmReach-v1", "gqn_rl/RoomNavigation-v0"])
+def test_scene_mode_is_the_scene_without_the_oracle_s_hand_crafted_features(env_id: str) -> None:
+    scene_env, state_env = make(env_id, obs_mode="scene"), make(env_id, obs_mode="state")
+    check_env(scene_env.unwrapped, skip_render_check=True)
+    scene, _ = scene_env.reset(seed=3)
+    state, _ = state_env.reset(seed=3)
+    assert scene.shape == scene_env.observation_space.shape != state.shape
+    if env_id.startswith("gqn_rl/ArmReach"):  # joints, then the target; no hand, no offset
+        np.testing.assert_allclose(scene[:8], state[:8], atol=1e-6)
+        np.testing.assert_allclose(scene[8:], state[11:14], atol=1e-6)
+    else:  # the agent's pose, the goal's colour, every object; not the goal's position
+        unwrapped = scene_env.unwrapped
+        np.testing.assert_allclose(scene[:4], state[:4], atol=1e-6)
+        np.testing.assert_allclose(scene[4:7], unwrapped.scene.objects[unwrapped._goal].colour,
+                                   atol=1e-6)
+        slots = scene[7:].reshape(3, 7)
+        assert slots[:, 0].sum() == len(unwrapped.scene.objects)
+        goal = unwrapped.scene.objects[unwrapped._goal].position[:2]
+        assert any(np.allclose(slot[1:3], goal, atol=1e-6) for slot in slots)
+    with pytest.raises(ValueError, match="context_cameras"):
+        make(env_id, obs_mode="scene", context_cameras=1)
+
+
 def test_state_mode_is_the_true_state() -> None:
     env = make("gqn_rl/ArmReach-v0", obs_mode="state")
     state, _ = env.reset(seed=5)
