@@ -108,6 +108,12 @@ for _kind in (
     EncoderKind("pixels-aug", {"image_size": IMAGE_SIZE, "policy": "MultiInputPolicy",
                                "augment": "shift"},
                 trained_in_loop=True, imitation=True),
+    # Fair pixels for gqn-aux: as pixels, with the same context cameras' views beside the
+    # agent's (SB3's MultiInputPolicy gives each image its own NatureCNN).
+    EncoderKind("pixels-context", {"image_size": IMAGE_SIZE, "policy": "MultiInputPolicy",
+                                   "env_kwargs": {"context_cameras": 2}},
+                trained_in_loop=True, imitation=True, min_image_size=NATURE_CNN_MIN_SIZE,
+                network="SB3's NatureCNN"),
     # The oracle: the true low-dimensional state.
     EncoderKind("state", {"env_kwargs": {"obs_mode": "state"}, "policy": "MlpPolicy",
                           "normalize": {"norm_obs": True, "norm_reward": False}},

@@ -16,6 +16,7 @@ from agents.kinds import KINDS, EncoderKind, get_kind, register
 from gqn_rl.extractors import GQNExtractor
 
 ROTATION = "gqn_rl/MentalRotation-v0"
+ROOM = "gqn_rl/RoomNavigation-v0"
 
 
 @pytest.fixture
@@ -30,8 +31,10 @@ def narrow_state() -> Iterator[EncoderKind]:
 
 
 def test_the_built_in_kinds_and_what_derives_from_them() -> None:
-    assert list(KINDS) == ["pixels", "pixels-aug", "state", "perfect-encoder", "gqn-frozen",
-                           "gqn-joint", "gqn-aux", "gqn-inference"]
+    assert list(KINDS) == ["pixels", "pixels-aug", "pixels-context", "state", "perfect-encoder",
+                           "gqn-frozen", "gqn-joint", "gqn-aux", "gqn-inference"]
+    assert (hyperparams(ROOM, "pixels-context", "ppo")["env_kwargs"]["context_cameras"]
+            == hyperparams(ROOM, "gqn-aux", "ppo")["env_kwargs"]["context_cameras"])
     assert [k for k, v in KINDS.items() if v.gqn] == ["gqn-frozen", "gqn-joint", "gqn-aux",
                                                       "gqn-inference"]
     assert [k for k, v in KINDS.items() if v.extractor is GQNExtractor] == ["gqn-joint",
