@@ -4,7 +4,8 @@ measured in the same run (DESIGN, tier 1 of judging a representation), and ``gqn
 
 On scenes of a dataset's test split (split by scene into fit, validation and test parts):
 
-- **State probes**: ridge and MLP readouts from ``r`` of one view and of K views to the
+- **State probes**: ridge and MLP readouts from ``r`` of one view and of K views (summed
+  over random K-subsets of each scene's views, as many samples per scene as one view has) to the
   family's ground truth (each :class:`envs.scenes.SceneFamily` declares its
   ``probe_targets``), R² on the test scenes; baselines: the same architecture freshly
   initialised, raw pixels with the viewpoint, and two ceilings, a CNN and the GQN's own

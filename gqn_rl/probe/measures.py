@@ -34,6 +34,7 @@ from gqn_rl.probe.scenes import (
     one_view_source,
     per_view_representations,
     r2_with_interval,
+    summed_views_source,
 )
 
 
@@ -76,8 +77,7 @@ def _state_probes(dataset: SceneDataset, scenes: Scenes, r: dict[str, np.ndarray
     sources = {f"{name} 1 view": one_view_source(
         scenes, lambda rows, views, f=features: f[rows, :views], config)
         for name, features in r.items()}
-    sources.update({f"{name} {k} views": (lambda rows, f=features: f[rows, :k].sum(1),
-                                          lambda y, rows: y[rows])
+    sources.update({f"{name} {k} views": summed_views_source(scenes, features, k, config)
                     for name, features in r.items()})
     sources["pixels 1 view"] = one_view_source(scenes, pixels, config)
     readouts: dict[str, Any] = {"ridge": fit_ridge}

@@ -154,6 +154,20 @@ def one_view_source(scenes: Scenes, features: Callable[[np.ndarray, int], np.nda
             lambda y, rows: np.repeat(y[rows], vps, axis=0))
 
 
+def summed_views_source(scenes: Scenes, features: np.ndarray, views: int,
+                        config: ProbeConfig) -> Source:
+    """``views_per_scene`` samples per scene, each the sum of ``features`` ``[N, V, D]`` over
+    ``views`` of the scene's V views drawn at random (fixed by the seed): as many samples as
+    the one-view source, so that a readout of summed ``r`` is not starved of them."""
+    rng = derive_rng(config.seed, "summed-views")
+    samples = min(config.views_per_scene, features.shape[1])
+    subsets = np.stack([[rng.permutation(features.shape[1])[:views] for _ in range(samples)]
+                        for _ in range(len(features))])               # [N, samples, views]
+    return (lambda rows: features[rows[:, None, None], subsets[rows]].sum(2)
+            .reshape(len(rows) * samples, -1),
+            lambda y, rows: np.repeat(y[rows], samples, axis=0))
+
+
 Intervals = dict[str, dict[str, tuple[float, float]]]
 """95% bootstrap interval per target and readout, beside the R² of the same keys."""
 
