@@ -82,7 +82,8 @@ class BenchmarkConfig:
     track: str = "rl"
     """``rl`` or ``bc``."""
     steps: int | None = None
-    """RL environment steps per run; None: each environment's recipe budget."""
+    """RL environment steps per run; None: each environment's recipe budget (its image budget
+    for kinds that read images, :class:`agents.hyperparams.Recipe`)."""
     demos: tuple[int, ...] = (10, 50, 200)
     """Demonstration counts of the bc track."""
     workers: int = 1
@@ -160,7 +161,7 @@ class BenchmarkConfig:
             for encoder in ordered:
                 reference = get_contender(encoder).kind is None
                 demos = (0,) if self.track == "rl" or reference else self.demos
-                steps = 0 if reference else self.budget(env_id)
+                steps = 0 if reference else self.budget(env_id, encoder)
                 for n in demos:
                     for seed in range(self.seeds):
                         cells.append(Cell(env_id, encoder, self.track, seed, n, steps))
@@ -181,11 +182,14 @@ class BenchmarkConfig:
         """Episodes of a final RL evaluation (and of the rl track's references)."""
         return self.eval_episodes if self.final_episodes is None else self.final_episodes
 
-    def budget(self, env_id: str) -> int:
-        """RL steps of a run in ``env_id`` (0 for the bc track)."""
+    def budget(self, env_id: str, encoder: str) -> int:
+        """RL steps of a run of ``encoder`` in ``env_id``: ``steps`` if given, else the
+        recipe's budget for kinds that read images or not (0 for the bc track)."""
         if self.track == "bc":
             return 0
-        return self.steps if self.steps is not None else RECIPES[env_id].steps
+        if self.steps is not None:
+            return self.steps
+        return RECIPES[env_id].budget(KINDS[get_contender(encoder).kind].reads_images)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -240,7 +240,7 @@ def test_checkpoints_are_checked_before_anything_trains_and_key_the_grid(
     ours = tiny_checkpoint(tmp_path / "arm.pt", "arm")
     config = BenchmarkConfig((ARM,), ("random", "gqn-frozen"), seeds=1, checkpoint=str(ours))
     digest = config.checkpoint_sha256(ARM)
-    cell = Cell(ARM, "gqn-frozen", "rl", 0, 0, RECIPES[ARM].steps)
+    cell = Cell(ARM, "gqn-frozen", "rl", 0, 0, config.budget(ARM, "gqn-frozen"))
     write_result(tmp_path / "grid", cell, -5.0, checkpoint_sha256="0" * 64)
     with pytest.raises(ValueError, match="made with GQN checkpoint 000000000000..., this grid "
                                          f"asks for {digest[:12]}"):
@@ -250,6 +250,19 @@ def test_checkpoints_are_checked_before_anything_trains_and_key_the_grid(
     assert {r["encoder"]: r["checkpoint_sha256"] for r in csv_rows} == {
         "random": "", "gqn-frozen": digest}
     assert f"{ARM} `{digest[:16]}`" in write_report(tmp_path / "grid").read_text()
+
+
+def test_image_agents_get_the_recipe_s_image_budget() -> None:
+    config = BenchmarkConfig((ARM, ROOM), ("random", "state", "perfect-encoder", "pixels",
+                                          "gqn-frozen"), seeds=1)
+    steps = {(c.env, c.encoder): c.steps for c in config.cells()}
+    assert steps[ARM, "random"] == 0
+    assert steps[ARM, "state"] == steps[ARM, "perfect-encoder"] == RECIPES[ARM].steps
+    assert steps[ARM, "pixels"] == steps[ARM, "gqn-frozen"] == RECIPES[ARM].image_steps
+    assert RECIPES[ARM].image_steps <= 3 * RECIPES[ARM].steps
+    assert steps[ROOM, "pixels"] == steps[ROOM, "state"] == RECIPES[ROOM].steps
+    same = dataclasses.replace(config, steps=2048)
+    assert {c.steps for c in same.cells() if c.encoder != "random"} == {2048}
 
 
 def test_one_grid_per_directory_and_none_over_a_users_files(tmp_path: Path) -> None:
