@@ -56,7 +56,7 @@ class DemoConfig:
                                  "state")
     """Contenders of :func:`agents.grid.contenders`, in the order they start (the
     slowest first)."""
-    seeds: int = 1
+    seeds: int = 2
     """Seeds of each trained agent."""
     workers: int = 2
     """Agents trained at once (one torch thread each)."""

@@ -138,7 +138,7 @@ def _add_agents(commands: argparse._SubParsersAction) -> None:
                     "15 minutes on two cores). Run it again to finish an interrupted demo.")
     d.add_argument("--out", type=Path, default=Path("runs/demo"), help="default runs/demo")
     d.add_argument("--steps", type=positive_int, help="steps of each agent (default 60000)")
-    d.add_argument("--seeds", type=positive_int, help="seeds of each agent (default 1)")
+    d.add_argument("--seeds", type=positive_int, help="seeds of each agent (default 2)")
     d.add_argument("--workers", type=positive_int, help="agents at once (default 2)")
     d.add_argument("--pretrain", action="store_true",
                    help="render rooms_free scenes and pretrain the GQN first (a new OUT: a "

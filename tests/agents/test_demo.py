@@ -13,7 +13,8 @@ from agents.report import UNDEFINED_SCORE
 from gqn_rl.encoders import shipped_checkpoint
 from tests.agents.test_benchmark import assert_scores_defined_as_the_returns_say, read_rows
 
-TINY = DemoConfig(steps=256, eval_every=128, eval_episodes=1, final_episodes=2, workers=1,
+TINY = DemoConfig(steps=256, seeds=1, eval_every=128, eval_episodes=1, final_episodes=2,
+                  workers=1,
                   overrides={"n_envs": 2, "n_steps": 32, "batch_size": 32, "n_epochs": 1})
 
 
@@ -51,9 +52,9 @@ def test_demo_reports_every_agent_against_the_references(tmp_path: Path) -> None
 
 @pytest.mark.slow
 def test_demo_can_pretrain_its_own_gqn(tmp_path: Path) -> None:
-    config = DemoConfig(steps=128, eval_every=64, eval_episodes=1, final_episodes=1, workers=1,
-                        encoders=("random", "state", "gqn-frozen"), pretrain=True, scenes=12,
-                        pretrain_steps=4, overrides=TINY.overrides)
+    config = DemoConfig(steps=128, seeds=1, eval_every=64, eval_episodes=1, final_episodes=1,
+                        workers=1, encoders=("random", "state", "gqn-frozen"), pretrain=True,
+                        scenes=12, pretrain_steps=4, overrides=TINY.overrides)
     text = run_demo(tmp_path, config, progress=False).read_text()
     checkpoint = tmp_path / "gqn" / "checkpoint.pt"
     assert checkpoint.is_file() and str(checkpoint) in text
