@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from agents.hyperparams import ARM_REACH, RECIPES
-from agents.kinds import KINDS, MEMORY_VIEWS
+from agents.kinds import KINDS, MEMORY_VIEWS, get_kind
 from agents.runs import RunConfig, check_budget, resolve_run
 
 TRACKS = ("rl", "bc")
@@ -143,9 +143,9 @@ class BenchmarkConfig:
             resolve_run(RunConfig(env_id, "state", RECIPES[env_id].algo, 1,
                                   overrides=self.overrides))
             self.checkpoint_sha256(env_id)
-            for cell in self.cells():  # and budgets or intervals shorter than a rollout
-                if cell.env == env_id and cell.seed == 0 and cell.steps:
-                    check_budget(resolve_run(self.run_config(cell)))
+        for cell in self.cells():  # and budgets or intervals shorter than a contender's rollout
+            if cell.seed == 0 and cell.steps:
+                check_budget(resolve_run(self.run_config(cell)))
 
     def checkpoint_sha256(self, env_id: str) -> str | None:
         """SHA-256 of the GQN checkpoint the grid's GQN encoders use in ``env_id`` (None when
@@ -189,7 +189,7 @@ class BenchmarkConfig:
             return 0
         if self.steps is not None:
             return self.steps
-        return RECIPES[env_id].budget(KINDS[get_contender(encoder).kind].reads_images)
+        return RECIPES[env_id].budget(get_kind(get_contender(encoder).kind).reads_images)
 
 
 @dataclasses.dataclass(frozen=True)
