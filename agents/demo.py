@@ -46,7 +46,7 @@ SAMPLE_SCENES = 12
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
-    """Sizes of the demo's stages (the defaults take about 15 minutes on two CPU cores). Its
+    """Sizes of the demo's stages (the defaults took 10.7 minutes on two CPU cores). Its
     fields named as :class:`~agents.grid.BenchmarkConfig`'s go to the agents' grid as they
     are (:meth:`benchmark`)."""
 

@@ -69,9 +69,9 @@ class SceneEnv(gym.Env[Any, Any], abc.ABC):
     state instead, a float32 ``Box`` (the oracle baseline); nothing is rendered then.
     ``obs_mode="scene"`` returns what a perfect scene encoder could give, a float32 ``Box``:
     the scene's true state without the task's hand-crafted features (where the task's state
-    has none, the same as ``"state"``). Context
-    cameras are drawn from the family's dataset cameras at each reset and stay put for the
-    episode. Every observation is a new set of arrays.
+    has none, the same as ``"state"``). Context cameras are drawn from the family's dataset
+    cameras at each reset and stay put for the episode. Every observation is a new set of
+    arrays.
 
     Args:
         image_size: side ``S`` of every image, pixels.

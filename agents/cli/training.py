@@ -135,7 +135,7 @@ def _add_agents(commands: argparse._SubParsersAction) -> None:
                     "(the shipped rooms_free checkpoint, or with --pretrain one pretrained "
                     "here), trained with the recipe (PPO) for the same steps; OUT/report.md has "
                     "normalised scores, learning curves, GQN samples and an episode GIF (about "
-                    "15 minutes on two cores). Run it again to finish an interrupted demo.")
+                    "11 minutes on two cores). Run it again to finish an interrupted demo.")
     d.add_argument("--out", type=Path, default=Path("runs/demo"), help="default runs/demo")
     d.add_argument("--steps", type=positive_int, help="steps of each agent (default 60000)")
     d.add_argument("--seeds", type=positive_int, help="seeds of each agent (default 2)")
