@@ -45,14 +45,18 @@ def _share_the_cores() -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
 
 
-def one_thread() -> None:
-    """Local worker start-up: :func:`_share_the_cores`, and die with the parent (Linux), so
-    that no orphan goes on writing a grid whose lock is gone."""
+def one_thread(parent: int) -> None:
+    """Local worker start-up: :func:`_share_the_cores`, and die with the parent ``parent``
+    (Linux), so that no orphan goes on writing a grid whose lock is gone. A parent killed
+    while the worker was still starting (before the death signal was set) is caught by the
+    worker's parent id, which is then no longer ``parent``."""
     _share_the_cores()
     if sys.platform.startswith("linux"):
         import ctypes
 
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
 
 
 def _traced(work: Work, cell: Any) -> Any:
@@ -77,7 +81,8 @@ def run_local(cells: Sequence[Any], work: Work, workers: int, done: Done) -> Non
         return
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
-                                                initializer=one_thread) as pool:
+                                                initializer=one_thread,
+                                                initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(_traced, work, cell): cell for cell in cells}
         for future in concurrent.futures.as_completed(futures):
             error = future.exception()

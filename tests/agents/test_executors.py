@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.executors import CellFailed, _can_write, run_local
+from agents.executors import CellFailed, _can_write, one_thread, run_local
 
 GRID = ["benchmark", "--env", "gqn_rl/MentalRotation-v0", "--encoder", "random", "state",
         "--seeds", "2", "--steps", "2048", "--eval-episodes", "1", "--no-progress"]
@@ -122,3 +122,18 @@ def test_a_killed_ray_worker_s_cell_is_retried_and_counted_once(
         {k: r[k] for k in DETERMINED} for r in local_grid]
     assert [r["return"] for r in ours if r["encoder"] == "random"] == [
         r["return"] for r in local_grid if r["encoder"] == "random"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_worker_whose_parent_died_while_it_started_exits() -> None:
+    """The death signal is set in the worker's start-up: a parent killed before that leaves
+    the worker another parent, and it must exit instead of waiting as an orphan."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    for parent, code in ((os.getpid(), 0), (os.getpid() + 10_000_000, 1)):
+        worker = context.Process(target=one_thread, args=(parent,))
+        worker.start()
+        worker.join(60)
+        assert worker.exitcode == code, parent
+
