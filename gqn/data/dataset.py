@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from gqn.checks import is_int
+from gqn.checks import check_int, is_int
 from gqn.data.batch import Batch, _sample_batch
 from gqn.data.format import (
     _MANIFEST,
@@ -166,8 +166,7 @@ class SceneDataset(_ManifestView):
         n, v = len(self), self.views
         if n == 0:
             raise ValueError(f"split {self._split!r} of {self._root} has no scenes to sample")
-        if not is_int(batch_size) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_int(batch_size, "batch_size", at_least=1)
         if v < 2:
             raise ValueError(f"sampling needs at least 2 views per scene, {self._root} has {v}")
         if max_context is None:

@@ -66,9 +66,7 @@ def _check_record(record: Any, where: str) -> dict[str, Any]:
     for key in ("index", "scenes", "images", "poses", "sha256"):
         if key not in record:
             raise ValueError(f"{where} is missing field {key!r}")
-    index = record["index"]
-    if not is_int(index) or index < 0:
-        raise ValueError(f"{where}.index must be a non-negative integer, got {index!r}")
+    index = check_int(record["index"], f"{where}.index")
     scenes = _check_positive_int(record["scenes"], "scenes", where)
     for key in ("images", "poses"):
         if not isinstance(record[key], str):

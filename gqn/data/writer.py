@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from gqn.checks import is_int
+from gqn.checks import check_int
 from gqn.data.format import (
     _MANIFEST,
     FORMAT_NAME,
@@ -160,9 +160,7 @@ def write_shard_files(
         image_size, views: if given, the shapes must match them.
     """
     _check_split_name(split)
-    if not is_int(index) or index < 0:
-        raise ValueError(f"shard index must be a non-negative integer, got {index!r}")
-    index = int(index)
+    index = check_int(index, "shard index")
     poses32 = _check_shard_arrays(images, poses, truth, image_size, views)
     images = np.ascontiguousarray(images)
     truth_bytes = None if truth is None else _to_json_bytes(truth, f"truth of shard {index}")
