@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from gqn.checks import check_int
 
-Representation = Literal["pool", "tower", "pyramid", "spatial", "keypoints"]
-REPRESENTATIONS: tuple[str, ...] = ("pool", "tower", "pyramid", "spatial", "keypoints")
+Representation = Literal["pool", "tower", "pyramid", "spatial", "keypoints", "world"]
+REPRESENTATIONS: tuple[str, ...] = ("pool", "tower", "pyramid", "spatial", "keypoints", "world")
 SPATIAL_REPRESENTATIONS: tuple[str, ...] = ("tower", "spatial")
 """Representations that keep a grid (``r`` of H/4 x W/4); the others give a 1x1 ``r``."""
 
@@ -22,8 +22,9 @@ class GQNConfig:
     """Height and width of the square images the model reads and draws."""
     representation: Representation = "tower"
     """Representation network: the paper's ``pool`` (1x1), ``tower`` (H/4 grid) or ``pyramid``
-    (1x1); ``spatial`` (a full-resolution stem before the tower, H/4 grid) or ``keypoints``
-    (spatial-softmax keypoints, 1x1)."""
+    (1x1); ``spatial`` (a full-resolution stem before the tower, H/4 grid), ``keypoints``
+    (spatial-softmax keypoints, 1x1) or ``world`` (the tower's map and the viewpoint through an
+    MLP, 1x1: an ``r`` that adds up over views)."""
     r_dim: int = 256
     """Channels of the scene representation ``r``."""
     h_dim: int = 128
@@ -202,6 +203,12 @@ PRESETS: dict[str, Preset] = {
         "docs/encoders.md.",
     ),
 }
+PRESETS["cpu-world"] = Preset(
+    dataclasses.replace(PRESETS["cpu-spatial"].model, representation="world"),
+    PRESETS["cpu-spatial"].train,
+    "cpu-spatial with the world representation (the tower's map and the viewpoint through an "
+    "MLP: a 64-number r that adds up over views): docs/encoders.md.",
+)
 
 
 def config_diff(expected: Any, actual: Any) -> list[str]:

@@ -1,5 +1,6 @@
-"""Representation networks: the GQN paper's (Eslami et al. 2018, Fig. S1) and two that keep
-where small objects are in a view at 32x32 (docs/encoders.md measures them).
+"""Representation networks: the GQN paper's (Eslami et al. 2018, Fig. S1), two that keep
+where small objects are in a view at 32x32, and one whose ``r`` adds up over views
+(docs/encoders.md measures them).
 
 Each maps one view ``x [N, 3, H, W]`` (float in [0, 1]) and its viewpoint ``v [N, 7]`` to a
 per-view representation ``[N, r_dim, h, w]``; the scene representation ``r`` is the sum of
@@ -133,10 +134,32 @@ class Keypoints(nn.Module):
         return self.mlp(features)[:, :, None, None]                 # [N, r_dim, 1, 1]
 
 
+class World(nn.Module):
+    """The paper's tower, then its whole map and the viewpoint through an MLP: a vector ``r``
+    that the network can lay in the scene's frame rather than the view's.
+
+    ``x [N, 3, H, W], v [N, 7] -> [N, r_dim, 1, 1]``. ``tower`` and ``spatial`` keep positions
+    in the frame of each view's image, so the paper's sum over views lays several frames over
+    each other; convolutions cannot move what they see by the viewpoint, a dense layer can.
+    """
+
+    def __init__(self, r_dim: int, image_size: int, hidden: int = 512) -> None:
+        super().__init__()
+        self.tower = Tower(r_dim)
+        grid = image_size // 4
+        self.mlp = nn.Sequential(nn.Linear(r_dim * grid * grid + VIEWPOINT_DIM, hidden),
+                                 nn.ReLU(), nn.Linear(hidden, r_dim), nn.ReLU())
+
+    def forward(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        view_map = self.tower(x, v).flatten(1)                      # [N, r_dim H/4 W/4]
+        return self.mlp(torch.cat([view_map, v], 1))[:, :, None, None]  # [N, r_dim, 1, 1]
+
+
 def make_representation(config: GQNConfig) -> nn.Module:
     """The representation network named by ``config.representation``."""
     networks = {"tower": lambda: Tower(config.r_dim), "pool": lambda: Pool(config.r_dim),
                 "pyramid": lambda: Pyramid(config.r_dim, config.image_size),
                 "spatial": lambda: SpatialTower(config.r_dim),
-                "keypoints": lambda: Keypoints(config.r_dim)}
+                "keypoints": lambda: Keypoints(config.r_dim),
+                "world": lambda: World(config.r_dim, config.image_size)}
     return networks[config.representation]()

@@ -75,7 +75,8 @@ def _ceiling(args: argparse.Namespace) -> int:
     config = with_given(ProbeConfig(), scenes=args.scenes, seed=args.seed,
                          ceiling_patience=args.patience)
     results = run_ceilings(args.data, args.out, args.representation, PRESETS[args.preset].model,
-                           config, split=args.split, progress=not args.no_progress)
+                           config, split=args.split, progress=not args.no_progress,
+                           views=args.views)
     for target, row in results["state"].items():
         names = (k.removeprefix("supervised ").removesuffix(" 1 view") for k in row)
         print(f"{target:<18} " + "  ".join(f"{name} {v:.2f}"
@@ -103,6 +104,9 @@ def _add_ceiling(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", help="dataset split (default test)")
     p.add_argument("--patience", type=positive_int,
                    help="epochs without improvement before a fit stops (default 10)")
+    p.add_argument("--views", type=positive_int, default=1,
+                   help="also supervise each network from this many views, its r summed as "
+                        "the GQN sums it (default 1: one view only)")
     p.add_argument("--seed", type=non_negative_int, help="seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_ceiling)

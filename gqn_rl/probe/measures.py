@@ -16,6 +16,7 @@ from gqn.seeding import derive_rng, derive_seed
 from gqn_rl.foreground import foreground_masks
 from gqn_rl.probe.readouts import (
     fit_architecture,
+    fit_architecture_views,
     fit_cnn,
     fit_linear_classifier,
     fit_mlp,
@@ -119,21 +120,38 @@ def _ceiling_scenes(dataset: SceneDataset, scenes: Scenes, config: ProbeConfig) 
 def _ceilings(dataset: SceneDataset, scenes: Scenes,
               architectures: dict[str, GQNConfig | None], config: ProbeConfig,
               results: dict[str, dict[str, float]], intervals: Intervals,
-              bar: tqdm | None = None) -> dict[str, list[float]]:
+              bar: tqdm | None = None,
+              multi_view: dict[str, tuple[GQNConfig, int]] | None = None
+              ) -> dict[str, list[float]]:
     """Fit one ceiling per entry of ``architectures`` (column name -> the GQN config whose
     representation network to supervise, or None for the CNN) on the first
-    ``views_per_scene`` views of :func:`_ceiling_scenes`, all targets at once, each until its
-    validation loss stops improving; add their R² per target on the probe's test scenes to
-    ``results`` and ``intervals``; return their validation curves."""
+    ``views_per_scene`` views of :func:`_ceiling_scenes`, and one per entry of ``multi_view``
+    (column name -> config and K) on random K-view subsets of those scenes, summed; all
+    targets at once, each until its validation loss stops improving; add their R² per target
+    on the probe's test scenes to ``results`` and ``intervals``; return their validation
+    curves."""
     names = list(scenes.targets)
     widths = np.cumsum([0] + [scenes.targets[t].shape[1] for t in names])
     views = min(config.views_per_scene, scenes.images.shape[1])
 
+    def targets(source: Scenes) -> np.ndarray:
+        return np.concatenate([source.targets[t] for t in names], 1)        # [S, T]
+
     def samples(source: Scenes, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         """Images ``[n views, H, W, 3]``, viewpoints and targets of the scenes ``rows``."""
-        y = np.concatenate([source.targets[t] for t in names], 1)[rows]
         return (source.images[rows, :views].reshape(-1, *source.images.shape[2:]),
-                one_view(source.viewpoints, rows, views), np.repeat(y, views, 0))
+                one_view(source.viewpoints, rows, views),
+                np.repeat(targets(source)[rows], views, 0))
+
+    def record(key: str, predicted: np.ndarray, truth: np.ndarray) -> None:
+        for i, target in enumerate(names):
+            columns = slice(widths[i], widths[i + 1])
+            results.setdefault(target, {})[key], interval = r2_with_interval(
+                predicted[:, columns], truth[:, columns], len(scenes.parts["test"]), config)
+            if interval:
+                intervals.setdefault(target, {})[key] = interval
+        if bar is not None:
+            bar.update(1)
 
     learn = _ceiling_scenes(dataset, scenes, config)
     data = {"fit": samples(learn, learn.parts["fit"]), "val": samples(learn, learn.parts["val"]),
@@ -144,27 +162,28 @@ def _ceilings(dataset: SceneDataset, scenes: Scenes,
     for key, architecture in architectures.items():
         readout = (fit_cnn(*data["fit"], *data["val"], **training) if architecture is None else
                    fit_architecture(architecture, *data["fit"], *data["val"], **training))
-        predicted = readout.predict(*data["test"][:2])
         curves[key] = readout.curve
-        for i, target in enumerate(names):
-            columns = slice(widths[i], widths[i + 1])
-            results.setdefault(target, {})[key], interval = r2_with_interval(
-                predicted[:, columns], data["test"][2][:, columns], len(scenes.parts["test"]),
-                config)
-            if interval:
-                intervals.setdefault(target, {})[key] = interval
-        if bar is not None:
-            bar.update(1)
+        record(key, readout.predict(*data["test"][:2]), data["test"][2])
+    test = scenes.parts["test"]
+    for key, (architecture, k) in (multi_view or {}).items():
+        readout = fit_architecture_views(
+            architecture, k, learn.images, learn.viewpoints, targets(learn),
+            learn.parts["fit"], learn.parts["val"], samples=views, **training)
+        curves[key] = readout.curve
+        predicted = readout.predict(scenes.images, scenes.viewpoints, test,
+                                    derive_seed(config.seed, "ceiling-test-views"))
+        record(key, predicted, np.repeat(targets(scenes)[test], views, 0))
     return curves
 
 
 def architecture_ceilings(dataset: SceneDataset, architectures: dict[str, GQNConfig],
-                          config: ProbeConfig = ProbeConfig(), progress: bool = True
-                          ) -> dict[str, Any]:
+                          config: ProbeConfig = ProbeConfig(), progress: bool = True,
+                          views: int = 1) -> dict[str, Any]:
     """The ceilings alone, for choosing a representation network before pretraining one
     (``gqn-rl ceiling``): the CNN and each of ``architectures`` (name -> config) supervised
-    on ``dataset``'s scenes. Keys: ``config``, ``scenes``, ``state`` (target -> column -> R²),
-    ``state_interval``, ``ceiling_curves``."""
+    on ``dataset``'s scenes from one view, and when ``views`` > 1 each architecture again from
+    that many views summed (whether its ``r`` adds up over views). Keys: ``config``,
+    ``scenes``, ``state`` (target -> column -> R²), ``state_interval``, ``ceiling_curves``."""
     scenes = load_scenes(dataset, config)
     if scenes.targets is None:
         raise ValueError(f"{dataset.path}: the {dataset.split} split has no ground truth, so "
@@ -172,10 +191,14 @@ def architecture_ceilings(dataset: SceneDataset, architectures: dict[str, GQNCon
     columns: dict[str, GQNConfig | None] = {CNN_CEILING: None}
     columns.update({f"supervised {name} 1 view": architecture
                     for name, architecture in architectures.items()})
+    multi_view = ({f"supervised {name} {views} views": (architecture, views)
+                   for name, architecture in architectures.items()} if views > 1 else {})
     results: dict[str, dict[str, float]] = {}
     intervals: Intervals = {}
-    with tqdm(total=len(columns), desc="ceilings", disable=not progress, unit="fit") as bar:
-        curves = _ceilings(dataset, scenes, columns, config, results, intervals, bar)
+    with tqdm(total=len(columns) + len(multi_view), desc="ceilings", disable=not progress,
+              unit="fit") as bar:
+        curves = _ceilings(dataset, scenes, columns, config, results, intervals, bar,
+                           multi_view)
     return {"config": dataclasses.asdict(config),
             "scenes": {p: int(len(rows)) for p, rows in scenes.parts.items()},
             "architectures": {name: dataclasses.asdict(c) for name, c in architectures.items()},

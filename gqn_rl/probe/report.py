@@ -46,9 +46,10 @@ def run_probe(checkpoint: Path, data: Path, out: Path, config: ProbeConfig = Pro
 
 def run_ceilings(data: Path, out: Path, representations: list[str], base: GQNConfig,
                  config: ProbeConfig = ProbeConfig(), split: str = "test",
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, views: int = 1) -> dict[str, Any]:
     """``gqn-rl ceiling``: :func:`architecture_ceilings` of the ``representations`` at
-    ``base``'s sizes (and the data's image size) on ``data``'s ``split``; writes
+    ``base``'s sizes (and the data's image size) on ``data``'s ``split``, from one view and
+    from ``views`` summed when more than one; writes
     ``out/ceiling.json``, ``out/report.md`` and PNGs; returns the figures."""
     out = Path(out)
     check_output_directory(out)
@@ -57,7 +58,7 @@ def run_ceilings(data: Path, out: Path, representations: list[str], base: GQNCon
                                                image_size=dataset.image_size)
                      for name in representations}
     start = time.perf_counter()
-    results = architecture_ceilings(dataset, architectures, config, progress)
+    results = architecture_ceilings(dataset, architectures, config, progress, views)
     results.update(data=str(data), split=split, seconds=round(time.perf_counter() - start, 1),
                    date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     out.mkdir(parents=True, exist_ok=True)
@@ -70,7 +71,10 @@ def run_ceilings(data: Path, out: Path, representations: list[str], base: GQNCon
              f"seed {config.seed}; {results['date']}, "
              f"{results['seconds']} s. Each column is a network supervised end to end from one "
              "view (and its viewpoint) to the scene's targets: what any GQN built on it could "
-             "at best put into `r`.", "", *_state_lines(results)]
+             "at best put into `r`."
+             + (f" The `{views} views` columns sum the network's `r` over {views} random "
+                "views of each scene, as the GQN does, before the readout: whether `r` adds "
+                "up over views." if views > 1 else ""), "", *_state_lines(results)]
     atomic_write(out / REPORT_FILE, lambda f: f.write("\n".join(lines).encode()))
     return results
 

@@ -10,7 +10,7 @@ from gqn.cores import ConvLSTMCore, tiled_conv2d
 from gqn.losses import gaussian_kl, gaussian_nll
 
 SIZE, B, K = 16, 2, 3
-VARIANTS = list(itertools.product(["pool", "tower", "pyramid", "spatial", "keypoints"],
+VARIANTS = list(itertools.product(["pool", "tower", "pyramid", "spatial", "keypoints", "world"],
                                   [True, False]))
 
 

@@ -20,6 +20,7 @@ from gqn_rl.probe import ProbeConfig, probe, state_targets
 from gqn_rl.probe.readouts import (
     bootstrap_r2,
     fit_architecture,
+    fit_architecture_views,
     fit_cnn,
     fit_linear_classifier,
     fit_mlp,
@@ -102,6 +103,29 @@ def test_architecture_ceiling_finds_where_a_dot_is_and_nothing_in_noise() -> Non
                                    epochs=25, patience=4)
         score = r2_score(readout.predict(images[850:], viewpoints[850:]), target[850:])
         assert score > 0.6 if planted else score < 0.2, (planted, score)
+
+
+def test_a_ceiling_from_several_views_sums_what_each_view_holds() -> None:
+    """Each view shows the scene's grey level with its own noise: the K-view ceiling, whose
+    representations are summed over K views, reads the level better than from one view."""
+    scenes, views = 600, 4
+    level = RNG.uniform(0, 1, (scenes, 1)).astype(np.float32)
+    grey = 60 + 130 * level[:, None] + RNG.normal(0, 45, (scenes, views, 1))   # [S, V, 1]
+    images = np.broadcast_to(grey[..., None, None], (scenes, views, 8, 8, 3))
+    images = np.clip(images, 0, 255).astype(np.uint8)
+    viewpoints = np.zeros((scenes, views, 7), np.float32)
+    config = GQNConfig(image_size=8, representation="world", r_dim=8, h_dim=4, z_dim=2, L=1)
+    fit, val, test = np.arange(400), np.arange(400, 500), np.arange(500, 600)
+    scores = {}
+    for k in (1, views):
+        readout = fit_architecture_views(config, k, images, viewpoints, level, fit, val,
+                                         samples=2, epochs=30, patience=5)
+        predicted = readout.predict(images, viewpoints, test, 7)
+        assert predicted.shape == (2 * len(test), 1)
+        scores[k] = r2_score(predicted, np.repeat(level[test], 2, 0))
+    assert scores[views] > scores[1] + 0.1 and scores[views] > 0.6, scores
+    with pytest.raises(ValueError, match="at least 5 views, these have 4"):
+        fit_architecture_views(config, 5, images, viewpoints, level, fit, val)
 
 
 def test_linear_classifier_and_silhouette() -> None:
@@ -294,12 +318,15 @@ def test_cli_ceiling_writes_each_architecture_and_the_cnn(tmp_path: Path, capsys
     data = write_arm_like_dataset(tmp_path / "data")
     out = tmp_path / "ceiling"
     assert main(["ceiling", "--data", str(data), "--out", str(out), "--representation", "pool",
-                 "spatial", "--scenes", "60", "--patience", "2", "--no-progress"]) == 0
+                 "world", "--scenes", "60", "--patience", "2", "--views", "3",
+                 "--no-progress"]) == 0
     results = json.loads((out / "ceiling.json").read_text())
-    columns = {"supervised CNN 1 view", "supervised pool 1 view", "supervised spatial 1 view"}
+    columns = {"supervised CNN 1 view", "supervised pool 1 view", "supervised world 1 view",
+               "supervised pool 3 views", "supervised world 3 views"}
     assert set(results["state"]["wall_colour"]) == columns == set(results["ceiling_curves"])
     assert results["state"]["wall_colour"]["supervised CNN 1 view"] > 0.5  # planted
     assert "| wall_colour |" in (out / "report.md").read_text()
+    assert "sum the network's `r` over 3 random views" in (out / "report.md").read_text()
     assert (out / "ceiling_curves.png").is_file() and "wall_colour" in capsys.readouterr().out
     (tmp_path / "file").write_text("")
     # a file as --out is refused before any fit

@@ -96,6 +96,14 @@ def test_spatial_option_and_sb3_checker(model: GQN) -> None:
     check_env(GQNObservation(gym.make("gqn_rl/ArmReach-v0", image_size=16), model), warn=True)
 
 
+def test_a_world_gqn_gives_the_agent_a_vector_r() -> None:
+    world = GQN(GQNConfig(image_size=16, representation="world", r_dim=8, h_dim=8, z_dim=2,
+                          L=2)).eval()
+    env = GQNObservation(gym.make("gqn_rl/ArmReach-v1", image_size=16), world)
+    assert env.reset(seed=0)[0]["r"].shape == (8,)
+    check_env(GQNObservation(gym.make("gqn_rl/ArmReach-v1", image_size=16), world), warn=True)
+
+
 def test_vector_wrapper_matches_the_single_env_one_and_encodes_terminal_observations(
         model: GQN) -> None:
     def venv(context: str) -> VecGQNObservation:
