@@ -143,10 +143,9 @@ class World(nn.Module):
     each other; convolutions cannot move what they see by the viewpoint, a dense layer can.
     """
 
-    def __init__(self, r_dim: int, image_size: int, hidden: int = 512) -> None:
+    def __init__(self, r_dim: int, grid: int, hidden: int = 512) -> None:
         super().__init__()
-        self.tower = Tower(r_dim)
-        grid = image_size // 4
+        self.tower = Tower(r_dim)                                   # [N, r_dim, grid, grid]
         self.mlp = nn.Sequential(nn.Linear(r_dim * grid * grid + VIEWPOINT_DIM, hidden),
                                  nn.ReLU(), nn.Linear(hidden, r_dim), nn.ReLU())
 
@@ -161,5 +160,5 @@ def make_representation(config: GQNConfig) -> nn.Module:
                 "pyramid": lambda: Pyramid(config.r_dim, config.image_size),
                 "spatial": lambda: SpatialTower(config.r_dim),
                 "keypoints": lambda: Keypoints(config.r_dim),
-                "world": lambda: World(config.r_dim, config.image_size)}
+                "world": lambda: World(config.r_dim, config.latent_size)}
     return networks[config.representation]()

@@ -199,6 +199,9 @@ class _Rows:
     def __init__(self, images: torch.Tensor, extra: torch.Tensor) -> None:
         self.images, self.extra = images, extra
 
+    def __len__(self) -> int:
+        return len(self.images)
+
     def __getitem__(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.images[rows], self.extra[rows]
 
@@ -291,9 +294,10 @@ def _fit_supervised(model: nn.Module, inputs_fit: Any, y_fit: np.ndarray, inputs
                                  epochs=epochs, patience=patience, batch_size=batch_size,
                                  lr=lr, seed=seed, loss_fn=_masked_mse)
 
-    def predict(inputs: Any, n: int) -> np.ndarray:
+    def predict(inputs: Any) -> np.ndarray:
         with torch.no_grad():
-            out = torch.cat([model(inputs[rows]) for rows in torch.arange(n).split(256)])
+            out = torch.cat([model(inputs[rows])
+                             for rows in torch.arange(len(inputs)).split(256)])
         return out.numpy() * y_scaler.scale + y_scaler.mean
 
     return ImageReadout(predict, curve)
@@ -318,8 +322,8 @@ def fit_image_model(make_model: Callable[[int], nn.Module], images_fit: np.ndarr
     fitted = _fit_supervised(model, _image_rows(images_fit, extra_fit), y_fit,
                              _image_rows(images_val, extra_val), y_val, epochs=epochs,
                              patience=patience, batch_size=batch_size, lr=lr, seed=seed)
-    return ImageReadout(lambda images, extra: fitted.predict(_image_rows(images, extra),
-                                                             len(images)), fitted.curve)
+    return ImageReadout(lambda images, extra: fitted.predict(_image_rows(images, extra)),
+                        fitted.curve)
 
 
 def fit_cnn(images_fit: np.ndarray, extra_fit: np.ndarray, y_fit: np.ndarray,
@@ -333,6 +337,12 @@ def fit_cnn(images_fit: np.ndarray, extra_fit: np.ndarray, y_fit: np.ndarray,
         images_fit, extra_fit, y_fit, images_val, extra_val, y_val, **training)
 
 
+def _architecture_readout(config: GQNConfig, outputs: int) -> _ArchitectureReadout:
+    """``config``'s representation network, fresh, with the MLP readout to ``outputs``."""
+    return _ArchitectureReadout(make_representation(config),
+                                config.r_dim * config.r_size ** 2, outputs)
+
+
 def fit_architecture(config: GQNConfig, images_fit: np.ndarray, viewpoints_fit: np.ndarray,
                      y_fit: np.ndarray, images_val: np.ndarray, viewpoints_val: np.ndarray,
                      y_val: np.ndarray, **training: Any) -> ImageReadout:
@@ -340,10 +350,8 @@ def fit_architecture(config: GQNConfig, images_fit: np.ndarray, viewpoints_fit: 
     initialised, trained end to end with the MLP readout from one view ``[N, H, W, 3]`` and
     its viewpoint ``[N, 7]`` to the targets. What any GQN with this network could at best put
     into ``r`` (:func:`fit_image_model` for the training arguments)."""
-    r_features = config.r_dim * config.r_size ** 2
-    return fit_image_model(
-        lambda outputs: _ArchitectureReadout(make_representation(config), r_features, outputs),
-        images_fit, viewpoints_fit, y_fit, images_val, viewpoints_val, y_val, **training)
+    return fit_image_model(lambda outputs: _architecture_readout(config, outputs), images_fit,
+                           viewpoints_fit, y_fit, images_val, viewpoints_val, y_val, **training)
 
 
 def fit_architecture_views(config: GQNConfig, views: int, images: np.ndarray,
@@ -363,9 +371,7 @@ def fit_architecture_views(config: GQNConfig, views: int, images: np.ndarray,
         return _ViewSubsets(*source, np.repeat(scenes, samples if fixed else 1), views,
                             subset_seed, fixed)
 
-    r_features = config.r_dim * config.r_size ** 2
-    model = _seeded(seed, lambda: _ArchitectureReadout(make_representation(config), r_features,
-                                                       y.shape[1]))
+    model = _seeded(seed, lambda: _architecture_readout(config, y.shape[1]))
     fitted = _fit_supervised(model, subsets(fit, seed, False), y[fit],
                              subsets(val, seed + 1, True), np.repeat(y[val], samples, 0),
                              epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
@@ -373,8 +379,7 @@ def fit_architecture_views(config: GQNConfig, views: int, images: np.ndarray,
 
     def predict(images_of: np.ndarray, viewpoints_of: np.ndarray, scenes: np.ndarray,
                 subset_seed: int) -> np.ndarray:
-        inputs = subsets(scenes, subset_seed, True, (images_of, viewpoints_of))
-        return fitted.predict(inputs, len(inputs))
+        return fitted.predict(subsets(scenes, subset_seed, True, (images_of, viewpoints_of)))
 
     return ImageReadout(predict, fitted.curve)
 

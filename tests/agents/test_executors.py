@@ -136,4 +136,3 @@ def test_a_worker_whose_parent_died_while_it_started_exits() -> None:
         worker.start()
         worker.join(60)
         assert worker.exitcode == code, parent
-
