@@ -25,6 +25,7 @@ from tqdm import tqdm
 from envs.keys import IMAGE_SIZE
 from envs.rendering import SceneRenderer, default_rasteriser_threads
 from envs.scenes import FAMILIES
+from envs.scenes.base import jsonable
 from gqn import GQNConfig
 from gqn.data import SPLITS, DatasetWriter, SceneDataset, write_shard_files
 from gqn.seeding import derive_rng
@@ -152,14 +153,17 @@ def generate(config: GenerateConfig, out: Path | str, workers: int = 1,
              progress: bool = True) -> Path:
     """Render the train and test splits of ``config`` into the dataset directory ``out``.
 
-    Resumes a directory written by an earlier, interrupted call with the same config (any
-    other config is refused, naming the differing fields): the shards already there are
+    Resumes a directory written by an earlier, interrupted call with the same config and
+    family definition (anything else is refused, naming the differing fields): the shards already there are
     checked against their SHA-256 sums, and a missing or corrupt one is rendered again. The
     directory is locked while writing: a second writer is refused, naming the first.
     """
     out = Path(out)
+    # The family's definition too: a family changed under the same name renders other scenes.
+    family = jsonable(FAMILIES[config.scene])
     with DatasetWriter(out, image_size=config.size, views=config.view_count,
-                       meta={"generator": GENERATOR, **asdict(config)}) as writer:
+                       meta={"generator": GENERATOR, **asdict(config), "family": family}
+                       ) as writer:
         for split, index, reason in writer.forget_corrupt_shards():
             print(f"{reason}: rendering shard {index} of the {split} split again",
                   file=sys.stderr)

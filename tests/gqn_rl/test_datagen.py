@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from pathlib import Path
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 from agents.cli import main
+from envs.scenes import FAMILIES
 from gqn.data import SceneDataset
 from gqn_rl.datagen import GenerateConfig, contact_sheet, generate
 
@@ -61,6 +63,15 @@ def test_resuming_with_another_config_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="meta"):
         generate(GenerateConfig(**{**CONFIG.__dict__, "seed": 1}), tmp_path / "d",
                  progress=False)
+
+
+def test_resuming_after_the_family_changed_is_refused(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    generate(GenerateConfig(**{**CONFIG.__dict__, "scenes": 2}), tmp_path / "d", progress=False)
+    changed = dataclasses.replace(FAMILIES["rooms_ring"], ring_radius=2.5)
+    monkeypatch.setitem(FAMILIES, "rooms_ring", changed)
+    with pytest.raises(ValueError, match="ring_radius"):
+        generate(CONFIG, tmp_path / "d", progress=False)
 
 
 def test_bad_config_is_named() -> None:
