@@ -5,6 +5,7 @@ As in GQN's ``rooms_ring_camera``, ``rooms_free_camera_no_object_rotations`` and
 cylinder, capsule, cone, icosahedron, triangular prism), rest on the floor near the middle
 and never overlap. Cameras stay at eye height: on a ring facing the centre (``ring``) or
 anywhere clear of walls and objects with random yaw and a small pitch (``free``).
+``rooms_near`` is this project's ``rooms_free`` made legible at 32x32 (:data:`NEAR`).
 """
 
 from __future__ import annotations
@@ -239,6 +240,9 @@ class RoomsFamily(SceneFamily[RoomSpec]):
     """``free`` cameras stay this far outside every object's footprint."""
     free_pitch: tuple[float, float] = (-0.35, 0.05)
     """Range of ``free`` cameras' pitch, radians."""
+    free_facing: float | None = None
+    """``free`` cameras' yaw: any (None), or towards the room's centre give or take at most
+    this many radians (the objects then stand in most views)."""
 
     def sample_spec(self, rng: np.random.Generator) -> RoomSpec:
         floor, wall = sample_room_colours(rng)
@@ -276,7 +280,8 @@ class RoomsFamily(SceneFamily[RoomSpec]):
                 xy = rng.uniform(-limit, limit, size=2)
                 if self.clear_of_objects(spec, xy):
                     break
-            yaw = rng.uniform(-np.pi, np.pi)
+            yaw = (rng.uniform(-np.pi, np.pi) if self.free_facing is None
+                   else math.atan2(-xy[1], -xy[0]) + rng.uniform(-1, 1) * self.free_facing)
             pitch = rng.uniform(*self.free_pitch)
             poses[i] = (xy[0], xy[1], h, yaw, pitch)
         return poses
@@ -314,8 +319,14 @@ class RoomsFamily(SceneFamily[RoomSpec]):
                 "floor_colour": np.asarray(truth["floor_colour"])}
 
 
+NEAR = RoomsFamily("rooms_near", cameras="free", rotations=False, object_size=(0.35, 0.5),
+                   free_facing=0.35)
+"""``rooms_free`` made legible at 32x32: the cameras face the room's centre (within 20
+degrees; the field of view is 45) and the objects are larger, so that most views hold them."""
+
 FAMILIES = (
     RoomsFamily("rooms_ring", cameras="ring", rotations=False),
     RoomsFamily("rooms_free", cameras="free", rotations=False),
     RoomsFamily("rooms_free_rotations", cameras="free", rotations=True),
+    NEAR,
 )

@@ -75,7 +75,8 @@ def test_shepard_metzler_object_fills_the_centre_of_every_view() -> None:
     assert (centre.max(1) > 40).all(), "the object should be in the middle of each view"
 
 
-@pytest.mark.parametrize("name", ["rooms_ring", "rooms_free", "rooms_free_rotations"])
+@pytest.mark.parametrize("name", ["rooms_ring", "rooms_free", "rooms_free_rotations",
+                                  "rooms_near"])
 def test_room_objects_inside_and_apart_cameras_inside(name: str) -> None:
     family = FAMILIES[name]
     half = family.shell.half_size
@@ -92,6 +93,31 @@ def test_room_objects_inside_and_apart_cameras_inside(name: str) -> None:
         assert (np.abs(poses[:, :2]) < half).all()
         if name != "rooms_free_rotations":
             assert all(o.yaw == 0 for o in spec.objects)
+
+
+def fraction_of_views_with_objects(name: str, scenes: int = 6, views: int = 10) -> float:
+    """Share of a family's views in which an object covers at least one pixel at 32x32."""
+    family, seen = FAMILIES[name], []
+    for seed in range(scenes):
+        _, spec, poses = scene(name, seed, views=views)
+        with SceneRenderer(family.xml(spec), 32) as renderer:
+            family.apply(spec, renderer.model)
+            images = renderer.render_many(poses)
+            renderer.model.geom_rgba[family.object_geoms(renderer.model), 3] = 0.0
+            bare = renderer.render_many(poses)
+        seen.append((images != bare).reshape(views, -1).any(1))
+    return float(np.mean(seen))
+
+
+def test_rooms_near_cameras_face_the_centre_and_see_the_objects() -> None:
+    family = FAMILIES["rooms_near"]
+    for seed in range(10):
+        _, _, poses = scene("rooms_near", seed, views=10)
+        to_centre = np.arctan2(-poses[:, 1], -poses[:, 0])
+        off = np.angle(np.exp(1j * (poses[:, 3] - to_centre)))
+        assert (np.abs(off) <= family.free_facing + 1e-6).all()
+    near, free = (fraction_of_views_with_objects(n) for n in ("rooms_near", "rooms_free"))
+    assert near > 0.8 and near > free + 0.3, (near, free)
 
 
 def test_arm_target_within_reach_and_joint_angles_applied() -> None:
