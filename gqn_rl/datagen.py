@@ -154,9 +154,10 @@ def generate(config: GenerateConfig, out: Path | str, workers: int = 1,
     """Render the train and test splits of ``config`` into the dataset directory ``out``.
 
     Resumes a directory written by an earlier, interrupted call with the same config and
-    family definition (anything else is refused, naming the differing fields): the shards already there are
-    checked against their SHA-256 sums, and a missing or corrupt one is rendered again. The
-    directory is locked while writing: a second writer is refused, naming the first.
+    family definition (anything else is refused, naming the differing fields): the shards
+    already there are checked against their SHA-256 sums, and a missing or corrupt one is
+    rendered again. The directory is locked while writing: a second writer is refused,
+    naming the first.
     """
     out = Path(out)
     # The family's definition too: a family changed under the same name renders other scenes.
