@@ -27,6 +27,9 @@ _SAC = dict(n_envs=1, buffer_size=100_000, learning_starts=1_000, batch_size=256
             policy_kwargs=dict(net_arch=[128, 128]))
 ARM_REACH = ("gqn_rl/ArmReach-v1", "gqn_rl/ArmReach-v0")
 """The two versions of ArmReach (their scene families differ, not the task): one recipe."""
+ROOM_NAVIGATION = ("gqn_rl/RoomNavigation-v1", "gqn_rl/RoomNavigation-v0")
+"""The two versions of RoomNavigation (their scene families differ, not the task): one
+recipe."""
 _ARM_ENV = {"proprioception": True}
 """ArmReach's image agents also get the joint angles and velocities, as the visual
 representations of CortexBench (VC-1), R3M and PVR are evaluated on manipulation: the image
@@ -38,7 +41,7 @@ SAC steps they lift the image agents' return above the random policy's, not thei
 ALGORITHMS: dict[str, dict[str, dict[str, Any]]] = {
     "ppo": {
         **dict.fromkeys(ARM_REACH, {**_PPO, "env_kwargs": _ARM_ENV}),
-        "gqn_rl/RoomNavigation-v0": {**_PPO, "gamma": 0.99, "ent_coef": 0.01},
+        **dict.fromkeys(ROOM_NAVIGATION, {**_PPO, "gamma": 0.99, "ent_coef": 0.01}),
         "gqn_rl/MentalRotation-v0": {**_PPO, "gamma": 0.95},
         "default": _PPO,  # any other gymnasium id, e.g. Reacher-v5 through the camera adapter
     },
@@ -48,8 +51,8 @@ ALGORITHMS: dict[str, dict[str, dict[str, Any]]] = {
         **dict.fromkeys(ARM_REACH, {**_SAC, "learning_rate": 1e-3, "gamma": 0.95, "tau": 0.02,
                                     "policy_kwargs": dict(net_arch=[256, 256]),
                                     "env_kwargs": _ARM_ENV}),
-        "gqn_rl/RoomNavigation-v0": {**_SAC, "gamma": 0.99,
-                                     "env_kwargs": {"continuous": True}},
+        **dict.fromkeys(ROOM_NAVIGATION, {**_SAC, "gamma": 0.99,
+                                          "env_kwargs": {"continuous": True}}),
         "gqn_rl/MentalRotation-v0": {**_SAC, "gamma": 0.95},
         "default": _SAC,
     },
@@ -65,7 +68,7 @@ at every checkpoint)."""
 
 INTRINSIC_BETA: dict[str, float] = {
     **dict.fromkeys(ARM_REACH, 0.05),
-    "gqn_rl/RoomNavigation-v0": 0.005,
+    **dict.fromkeys(ROOM_NAVIGATION, 0.005),
     "gqn_rl/MentalRotation-v0": 0.01,
     "default": 0.01,
 }
@@ -99,7 +102,7 @@ RECIPES: dict[str, Recipe] = {
     # Image agents at the random policy's success after 40k SAC steps (grid-arm).
     **dict.fromkeys(ARM_REACH, Recipe("sac", 40_000, image_steps=120_000)),
     # pixels and pixels-aug pass half the oracle at 30k PPO steps (grid-room): kept.
-    "gqn_rl/RoomNavigation-v0": Recipe("ppo", 100_000),
+    **dict.fromkeys(ROOM_NAVIGATION, Recipe("ppo", 100_000)),
     # No image agent reaches half the oracle in 100k PPO steps (grid-mr).
     "gqn_rl/MentalRotation-v0": Recipe("ppo", 100_000, image_steps=300_000),
 }

@@ -18,6 +18,7 @@ import gymnasium as gym
 ENVIRONMENTS = {
     "gqn_rl/ArmReach-v1": ("envs.arm_reach:ArmReachNearEnv", 100),
     "gqn_rl/ArmReach-v0": ("envs.arm_reach:ArmReachEnv", 100),
+    "gqn_rl/RoomNavigation-v1": ("envs.room_navigation:RoomNavigationNearEnv", 200),
     "gqn_rl/RoomNavigation-v0": ("envs.room_navigation:RoomNavigationEnv", 200),
     "gqn_rl/MentalRotation-v0": ("envs.mental_rotation:MentalRotationEnv", 100),
 }

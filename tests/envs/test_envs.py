@@ -220,6 +220,19 @@ def test_arm_reach_v1_is_the_task_in_the_near_scenes() -> None:
         assert 1.0 <= np.hypot(x, y) <= 1.25
 
 
+def test_room_navigation_v1_is_the_task_in_the_near_rooms() -> None:
+    near = make("gqn_rl/RoomNavigation-v1", context_cameras=3).unwrapped
+    first = make("gqn_rl/RoomNavigation-v0").unwrapped
+    assert (near.family.name, first.family.name) == ("rooms_near", "rooms_free")
+    assert near.observation_space == make("gqn_rl/RoomNavigation-v0",
+                                          context_cameras=3).observation_space
+    for seed in range(3):
+        near.reset(seed=seed)
+        poses = near._context_poses
+        to_centre = np.arctan2(-poses[:, 1], -poses[:, 0])
+        assert (np.abs(np.angle(np.exp(1j * (poses[:, 3] - to_centre)))) <= 0.35 + 1e-6).all()
+
+
 def test_room_navigation_walls_stop_the_agent() -> None:
     env = make("gqn_rl/RoomNavigation-v0", obs_mode="state")
     env.reset(seed=0)
