@@ -63,12 +63,7 @@ def foreground_masks(dataset: SceneDataset, indices: Sequence[int]) -> np.ndarra
                                  f"renders differently from the stored images ({differing:.1%} "
                                  "of the values differ): the dataset does not match the "
                                  "generator config in its manifest")
-            objects = family.object_geoms(renderer.model)
-            alpha = renderer.model.geom_rgba[objects, 3].copy()
-            renderer.model.geom_rgba[objects, 3] = 0.0
-            bare = renderer.render_many(poses)
-            renderer.model.geom_rgba[objects, 3] = alpha
-            masks[row] = (images != bare).any(-1)
+            masks[row] = family.object_masks(renderer, poses, images)
     return masks
 
 

@@ -88,6 +88,20 @@ class SceneFamily(abc.ABC, Generic[SpecT]):
         (in a model compiled from :meth:`xml`): by default every geom not on the world body."""
         return np.flatnonzero(model.geom_bodyid != 0)
 
+    def object_masks(self, renderer: SceneRenderer, poses: ArrayLike,
+                     images: np.ndarray) -> np.ndarray:
+        """bool ``[N, S, S]``: where ``images`` (``renderer``'s views at ``poses`` ``[N, 5]``)
+        show the scene's objects (:meth:`object_geoms`), found by rendering the views again
+        with the objects hidden; the renderer's model is left as it was."""
+        objects = self.object_geoms(renderer.model)
+        alpha = renderer.model.geom_rgba[objects, 3].copy()
+        renderer.model.geom_rgba[objects, 3] = 0.0
+        try:
+            bare = renderer.render_many(poses)
+        finally:
+            renderer.model.geom_rgba[objects, 3] = alpha
+        return (images != bare).any(-1)
+
     def render(self, spec: SpecT, poses: ArrayLike, image_size: int) -> np.ndarray:
         """Renders ``spec`` at ``poses`` ``[N, 5]``: uint8 ``[N, S, S, 3]``."""
         with SceneRenderer(self.xml(spec), image_size) as renderer:

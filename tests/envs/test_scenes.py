@@ -101,11 +101,8 @@ def fraction_of_views_with_objects(name: str, scenes: int = 6, views: int = 10) 
     for seed in range(scenes):
         _, spec, poses = scene(name, seed, views=views)
         with SceneRenderer(family.xml(spec), 32) as renderer:
-            family.apply(spec, renderer.model)
-            images = renderer.render_many(poses)
-            renderer.model.geom_rgba[family.object_geoms(renderer.model), 3] = 0.0
-            bare = renderer.render_many(poses)
-        seen.append((images != bare).reshape(views, -1).any(1))
+            masks = family.object_masks(renderer, poses, renderer.render_many(poses))
+        seen.append(masks.reshape(views, -1).any(1))
     return float(np.mean(seen))
 
 

@@ -101,7 +101,7 @@ def test_a_world_gqn_gives_the_agent_a_vector_r() -> None:
                           L=2)).eval()
     env = GQNObservation(gym.make("gqn_rl/ArmReach-v1", image_size=16), world)
     assert env.reset(seed=0)[0]["r"].shape == (8,)
-    check_env(GQNObservation(gym.make("gqn_rl/ArmReach-v1", image_size=16), world), warn=True)
+    check_env(env, warn=True)
 
 
 def test_vector_wrapper_matches_the_single_env_one_and_encodes_terminal_observations(
