@@ -71,13 +71,18 @@ def _traced(work: Work, cell: Any) -> Any:
 def run_local(cells: Sequence[Any], work: Work, workers: int, done: Done) -> None:
     """The cells in this process (``workers`` 1) or in ``workers`` spawned processes."""
     if workers == 1:
-        for cell in cells:
-            try:
-                _traced(work, cell)
-            except CellFailed as failure:
-                done(cell, failure)
-            else:
-                done(cell, None)
+        threads = torch.get_num_threads()
+        _share_the_cores()  # as a worker would: two such processes then share two cores
+        try:
+            for cell in cells:
+                try:
+                    _traced(work, cell)
+                except CellFailed as failure:
+                    done(cell, failure)
+                else:
+                    done(cell, None)
+        finally:
+            torch.set_num_threads(threads)
         return
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,

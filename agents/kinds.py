@@ -56,16 +56,14 @@ class EncoderKind:
     environment; None when the GQN, if any, sits in the policy."""
     extractor: type | None = None
     """SB3 features extractor holding the GQN inside the policy (the RL loss trains it)."""
-    trained_in_loop: bool = False
-    """Whether the RL loss trains its image encoder (SAC then takes
-    :data:`agents.hyperparams.SAC_IMAGE_ENCODER`'s smaller batches and buffer)."""
     imitation: bool = False
     """Whether the imitation track (``--track bc``) can clone with it."""
     surprise: bool = False
     """Whether it can add the inference core's surprise to the reward (``--intrinsic-bonus``)."""
     reads_images: bool = True
     """False for kinds that read the true state (another MuJoCo environment is then used as
-    it is, not through the camera adapter)."""
+    it is, not through the camera adapter); SAC takes
+    :data:`agents.hyperparams.SAC_IMAGE`'s smaller batches and buffer for the others."""
     min_image_size: int = 1
     """Smallest image side its network reads."""
     network: str = ""
@@ -102,17 +100,17 @@ _INFERENCE = (GQNInferenceObservation, VecGQNInferenceObservation)
 for _kind in (
     # SB3's NatureCNN on the 64x64 image (it needs at least 36x36).
     EncoderKind("pixels", {"image_size": IMAGE_SIZE, "policy": "MultiInputPolicy"},
-                trained_in_loop=True, imitation=True, min_image_size=NATURE_CNN_MIN_SIZE,
+                imitation=True, min_image_size=NATURE_CNN_MIN_SIZE,
                 network="SB3's NatureCNN"),
     # As pixels, on randomly shifted images while training (DrQ; Hansen et al. 2022).
     EncoderKind("pixels-aug", {"image_size": IMAGE_SIZE, "policy": "MultiInputPolicy",
                                "augment": "shift"},
-                trained_in_loop=True, imitation=True),
+                imitation=True),
     # Fair pixels for gqn-aux: as pixels, with the same context cameras' views beside the
     # agent's (SB3's MultiInputPolicy gives each image its own NatureCNN).
     EncoderKind("pixels-context", {"image_size": IMAGE_SIZE, "policy": "MultiInputPolicy",
                                    "env_kwargs": {"context_cameras": 2}},
-                trained_in_loop=True, imitation=True, min_image_size=NATURE_CNN_MIN_SIZE,
+                imitation=True, min_image_size=NATURE_CNN_MIN_SIZE,
                 network="SB3's NatureCNN"),
     # The oracle: the true low-dimensional state.
     EncoderKind("state", {"env_kwargs": {"obs_mode": "state"}, "policy": "MlpPolicy",
@@ -131,12 +129,12 @@ for _kind in (
     # The GQN's representation network inside the policy, trained by the RL loss.
     EncoderKind("gqn-joint", {"policy": "MultiInputPolicy",
                               "encoder_kwargs": {"context": "current", "lr_scale": 0.3}},
-                gqn=True, extractor=GQNExtractor, trained_in_loop=True),
+                gqn=True, extractor=GQNExtractor),
     # As gqn-joint, plus the GQN's negative ELBO on the step's views (context cameras).
     EncoderKind("gqn-aux", {"policy": "MultiInputPolicy", "env_kwargs": {"context_cameras": 2},
                             "encoder_kwargs": {"context": "current", "lr_scale": 0.3,
                                                "aux_weight": 1e-3}},
-                gqn=True, extractor=GQNExtractor, trained_in_loop=True),
+                gqn=True, extractor=GQNExtractor),
     # r summed over the episode's views, with the frozen GQN's inference core's belief and
     # surprise about each new view (VecGQNInferenceObservation); beta: see INTRINSIC_BETA.
     EncoderKind("gqn-inference", {"policy": "MultiInputPolicy",

@@ -113,9 +113,14 @@ def test_hyperparams_merge_encoder_and_environment() -> None:
     assert aux["env_kwargs"]["proprioception"]  # the arm's joints beside the image
     assert hyperparams("Reacher-v5", "pixels", "sac")["env_kwargs"] == {}
     state, pixels = (hyperparams("gqn_rl/ArmReach-v0", k, "sac") for k in ("state", "pixels"))
-    assert pixels["batch_size"] < state["batch_size"] and pixels["train_freq"] > 1
-    assert hyperparams("gqn_rl/ArmReach-v0", "gqn-frozen", "sac")["batch_size"] == \
-        state["batch_size"]  # an MLP on r, as on the state: SAC's own settings
+    assert pixels["batch_size"] < state["batch_size"]
+    assert pixels["train_freq"] == state["train_freq"] == 1  # one update per step
+    schedule = ("batch_size", "train_freq", "buffer_size")
+    for kind in ("pixels-aug", "pixels-context", "gqn-frozen", "gqn-aux", "gqn-inference"):
+        settings = hyperparams("gqn_rl/ArmReach-v1", kind, "sac")  # the agents compared
+        assert [settings[k] for k in schedule] == [pixels[k] for k in schedule], kind
+    perfect = hyperparams("gqn_rl/ArmReach-v1", "perfect-encoder", "sac")
+    assert [perfect[k] for k in schedule] == [state[k] for k in schedule]
     with pytest.raises(ValueError, match="unknown encoder"):
         hyperparams("gqn_rl/ArmReach-v0", "cnn", "ppo")
 

@@ -253,13 +253,15 @@ def test_checkpoints_are_checked_before_anything_trains_and_key_the_grid(
 
 
 def test_image_agents_get_the_recipe_s_image_budget() -> None:
-    config = BenchmarkConfig((ARM, ROOM), ("random", "state", "perfect-encoder", "pixels",
-                                          "gqn-frozen"), seeds=1)
+    config = BenchmarkConfig((ROTATION, ROOM), ("random", "state", "perfect-encoder", "pixels",
+                                               "gqn-frozen"), seeds=1)
     steps = {(c.env, c.encoder): c.steps for c in config.cells()}
-    assert steps[ARM, "random"] == 0
-    assert steps[ARM, "state"] == steps[ARM, "perfect-encoder"] == RECIPES[ARM].steps
-    assert steps[ARM, "pixels"] == steps[ARM, "gqn-frozen"] == RECIPES[ARM].image_steps
-    assert RECIPES[ARM].image_steps <= 3 * RECIPES[ARM].steps
+    assert steps[ROTATION, "random"] == 0
+    assert steps[ROTATION, "state"] == steps[ROTATION, "perfect-encoder"] == \
+        RECIPES[ROTATION].steps
+    assert steps[ROTATION, "pixels"] == steps[ROTATION, "gqn-frozen"] == \
+        RECIPES[ROTATION].image_steps
+    assert RECIPES[ROTATION].image_steps <= 3 * RECIPES[ROTATION].steps
     assert steps[ROOM, "pixels"] == steps[ROOM, "state"] == RECIPES[ROOM].steps
     same = dataclasses.replace(config, steps=2048)
     assert {c.steps for c in same.cells() if c.encoder != "random"} == {2048}

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from agents.executors import CellFailed, _can_write, one_thread, run_local
 
@@ -40,6 +41,13 @@ def test_local_executor_reports_each_cell_and_a_failure_with_its_traceback() -> 
         run_local([1, 2, 3], _double, workers, ended.__setitem__)
         assert set(ended) == {1, 2, 3} and ended[1] is None and ended[2] is None
         assert str(ended[3]) == "3: three is refused" and "ValueError" in ended[3].trace
+
+
+def test_every_cell_runs_on_one_torch_thread_in_this_process_too() -> None:
+    torch.set_num_threads(2)
+    seen: list[int] = []
+    run_local([0], lambda cell: seen.append(torch.get_num_threads()), 1, lambda cell, failure: None)
+    assert seen == [1] and torch.get_num_threads() == 2  # restored afterwards
 
 
 def test_a_directory_a_node_cannot_write_is_named(tmp_path: Path) -> None:

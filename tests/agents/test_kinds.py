@@ -40,8 +40,9 @@ def test_the_built_in_kinds_and_what_derives_from_them() -> None:
     assert [k for k, v in KINDS.items() if v.extractor is GQNExtractor] == ["gqn-joint",
                                                                            "gqn-aux"]
     assert {"random", "scripted", "gqn-frozen-fresh", *KINDS} <= set(contenders())
-    assert hyperparams(ROTATION, "pixels", "sac")["buffer_size"] == 30_000  # trained in loop
-    assert hyperparams(ROTATION, "gqn-frozen", "sac")["buffer_size"] == 100_000
+    assert hyperparams(ROTATION, "pixels", "sac")["buffer_size"] == 30_000  # reads images
+    assert hyperparams(ROTATION, "gqn-frozen", "sac")["buffer_size"] == 30_000
+    assert hyperparams(ROTATION, "state", "sac")["buffer_size"] == 100_000
 
 
 def test_kinds_are_checked_when_declared() -> None:
