@@ -158,7 +158,7 @@ def test_image_encoders_camera_shift_and_every_report_section(tmp_path: Path) ->
     assert all(r["success_moving_camera"] != "" and r["success_outside_ring"] != ""
                for r in shifted)
     text = write_report(tmp_path / "rl").read_text()
-    for section in ("P(improvement over pixels)", "Camera shift"):
+    for section in ("P(improvement over pixels-aug)", "Camera shift"):
         assert section in text
     assert_scores_defined_as_the_returns_say(rows, text)
     bc = BenchmarkConfig((ARM,), ("random", "state", "gqn-frozen", "pixels"), seeds=1,
