@@ -44,10 +44,15 @@ def test_local_executor_reports_each_cell_and_a_failure_with_its_traceback() -> 
 
 
 def test_every_cell_runs_on_one_torch_thread_in_this_process_too() -> None:
+    threads = torch.get_num_threads()
     torch.set_num_threads(2)
-    seen: list[int] = []
-    run_local([0], lambda cell: seen.append(torch.get_num_threads()), 1, lambda cell, failure: None)
-    assert seen == [1] and torch.get_num_threads() == 2  # restored afterwards
+    try:
+        seen: list[int] = []
+        run_local([0], lambda cell: seen.append(torch.get_num_threads()), 1,
+                  lambda cell, failure: None)
+        assert seen == [1] and torch.get_num_threads() == 2  # restored afterwards
+    finally:
+        torch.set_num_threads(threads)  # the test session's own setting
 
 
 def test_a_directory_a_node_cannot_write_is_named(tmp_path: Path) -> None:
