@@ -9,7 +9,8 @@ Layout of ``DIR``::
     results.csv                             one row per finished run, rebuilt after each
 
 A run is finished when its ``result.json`` exists for the same budget; running the grid again
-skips it, and an interrupted RL run resumes from its last checkpoint. Runs go to ``workers``
+skips it, and an interrupted RL run resumes from its last checkpoint, as does a finished one
+whose budget was raised (a longer ``Recipe.image_steps`` or ``--steps``). Runs go to ``workers``
 processes with one torch thread each (or, with ``executor="ray"``, to a Ray cluster:
 :mod:`agents.executors`).
 

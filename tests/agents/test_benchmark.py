@@ -1,6 +1,6 @@
 """``gqn-rl benchmark`` and ``gqn-rl report`` on tiny grids: results rows, normalised scores,
-skipping finished runs, resuming an interrupted one, both tracks, workers, every report
-section."""
+skipping finished runs, resuming an interrupted one, extending finished ones, both tracks,
+workers, every report section."""
 
 from __future__ import annotations
 
@@ -95,6 +95,18 @@ def test_rl_grid_normalises_skips_finished_runs_and_resumes_an_interrupted_one(
     run_benchmark(config, fresh, progress=False)
     assert len(read_rows(fresh / "results.csv")) == 6
     assert not list(fresh.glob("runs/**/*.zip")), "a published run was trained again"
+
+    # a raised budget continues each finished run from its last resume point
+    capsys.readouterr()
+    run_benchmark(dataclasses.replace(config, steps=3072), tmp_path, progress=False)
+    assert re.findall(r"resuming from .* \((\d+) steps\)", capsys.readouterr().out) == [
+        "2048", "2048"]
+    extended = Cell(ROTATION, "state", "rl", 0, 0, 3072).directory(tmp_path)
+    assert json.loads((extended / RESULT_FILE).read_text())["cell"]["steps"] == 3072
+    curve = np.load(extended / "eval" / "evaluations.npz")["timesteps"]
+    assert curve[-1] == 3072 and 2048 in curve  # the evaluations before it are kept
+    assert {r["steps"] for r in read_rows(tmp_path / "results.csv")
+            if r["encoder"] == "state"} == {"3072"}
 
 
 @pytest.mark.slow  # 17 s: two worker processes start
