@@ -264,8 +264,13 @@ def _perfect_reference(estimates: dict[str, tuple[float, float, float] | None]) 
     """How far each encoder is from a perfect one, apart from how hard the task is from
     perfect scene knowledge (when the grid has ``perfect-encoder`` runs)."""
     perfect = estimates.get(PERFECT)
-    if perfect is None or perfect[0] <= 0:
+    if perfect is None:
         return []
+    if perfect[0] <= 0:
+        return [f"From perfect scene knowledge (`{PERFECT}`: the scene's true state without the "
+                f"oracle's hand-crafted features) the agent does not pass the random policy in "
+                f"this budget ({perfect[0]:.1f} of the oracle's 100): no encoder's share of it "
+                "is defined.", ""]
     shares = ", ".join(f"`{e}` {v[0] / perfect[0]:.2f}" for e, v in estimates.items()
                        if v is not None and e not in (PERFECT, ORACLE, REFERENCE, "scripted"))
     return [f"From perfect scene knowledge (`{PERFECT}`: the scene's true state without the "

@@ -211,6 +211,11 @@ def test_the_report_separates_the_encoder_from_the_task_with_the_perfect_encoder
     text = write_report(tmp_path).read_text()
     assert "the task reaches 60.0 of the oracle's 100" in text  # perfect: 60, pixels: 30
     assert "`pixels` 0.50" in text
+    for seed in range(2):  # a perfect encoder at the random policy's score has no shares
+        write_result(tmp_path, Cell(ARM, "perfect-encoder", "rl", seed, steps=64), -105.0)
+    text = write_report(tmp_path).read_text()
+    assert "does not pass the random policy in this budget (-5.0 of the oracle's 100)" in text
+    assert "`pixels` 0.50" not in text
 
 
 @pytest.mark.parametrize("content", [b"{}", b"[]", b"\x80\x81binary", b'"a string"',
