@@ -266,17 +266,17 @@ def _perfect_reference(estimates: dict[str, tuple[float, float, float] | None]) 
     perfect = estimates.get(PERFECT)
     if perfect is None:
         return []
+    source = (f"From perfect scene knowledge (`{PERFECT}`: the scene's true state without the "
+              "oracle's hand-crafted features)")
     if perfect[0] <= 0:
-        return [f"From perfect scene knowledge (`{PERFECT}`: the scene's true state without the "
-                f"oracle's hand-crafted features) the agent does not pass the random policy in "
-                f"this budget ({perfect[0]:.1f} of the oracle's 100): no encoder's share of it "
-                "is defined.", ""]
+        return [f"{source} the agent does not pass the random policy in this budget "
+                f"({perfect[0]:.1f} of the oracle's 100): no encoder's share of it is defined.",
+                ""]
     shares = ", ".join(f"`{e}` {v[0] / perfect[0]:.2f}" for e, v in estimates.items()
                        if v is not None and e not in (PERFECT, ORACLE, REFERENCE, "scripted"))
-    return [f"From perfect scene knowledge (`{PERFECT}`: the scene's true state without the "
-            f"oracle's hand-crafted features) the task reaches {perfect[0]:.1f} of the oracle's "
-            "100 in this budget: that much is the task's difficulty. Each encoder's normalised "
-            f"score as a share of the perfect encoder's: {shares or 'none'}.", ""]
+    return [f"{source} the task reaches {perfect[0]:.1f} of the oracle's 100 in this budget: "
+            "that much is the task's difficulty. Each encoder's normalised score as a share of "
+            f"the perfect encoder's: {shares or 'none'}.", ""]
 
 
 def _efficiency(root: Path, slug: str, env: str, curves: dict[str, tuple],
