@@ -10,7 +10,6 @@ computed by ``rliable`` (Agarwal et al., 2021), the statistics the field reports
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,10 +47,14 @@ def _bootstrap(score_dict: dict[str, Any], func: Callable[..., Any], seed: int) 
     ``score_dict``: ``[2, ...]`` (low, high)."""
     from rliable import library
 
-    with warnings.catch_warnings():  # rliable hands arch a RandomState, which arch deprecates
-        warnings.simplefilter("ignore", FutureWarning)
-        _, cis = library.get_interval_estimates(score_dict, func, reps=BOOTSTRAP_REPS,
-                                                random_state=np.random.RandomState(seed))
+    # rliable draws its resamples from NumPy's global generator (StratifiedBootstrap
+    # .update_indices), not from the random_state it takes: seed that one, and put it back.
+    state = np.random.get_state()  # noqa: NPY002 (the generator rliable draws from)
+    np.random.seed(seed)  # noqa: NPY002
+    try:
+        _, cis = library.get_interval_estimates(score_dict, func, reps=BOOTSTRAP_REPS)
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
     return next(iter(cis.values()))
 
 
@@ -282,10 +285,12 @@ def _perfect_reference(estimates: dict[str, tuple[float, float, float] | None]) 
 def _efficiency(root: Path, slug: str, env: str, curves: dict[str, tuple],
                 encoders: dict[str, list[dict[str, Any]]]) -> list[str]:
     figure, axes = plt.subplots(figsize=(6.5, 4), dpi=100)
-    for encoder, (steps, iqm, low, high) in curves.items():
-        axes.plot(steps, iqm, label=encoder)
+    for index, (encoder, (steps, iqm, low, high)) in enumerate(curves.items()):
+        # Ten colours, then dashed lines: a grid of every kind has thirteen curves.
+        colour, style = f"C{index % 10}", "-" if index < 10 else "--"
+        axes.plot(steps, iqm, label=encoder, color=colour, ls=style)
         if not np.isnan(low).all():
-            axes.fill_between(steps, low, high, alpha=0.2)
+            axes.fill_between(steps, low, high, color=colour, alpha=0.2)
     axes.axhline(0, color="grey", lw=0.8)
     axes.axhline(100, color="grey", lw=0.8, ls="--")
     axes.set(xlabel="environment steps", ylabel="normalised score (IQM, 95% CI)", title=env)

@@ -129,6 +129,15 @@ def test_report_statistics_come_from_rliable() -> None:
     assert interval(np.array([3.0]))[0] == 3 and np.isnan(interval(np.array([3.0]))[1])
     p, low, high = improvement(np.array([10.0, 20, 30]), np.array([0.0, 1, 2]))
     assert p == 1.0 and low <= p <= high
+    # The same scores give the same interval (a republished report keeps its figures), and the
+    # caller's NumPy random state is left as it was.
+    scores, other = np.array([1.0, 5, 3, 8, 2]), np.array([2.0, 6, 1, 4, 3])
+    np.random.seed(7)  # noqa: NPY002
+    expected = np.random.random()  # noqa: NPY002
+    np.random.seed(7)  # noqa: NPY002
+    assert interval(scores) == interval(scores)
+    assert improvement(scores, other) == improvement(scores, other)
+    assert np.random.random() == expected  # noqa: NPY002
 
 
 def test_bad_grids_are_refused_with_the_flag_at_fault(tmp_path: Path,
