@@ -107,10 +107,13 @@ def test_architecture_ceiling_finds_where_a_dot_is_and_nothing_in_noise() -> Non
 
 def test_a_ceiling_from_several_views_sums_what_each_view_holds() -> None:
     """Each view shows the scene's grey level with its own noise: the K-view ceiling, whose
-    representations are summed over K views, reads the level better than from one view."""
+    representations are summed over K views, reads the level better than from one view.
+    The best any readout can do here is R^2 0.41 from one view and 0.74 from four (signal
+    s.d. 37.5 against noise s.d. 45 per view); the bounds leave room for a short fit."""
+    rng = np.random.default_rng(7)  # its own draws: the scores do not depend on test order
     scenes, views = 600, 4
-    level = RNG.uniform(0, 1, (scenes, 1)).astype(np.float32)
-    grey = 60 + 130 * level[:, None] + RNG.normal(0, 45, (scenes, views, 1))   # [S, V, 1]
+    level = rng.uniform(0, 1, (scenes, 1)).astype(np.float32)
+    grey = 60 + 130 * level[:, None] + rng.normal(0, 45, (scenes, views, 1))   # [S, V, 1]
     images = np.broadcast_to(grey[..., None, None], (scenes, views, 8, 8, 3))
     images = np.clip(images, 0, 255).astype(np.uint8)
     viewpoints = np.zeros((scenes, views, 7), np.float32)
@@ -123,7 +126,7 @@ def test_a_ceiling_from_several_views_sums_what_each_view_holds() -> None:
         predicted = readout.predict(images, viewpoints, test, 7)
         assert predicted.shape == (2 * len(test), 1)
         scores[k] = r2_score(predicted, np.repeat(level[test], 2, 0))
-    assert scores[views] > scores[1] + 0.1 and scores[views] > 0.6, scores
+    assert scores[views] > scores[1] + 0.1 and scores[views] > 0.5, scores
     with pytest.raises(ValueError, match="at least 5 views, these have 4"):
         fit_architecture_views(config, 5, images, viewpoints, level, fit, val)
 
