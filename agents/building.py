@@ -94,10 +94,11 @@ def normalized(run: ResolvedRun, venv: VecEnv, stats: Path | None = None,
     return wrapped
 
 
-def build_model(run: ResolvedRun, venv: VecEnv, gqn: GQN | None, **kwargs: Any) -> BaseAlgorithm:
+def build_model(run: ResolvedRun, venv: VecEnv, gqn: GQN | None,
+                algorithm: type[BaseAlgorithm] | None = None, **kwargs: Any) -> BaseAlgorithm:
     """A new agent for ``run`` on ``venv``: SB3's arguments from the run's hyperparameters (and
     ``kwargs``), with the GQN extractor for ``gqn-joint`` / ``gqn-aux``, starting from
-    ``gqn``'s weights."""
+    ``gqn``'s weights; ``algorithm``: another class than the run's (``ALGORITHM_CLASSES``)."""
     params = {k: v for k, v in run.hyperparams.items() if k not in RUN_SETTINGS}
     policy_kwargs = dict(params.pop("policy_kwargs", {}))
     if run.hyperparams.get("augment") == "shift":
@@ -108,7 +109,7 @@ def build_model(run: ResolvedRun, venv: VecEnv, gqn: GQN | None, **kwargs: Any) 
             features_extractor_class=extractor, optimizer_class=ScaledAdam,
             features_extractor_kwargs={"gqn_config": dataclasses.asdict(gqn.config),
                                        **run.hyperparams.get("encoder_kwargs", {})})
-    model = ALGORITHM_CLASSES[run.config.algo](
+    model = (algorithm or ALGORITHM_CLASSES[run.config.algo])(
         run.hyperparams.get("policy", "MultiInputPolicy"), venv, seed=run.config.seed,
         device="cpu",
         policy_kwargs=policy_kwargs, verbose=0, **params, **kwargs)

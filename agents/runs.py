@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-from stable_baselines3 import PPO, SAC
+from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 import envs
 from agents.hyperparams import INTRINSIC_BETA, hyperparams
 from agents.kinds import KINDS, get_kind
+from agents.sac import SAC
 from envs.keys import IMAGE_SIZE
 from gqn import GQN
 from gqn.checks import check_int

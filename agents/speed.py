@@ -1,5 +1,6 @@
-"""Agent-side benchmark behind ``gqn-rl speed wrapper``: the frozen-GQN wrapper's cost and the
-PPO training speed it buys, each next to its baseline in the same run."""
+"""Agent-side benchmarks: ``gqn-rl speed wrapper`` (the frozen-GQN wrapper's cost and the PPO
+training speed it buys) and ``gqn-rl speed sac`` (a SAC step per encoder kind, SB3's class
+beside the project's), each next to its baseline in the same run."""
 
 from __future__ import annotations
 
@@ -61,3 +62,50 @@ def wrapper_rates(env_id: str = "gqn_rl/ArmReach-v0", n_envs: int = 8, steps: in
     wrapped = make_venv(run, n_envs, seed, gqn)
     return WrapperRates(vec_rate(bare), vec_rate(wrapped), ppo_rate("gqn-frozen"),
                         ppo_rate("pixels"))
+
+
+@dataclass
+class SACStepTimes:
+    """Seconds per SAC training step (one environment step and one update, at the kind's
+    recipe) of one encoder kind: SB3's SAC and the project's (:mod:`agents.sac`)."""
+
+    encoder: str
+    sb3: float
+    ours: float
+
+
+def sac_step_times(env_id: str = "gqn_rl/ArmReach-v1",
+                   encoders: tuple[str, ...] = ("pixels-aug", "gqn-frozen"), steps: int = 50,
+                   repeats: int = 2, seed: int = 0) -> list[SACStepTimes]:
+    """Times ``steps`` training steps of each kind's agent (the shipped GQN of the scene
+    family where the kind has one) after 128 random ones fill its replay buffer, SB3's class
+    and the project's in turn, ``repeats`` times (the best kept), on one torch thread."""
+    import stable_baselines3
+    import torch
+
+    from agents.sac import SAC
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        results = []
+        for encoder in encoders:
+            run = resolve_run(RunConfig(env_id, encoder, "sac", steps, seed,
+                                        overrides={"learning_starts": 128}))
+            gqn = load_gqn(run)
+            models = [build_model(run, make_venv(run, 1, seed, gqn), gqn, algorithm)
+                      for algorithm in (stable_baselines3.SAC, SAC)]
+            best = [float("inf")] * len(models)
+            for model in models:
+                model.learn(128 + 2)  # the buffer filled, the first updates made
+            for _ in range(repeats):
+                for i, model in enumerate(models):
+                    start = time.perf_counter()
+                    model.learn(steps, reset_num_timesteps=False)
+                    best[i] = min(best[i], (time.perf_counter() - start) / steps)
+            for model in models:
+                model.get_env().close()
+            results.append(SACStepTimes(encoder, *best))
+        return results
+    finally:
+        torch.set_num_threads(threads)

@@ -93,7 +93,8 @@ class GQNExtractor(BaseFeaturesExtractor):
         parts = [representations[k] if k in representations else observations[k].flatten(1)
                  for k in self.scene.observation_space.spaces]
         features = torch.cat(parts, dim=1)
-        if self.aux_weight > 0 and torch.is_grad_enabled() and self.training:
+        if self.aux_weight > 0 and self.training and torch.is_grad_enabled() and any(
+                p.requires_grad for p in self.gqn.parameters()):  # else no step would use it
             loss = self.aux_loss(observations)
             self.last_aux_loss = float(loss.detach())
             features = _AddLossGradient.apply(features, loss, self.aux_weight)

@@ -117,6 +117,25 @@ def _bench_wrapper(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_sac(args: argparse.Namespace) -> int:
+    from agents.hyperparams import RECIPES
+    from agents.kinds import get_kind
+    from agents.speed import sac_step_times
+    from gqn_rl.speed import describe_machine
+
+    recipe = RECIPES.get(args.env)
+    print(f"machine: {describe_machine()}; {args.env}; one torch thread; {args.steps} training "
+          f"steps per timing, best of {args.repeats}; the shipped GQN where a kind has one")
+    print(f"{'encoder':<22}{'SB3 SAC ms/step':>17}{'gqn-rl SAC ms/step':>20}{'speed-up':>10}"
+          f"{'hours per run':>15}")
+    for t in sac_step_times(args.env, tuple(args.encoder), args.steps, args.repeats):
+        steps = recipe.budget(get_kind(t.encoder).reads_images) if recipe else None
+        hours = f"{t.ours * steps / 3600:.1f} ({steps // 1000}k)" if steps else "-"
+        print(f"{t.encoder:<22}{t.sb3 * 1e3:>17.1f}{t.ours * 1e3:>20.1f}"
+              f"{t.sb3 / t.ours:>9.2f}x{hours:>15}")
+    return 0
+
+
 def add(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("speed", aliases=["bench"],
                             help="how fast training steps, rendering, environments and wrappers "
@@ -186,3 +205,17 @@ def add(commands: argparse._SubParsersAction) -> None:
                    help="override PPO settings of agents/hyperparams.py for both agents, "
                         "e.g. n_epochs=10")
     w.set_defaults(run=_bench_wrapper)
+    from agents.kinds import KINDS
+
+    s = which.add_parser(
+        "sac", help="SAC ms per training step per encoder kind: SB3's class vs the project's",
+        description="Per encoder kind: milliseconds per SAC training step (one environment "
+                    "step and one update at the kind's recipe) with SB3's SAC and with the "
+                    "project's (agents/sac.py: the same updates), on one torch thread, and "
+                    "the hours a run of the environment's budget takes at that rate.")
+    s.add_argument("--env", choices=list(ENVIRONMENTS), default="gqn_rl/ArmReach-v1")
+    s.add_argument("--encoder", nargs="+", choices=list(KINDS),
+                   default=["pixels-aug", "gqn-frozen"])
+    s.add_argument("--steps", type=positive_int, default=50, help="training steps per timing")
+    s.add_argument("--repeats", type=positive_int, default=2, help="timings (best is kept)")
+    s.set_defaults(run=_bench_sac)
