@@ -10,7 +10,7 @@ import torch
 
 from agents.runs import ALGORITHM_CLASSES
 from agents.sac import SAC
-from gqn_rl.extractors import GQNExtractor
+from gqn_rl.extractors import GQNExtractor, ScaledAdam
 from tests.agents.test_agents import CONFIG, torch_batch
 
 SETTINGS = dict(learning_starts=64, batch_size=32, buffer_size=1_000, seed=3, device="cpu",
@@ -29,7 +29,7 @@ def test_the_agent_learns_sb3s_parameters_exactly() -> None:
     for (name, a), b in zip(ours.policy.state_dict().items(),
                             theirs.policy.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
-    # ... though the actor's last update left no gradient in the critic's weights, as SB3's did
+    # ... while the critic's gradients differ: SB3's actor update added to them, ours did not
     left = [not torch.equal(a.grad, b.grad)
             for a, b in zip(ours.critic.parameters(), theirs.critic.parameters(), strict=True)]
     assert any(left)
@@ -49,6 +49,13 @@ def test_adam_is_fused_and_saved_agents_load_either_way(tmp_path: Path) -> None:
         loaded.set_env(gym.make("Pendulum-v1"))
         loaded.learn(8, reset_num_timesteps=False)
     assert stable_baselines3.SAC.load(tmp_path / "agent.zip", device="cpu").num_timesteps == 160
+
+
+def test_the_critic_trains_again_under_an_adam_subclass() -> None:
+    # ScaledAdam's step calls Adam's: each step runs the optimiser's hooks twice
+    model = trained(SAC, policy_kwargs=dict(net_arch=[32, 32], optimizer_class=ScaledAdam))
+    assert all(p.requires_grad for p in model.critic.parameters())
+    assert model._n_updates == 96
 
 
 def test_a_frozen_extractor_takes_no_auxiliary_loss() -> None:
