@@ -8,6 +8,7 @@ counts once, and resumes from its checkpoints).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -15,7 +16,7 @@ import socket
 import sys
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,18 @@ def _share_the_cores() -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
 
 
+@contextlib.contextmanager
+def sharing_the_cores() -> Iterator[None]:
+    """:func:`_share_the_cores` in this process for the block; its torch threads restored
+    after."""
+    threads = torch.get_num_threads()
+    _share_the_cores()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def one_thread(parent: int) -> None:
     """Local worker start-up: :func:`_share_the_cores`, and die with the parent ``parent``
     (Linux), so that no orphan goes on writing a grid whose lock is gone. A parent killed
@@ -71,9 +84,7 @@ def _traced(work: Work, cell: Any) -> Any:
 def run_local(cells: Sequence[Any], work: Work, workers: int, done: Done) -> None:
     """The cells in this process (``workers`` 1) or in ``workers`` spawned processes."""
     if workers == 1:
-        threads = torch.get_num_threads()
-        _share_the_cores()  # as a worker would: two such processes then share two cores
-        try:
+        with sharing_the_cores():  # as a worker would: two such processes then share two cores
             for cell in cells:
                 try:
                     _traced(work, cell)
@@ -81,8 +92,6 @@ def run_local(cells: Sequence[Any], work: Work, workers: int, done: Done) -> Non
                     done(cell, failure)
                 else:
                     done(cell, None)
-        finally:
-            torch.set_num_threads(threads)
         return
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,

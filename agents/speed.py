@@ -9,8 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import stable_baselines3
 
+from agents.executors import sharing_the_cores
 from agents.kinds import get_kind
+from agents.sac import SAC
 from agents.train import RunConfig, build_model, load_gqn, make_venv, resolve_run
 
 
@@ -80,14 +83,7 @@ def sac_step_times(env_id: str = "gqn_rl/ArmReach-v1",
     """Times ``steps`` training steps of each kind's agent (the shipped GQN of the scene
     family where the kind has one) after 128 random ones fill its replay buffer, SB3's class
     and the project's in turn, ``repeats`` times (the best kept), on one torch thread."""
-    import stable_baselines3
-    import torch
-
-    from agents.sac import SAC
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with sharing_the_cores():
         results = []
         for encoder in encoders:
             run = resolve_run(RunConfig(env_id, encoder, "sac", steps, seed,
@@ -107,5 +103,3 @@ def sac_step_times(env_id: str = "gqn_rl/ArmReach-v1",
                 model.get_env().close()
             results.append(SACStepTimes(encoder, *best))
         return results
-    finally:
-        torch.set_num_threads(threads)
