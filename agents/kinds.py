@@ -69,6 +69,12 @@ class EncoderKind:
     network: str = ""
     """What reads the observation, in words (for messages)."""
 
+    @property
+    def trains_image_encoder(self) -> bool:
+        """Whether the policy holds an image encoder that the RL loss trains (a CNN, or a GQN
+        extractor), rather than reading features the environment computed or the true state."""
+        return self.reads_images and self.wrappers is None
+
     def __post_init__(self) -> None:
         if self.gqn != (self.wrappers is not None or self.extractor is not None):
             raise ValueError(f"encoder kind {self.name!r}: a GQN kind sits in a wrapper or an "

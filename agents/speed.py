@@ -4,6 +4,7 @@ beside the project's), each next to its baseline in the same run."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ import stable_baselines3
 
 from agents.executors import sharing_the_cores
 from agents.kinds import get_kind
+from agents.runs import ResolvedRun
 from agents.sac import SAC
 from agents.train import RunConfig, build_model, load_gqn, make_venv, resolve_run
 
@@ -69,12 +71,20 @@ def wrapper_rates(env_id: str = "gqn_rl/ArmReach-v0", n_envs: int = 8, steps: in
 
 @dataclass
 class SACStepTimes:
-    """Seconds per SAC training step (one environment step and one update, at the kind's
-    recipe) of one encoder kind: SB3's SAC and the project's (:mod:`agents.sac`)."""
+    """Seconds per SAC training step (one environment step and one update) of one encoder
+    kind: SB3's SAC with SB3's policy (an encoder for each network), and the project's
+    (:mod:`agents.sac`) at the kind's recipe (DrQ's one encoder where the policy trains one)."""
 
     encoder: str
     sb3: float
     ours: float
+
+
+def _as_sb3_builds_it(run: ResolvedRun) -> ResolvedRun:
+    """``run`` with SB3's own policy: SB3's SAC has no ``critic_encoder``."""
+    policy = {k: v for k, v in run.hyperparams.get("policy_kwargs", {}).items()
+              if k != "critic_encoder"}
+    return dataclasses.replace(run, hyperparams={**run.hyperparams, "policy_kwargs": policy})
 
 
 def sac_step_times(env_id: str = "gqn_rl/ArmReach-v1",
@@ -82,15 +92,17 @@ def sac_step_times(env_id: str = "gqn_rl/ArmReach-v1",
                    repeats: int = 2, seed: int = 0) -> list[SACStepTimes]:
     """Times ``steps`` training steps of each kind's agent (the shipped GQN of the scene
     family where the kind has one) after 128 random ones fill its replay buffer, SB3's class
-    and the project's in turn, ``repeats`` times (the best kept), on one torch thread."""
+    and the project's in turn (:class:`SACStepTimes`), ``repeats`` times (the best kept), on
+    one torch thread."""
     with sharing_the_cores():
         results = []
         for encoder in encoders:
             run = resolve_run(RunConfig(env_id, encoder, "sac", steps, seed,
                                         overrides={"learning_starts": 128}))
             gqn = load_gqn(run)
-            models = [build_model(run, make_venv(run, 1, seed, gqn), gqn, algorithm)
-                      for algorithm in (stable_baselines3.SAC, SAC)]
+            models = [build_model(built, make_venv(built, 1, seed, gqn), gqn, algorithm)
+                      for built, algorithm in ((_as_sb3_builds_it(run), stable_baselines3.SAC),
+                                               (run, SAC))]
             best = [float("inf")] * len(models)
             for model in models:
                 model.learn(128 + 2)  # the buffer filled, the first updates made

@@ -210,8 +210,9 @@ def add(commands: argparse._SubParsersAction) -> None:
     s = which.add_parser(
         "sac", help="SAC ms per training step per encoder kind: SB3's class vs the project's",
         description="Per encoder kind: milliseconds per SAC training step (one environment "
-                    "step and one update at the kind's recipe) with SB3's SAC and with the "
-                    "project's (agents/sac.py: the same updates), on one torch thread, and "
+                    "step and one update) with SB3's SAC as SB3 builds it and with the "
+                    "project's at the kind's recipe (agents/sac.py: SB3's updates, and DrQ's "
+                    "one encoder where the policy trains one), on one torch thread, and "
                     "the hours a run of the environment's budget takes at that rate.")
     s.add_argument("--env", choices=list(ENVIRONMENTS), default="gqn_rl/ArmReach-v1")
     s.add_argument("--encoder", nargs="+", choices=list(KINDS),

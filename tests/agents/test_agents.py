@@ -14,7 +14,7 @@ import torch
 from agents.callbacks import training_seconds
 from agents.cli import main
 from agents.hyperparams import INTRINSIC_BETA, hyperparams
-from agents.kinds import KINDS
+from agents.kinds import KINDS, get_kind
 from agents.runs import RunConfig, resolve_run
 from agents.train import evaluate, train
 from gqn import GQNConfig
@@ -121,6 +121,12 @@ def test_hyperparams_merge_encoder_and_environment() -> None:
         assert [settings[k] for k in schedule] == [pixels[k] for k in schedule], kind
     perfect = hyperparams("gqn_rl/ArmReach-v1", "perfect-encoder", "sac")
     assert [perfect[k] for k in schedule] == [state[k] for k in schedule]
+    for kind in KINDS:  # DrQ's encoder where the policy trains one; the environment's net kept
+        policy = hyperparams("gqn_rl/ArmReach-v1", kind, "sac")["policy_kwargs"]
+        assert policy.get("critic_encoder", False) == get_kind(kind).trains_image_encoder, kind
+        assert policy["net_arch"] == [256, 256]
+    assert "critic_encoder" not in hyperparams("gqn_rl/ArmReach-v1", "pixels", "ppo").get(
+        "policy_kwargs", {})
     with pytest.raises(ValueError, match="unknown encoder"):
         hyperparams("gqn_rl/ArmReach-v0", "cnn", "ppo")
 

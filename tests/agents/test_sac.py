@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import gymnasium as gym
+import pytest
 import stable_baselines3
 import torch
 
@@ -69,11 +70,46 @@ def test_a_frozen_extractor_takes_no_auxiliary_loss() -> None:
     assert extractor.last_aux_loss is not None
 
 
+def test_drqs_encoder_is_the_critics_and_the_actor_reads_it_without_training_it(
+        tmp_path: Path) -> None:
+    env = gym.make("gqn_rl/ArmReach-v0", image_size=16, context_cameras=2)
+    policy = dict(net_arch=[8], critic_encoder=True, features_extractor_class=GQNExtractor,
+                  optimizer_class=ScaledAdam,
+                  features_extractor_kwargs={"gqn_config": vars(CONFIG), "aux_weight": 1.0})
+    model = SAC("MultiInputPolicy", env,
+                **{**SETTINGS, "learning_starts": 16, "batch_size": 8, "policy_kwargs": policy})
+    encoder = model.critic.features_extractor
+    assert model.actor.features_extractor is encoder
+    assert model.critic_target.features_extractor is not encoder
+    trained_by_actor = {id(p) for group in model.actor.optimizer.param_groups
+                        for p in group["params"]}
+    assert not trained_by_actor & {id(p) for p in encoder.parameters()}
+    before = [p.detach().clone() for p in encoder.parameters()]
+    model.learn(24)  # 8 updates: the critic's loss and the auxiliary ELBO train the encoder
+    assert any(not torch.equal(a, b) for a, b in zip(before, encoder.parameters(), strict=True))
+    assert encoder.last_aux_loss is not None
+    assert all(p.requires_grad for p in model.critic.parameters())
+    model.save(tmp_path / "agent.zip")
+    loaded = stable_baselines3.SAC.load(tmp_path / "agent.zip", device="cpu")
+    assert loaded.actor.features_extractor is loaded.critic.features_extractor
+    for (name, a), b in zip(model.policy.state_dict().items(),
+                            loaded.policy.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_drqs_encoder_refuses_sb3s_sharing() -> None:
+    with pytest.raises(ValueError, match="share_features_extractor"):
+        SAC("MlpPolicy", "Pendulum-v1", **{**SETTINGS, "policy_kwargs": dict(
+            critic_encoder=True, share_features_extractor=True)})
+
+
 def test_speed_sac_times_both_classes_per_kind(capsys) -> None:
     from agents.cli import main
 
-    assert main(["speed", "sac", "--encoder", "perfect-encoder", "--steps", "2",
+    assert main(["speed", "sac", "--encoder", "perfect-encoder", "pixels-aug", "--steps", "2",
                  "--repeats", "1"]) == 0
-    row = capsys.readouterr().out.splitlines()[-1].split()
-    assert row[0] == "perfect-encoder" and float(row[1]) > 0 and float(row[2]) > 0
-    assert row[-1] == "(40k)"  # ArmReach-v1's budget
+    for row, encoder in zip(capsys.readouterr().out.splitlines()[-2:],
+                            ("perfect-encoder", "pixels-aug"), strict=True):
+        row = row.split()  # pixels-aug: SB3's policy beside the project's DrQ encoder
+        assert row[0] == encoder and float(row[1]) > 0 and float(row[2]) > 0
+        assert row[-1] == "(40k)"  # ArmReach-v1's budget
