@@ -111,7 +111,8 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     # Image agents at the random policy's success after 40k SAC steps (grid-arm), when they
     # updated every 4 steps; at one update per step (SAC_IMAGE) the perfect encoder reaches
-    # 0.65 success by 36k: the budget is not extended until an image agent's grid says so.
+    # 0.65 success by 36k. Not extended: gqn-frozen and pixels-aug are as flat at 120k as at
+    # 40k (the budget pilot, docs/results/arm-v1-budget-pilot).
     **dict.fromkeys(ARM_REACH, Recipe("sac", 40_000)),
     # pixels and pixels-aug pass half the oracle at 30k PPO steps (grid-room): kept.
     **dict.fromkeys(ROOM_NAVIGATION, Recipe("ppo", 100_000)),
