@@ -96,6 +96,11 @@ def missing_bf16_support(device: torch.device | str = "cpu") -> str | None:
             "fp32): use --precision fp32")
 
 
+def native_precision(device: torch.device | str = "cpu") -> str:
+    """``bf16`` where ``device`` computes it natively, else ``fp32``."""
+    return "fp32" if missing_bf16_support(device) else "bf16"
+
+
 def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
     """The forward pass's arithmetic: bf16 autocast on ``device`` or nothing (fp32).
 

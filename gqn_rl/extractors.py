@@ -23,7 +23,8 @@ from stable_baselines3.common.torch_layers import (
 )
 
 from gqn import GQN, GQNConfig
-from gqn.config import config_from_dict
+from gqn.config import PRECISIONS, config_from_dict
+from gqn.train import autocast, native_precision
 from gqn_rl.encoders import SceneEncoder, r_shape
 
 
@@ -62,11 +63,21 @@ class GQNExtractor(BaseFeaturesExtractor):
         aux_sigma: pixel standard deviation of the auxiliary ELBO's observation model.
         aux_batch: the ELBO is taken on the first ``aux_batch`` observations of each batch
             (SB3's minibatches are already shuffled), which bounds its cost.
+        precision: arithmetic of the GQN's forward passes: ``fp32``, ``bf16`` (autocast, as
+            ``gqn-rl pretrain --precision``; refused where the CPU would emulate it) or
+            ``native`` (bf16 where the CPU computes it natively, else fp32: a saved agent
+            loads on either). The features handed to the policy are fp32 either way.
     """
 
     def __init__(self, observation_space: gym.spaces.Dict, gqn_config: dict[str, Any],
                  context: str = "current", freeze: bool = False, lr_scale: float = 1.0,
-                 aux_weight: float = 0.0, aux_sigma: float = 0.7, aux_batch: int = 32) -> None:
+                 aux_weight: float = 0.0, aux_sigma: float = 0.7, aux_batch: int = 32,
+                 precision: str = "fp32") -> None:
+        if precision not in (*PRECISIONS, "native"):
+            raise ValueError(f"GQNExtractor precision: expected one of {(*PRECISIONS, 'native')}, "
+                             f"got {precision!r}")
+        precision = native_precision() if precision == "native" else precision
+        autocast("cpu", precision)  # refuses bf16 early where the CPU would emulate it
         gqn = GQN(config_from_dict(GQNConfig, gqn_config, "gqn_config"))
         scene = SceneEncoder(observation_space, r_shape(gqn), context)
         if aux_weight > 0:
@@ -79,6 +90,7 @@ class GQNExtractor(BaseFeaturesExtractor):
             p.lr_scale = lr_scale
         self.aux_weight, self.aux_sigma = float(aux_weight), float(aux_sigma)
         self.aux_batch = int(aux_batch)
+        self.precision = precision
         self.last_aux_loss: float | None = None
 
     def load_gqn(self, model: GQN) -> None:
@@ -89,13 +101,16 @@ class GQNExtractor(BaseFeaturesExtractor):
         self.gqn.load_state_dict(model.state_dict())
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
-        representations = self.scene.flatten(self.scene.represent(self.gqn, observations))
+        with self._arithmetic(observations):
+            representations = self.scene.represent(self.gqn, observations)
+        representations = self.scene.flatten({k: v.float() for k, v in representations.items()})
         parts = [representations[k] if k in representations else observations[k].flatten(1)
                  for k in self.scene.observation_space.spaces]
         features = torch.cat(parts, dim=1)
         if self.aux_weight > 0 and self.training and torch.is_grad_enabled() and any(
                 p.requires_grad for p in self.gqn.parameters()):  # else no step would use it
-            loss = self.aux_loss(observations)
+            with self._arithmetic(observations):
+                loss = self.aux_loss(observations).float()
             self.last_aux_loss = float(loss.detach())
             features = _AddLossGradient.apply(features, loss, self.aux_weight)
         return features
@@ -105,6 +120,10 @@ class GQNExtractor(BaseFeaturesExtractor):
         averaged over the first ``aux_batch`` observations."""
         observations = {k: v[:self.aux_batch] for k, v in observations.items()}
         return self.gqn(*self.scene.context_and_query(observations), sigma=self.aux_sigma).loss
+
+    def _arithmetic(self, observations: dict[str, torch.Tensor]) -> Any:
+        """The GQN's forward pass in ``precision`` on the observations' device."""
+        return autocast(next(iter(observations.values())).device, self.precision)
 
 
 class ScaledAdam(torch.optim.Adam):

@@ -18,6 +18,7 @@ from agents.kinds import KINDS, get_kind
 from agents.runs import RunConfig, resolve_run
 from agents.train import evaluate, train
 from gqn import GQNConfig
+from gqn.train import missing_bf16_support
 from gqn_rl.extractors import GQNExtractor, ScaledAdam, ShiftAugmentedExtractor, random_shift
 
 CONFIG = GQNConfig(image_size=16, representation="pool", r_dim=8, h_dim=8, z_dim=2, L=2)
@@ -69,6 +70,34 @@ def test_extractor_features_and_errors() -> None:
     assert not any(p.requires_grad for p in extractor.gqn.parameters())
     with pytest.raises(ValueError, match="context_cameras"):
         GQNExtractor(env.observation_space, vars(CONFIG), aux_weight=1.0)
+
+
+def test_extractor_precision_native_is_bf16_where_the_cpu_has_it() -> None:
+    env = gym.make("gqn_rl/ArmReach-v0", image_size=16, context_cameras=2)
+    obs = torch_batch(env)
+    native = "fp32" if missing_bf16_support() else "bf16"
+    assert GQNExtractor(env.observation_space, vars(CONFIG), precision="native").precision == native
+    with pytest.raises(ValueError, match="precision: expected one of"):
+        GQNExtractor(env.observation_space, vars(CONFIG), precision="fp16")
+    if native == "fp32":
+        with pytest.raises(ValueError, match="precision bf16: this CPU"):
+            GQNExtractor(env.observation_space, vars(CONFIG), precision="bf16")
+        return
+
+    def features_and_grads(precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.manual_seed(0)
+        extractor = GQNExtractor(env.observation_space, vars(CONFIG), aux_weight=1.0,
+                                 precision=precision)
+        torch.manual_seed(1)
+        features = extractor(obs)
+        features.pow(2).sum().backward()
+        return features, torch.cat([p.grad.flatten() for p in extractor.gqn.parameters()
+                                    if p.grad is not None])
+
+    (f32, g32), (f16, g16) = features_and_grads("fp32"), features_and_grads("bf16")
+    assert f16.dtype == torch.float32  # the policy reads fp32 features either way
+    torch.testing.assert_close(f16, f32, rtol=0.05, atol=0.05)
+    assert torch.nn.functional.cosine_similarity(g16, g32, dim=0) > 0.99
 
 
 def test_random_shift_moves_each_image_by_at_most_pad_pixels() -> None:
