@@ -19,8 +19,9 @@ from agents.hyperparams import INTRINSIC_BETA, hyperparams
 from agents.kinds import KINDS, get_kind
 from agents.sac import SAC
 from envs.keys import IMAGE_SIZE
-from gqn import GQN
+from gqn import GQN, PRESETS, GQNConfig
 from gqn.checks import check_int
+from gqn.config import config_from_dict
 from gqn.fileio import write_json
 from gqn_rl.encoders import (
     fresh_config,
@@ -85,6 +86,10 @@ class ResolvedRun:
     refuse a file with other content."""
     encoder_source: str
     """Where the GQN comes from, in words (empty for encoders without one)."""
+    fresh_gqn: Mapping[str, Any] | None = None
+    """A fresh GQN's architecture (``GQNConfig`` as a dict; see
+    :func:`gqn_rl.encoders.fresh_config`); None for a checkpoint or no GQN. A ``run.json``
+    written before 2026-12-06 has none: its fresh GQN was ``cpu-small``."""
 
     @property
     def has_gqn(self) -> bool:
@@ -99,7 +104,8 @@ class ResolvedRun:
     def load(cls, path: Path) -> ResolvedRun:
         """The run saved in ``path`` (a ``run.json``)."""
         saved = json.loads(Path(path).read_text())
-        if not isinstance(saved, dict) or set(saved) != {f.name for f in dataclasses.fields(cls)}:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(saved, dict) or not fields - {"fresh_gqn"} <= set(saved) <= fields:
             raise ValueError(f"{path}: not a run.json of this gqn-rl version (expected the "
                              f"fields {[f.name for f in dataclasses.fields(cls)]})")
         return cls(**{**saved, "config": RunConfig(**saved["config"])})
@@ -170,13 +176,13 @@ def resolve_run(config: RunConfig) -> ResolvedRun:
         return ResolvedRun(config, params, None, None, "")
     handle = resolve_checkpoint(config.checkpoint, envs.family_of(config.env),
                                 fresh=config.fresh_encoder)
-    gqn_config = fresh_config() if handle is None else handle.config
+    gqn_config = fresh_config(envs.family_of(config.env)) if handle is None else handle.config
     source = fresh_source(gqn_config) if handle is None else handle.source
     if asked is not None:
         gqn_config.check_image_size(asked, f"--hyperparams image_size {asked} ({source})")
     params["image_size"] = gqn_config.image_size
     if handle is None:
-        return ResolvedRun(config, params, None, None, source)
+        return ResolvedRun(config, params, None, None, source, dataclasses.asdict(gqn_config))
     return ResolvedRun(config, params, config.checkpoint or str(handle.path), handle.sha256,
                        source)
 
@@ -229,7 +235,9 @@ def load_gqn(run: ResolvedRun) -> GQN | None:
     if not run.has_gqn:
         return None
     if run.checkpoint is None:
-        return fresh_encoder(seed=run.config.seed)
+        config = (config_from_dict(GQNConfig, run.fresh_gqn, "run.json fresh_gqn")
+                  if run.fresh_gqn is not None else PRESETS["cpu-small"].model)
+        return fresh_encoder(config, seed=run.config.seed)
     handle = open_checkpoint(run.checkpoint)
     if handle.sha256 != run.checkpoint_sha256:
         raise ValueError(f"{run.checkpoint} is not the GQN checkpoint this run was made with "

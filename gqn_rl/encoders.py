@@ -119,17 +119,20 @@ def resolve_checkpoint(checkpoint: str | os.PathLike | None, family: str | None,
     return None if checkpoint is None else open_checkpoint(checkpoint).check_family(family)
 
 
-def fresh_encoder(image_size: int | None = None, seed: int = 0) -> GQN:
-    """A freshly initialised ``cpu-small`` GQN at ``image_size`` (default its own): the
-    "random encoder" control, seeded by ``seed``, in eval mode."""
+def fresh_encoder(config: GQNConfig | None = None, seed: int = 0) -> GQN:
+    """A freshly initialised GQN of ``config`` (default :func:`fresh_config`'s): the "random
+    encoder" control, seeded by ``seed``, in eval mode."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return GQN(fresh_config(image_size)).eval()
+        return GQN(config or fresh_config()).eval()
 
 
-def fresh_config(image_size: int | None = None) -> GQNConfig:
-    """The config of :func:`fresh_encoder`."""
-    config = PRESETS["cpu-small"].model
+def fresh_config(family: str | None = None, image_size: int | None = None) -> GQNConfig:
+    """The architecture of a fresh encoder for scene family ``family``: its shipped
+    checkpoint's, so that the untrained control differs from the shipped encoder in its
+    weights alone, else ``cpu-small``'s; at ``image_size`` (default its own)."""
+    shipped = shipped_checkpoint(family)
+    config = open_checkpoint(shipped).config if shipped else PRESETS["cpu-small"].model
     return config if image_size is None else dataclasses.replace(config, image_size=image_size)
 
 

@@ -101,7 +101,8 @@ def _bench_wrapper(args: argparse.Namespace) -> int:
     from gqn_rl.speed import describe_machine
 
     print(f"machine: {describe_machine()}; {args.env}, {args.envs} envs (DummyVecEnv), "
-          f"{args.steps} env-steps each, fresh cpu-small GQN (32x32), pixels at 64x64")
+          f"{args.steps} env-steps each, a fresh GQN of the family's shipped architecture, "
+          "pixels at 64x64")
     overrides = dict(args.hyperparams or [])
     if overrides:
         print(f"PPO settings changed for both agents: {overrides}")

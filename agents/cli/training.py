@@ -103,7 +103,8 @@ def _add_agents(commands: argparse._SubParsersAction) -> None:
     t.add_argument("--out", type=Path, required=True, help="run directory")
     t.add_argument("--checkpoint", type=Path, help="GQN pretraining checkpoint")
     t.add_argument("--fresh-encoder", action="store_true",
-                   help="a freshly initialised GQN (the random-encoder control)")
+                   help="a freshly initialised GQN of the scene family's shipped architecture "
+                        "(the random-encoder control)")
     t.add_argument("--intrinsic-bonus", action="store_true",
                    help="gqn-inference: add the normalised surprise to the training reward, "
                         "weighted by the recipe's beta (agents.hyperparams.INTRINSIC_BETA)")

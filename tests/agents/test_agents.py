@@ -3,6 +3,7 @@ runs of every encoder kind, resume, and the CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,10 +16,11 @@ from agents.callbacks import training_seconds
 from agents.cli import main
 from agents.hyperparams import INTRINSIC_BETA, hyperparams
 from agents.kinds import KINDS, get_kind
-from agents.runs import RunConfig, resolve_run
+from agents.runs import ResolvedRun, RunConfig, load_gqn, resolve_run
 from agents.train import evaluate, train
-from gqn import GQNConfig
+from gqn import PRESETS, GQNConfig
 from gqn.train import missing_bf16_support
+from gqn_rl.encoders import fresh_config, open_checkpoint, shipped_checkpoint
 from gqn_rl.extractors import GQNExtractor, ScaledAdam, ShiftAugmentedExtractor, random_shift
 
 CONFIG = GQNConfig(image_size=16, representation="pool", r_dim=8, h_dim=8, z_dim=2, L=2)
@@ -207,6 +209,26 @@ def test_intrinsic_bonus_takes_the_recipe_beta_and_only_gqn_inference() -> None:
     with pytest.raises(ValueError, match="--intrinsic-bonus"):
         resolve_run(RunConfig("gqn_rl/ArmReach-v0", "gqn-frozen", "sac", 10,
                               intrinsic_bonus=True))
+
+
+def test_a_fresh_gqn_has_the_shipped_architecture_of_its_family(tmp_path: Path) -> None:
+    shipped = open_checkpoint(shipped_checkpoint("arm_near")).config
+    assert shipped.representation == "tower"  # not cpu-small's pool: the control must match
+    run = resolve_run(RunConfig("gqn_rl/ArmReach-v1", "gqn-frozen", "sac", 10, seed=2,
+                                fresh_encoder=True))
+    assert run.fresh_gqn == dataclasses.asdict(shipped) and "tower" in run.encoder_source
+    model = load_gqn(run)
+    assert model.config == shipped and not torch.equal(  # the architecture, not the weights
+        model.state_dict()["representation.conv1.weight"],
+        open_checkpoint(shipped_checkpoint("arm_near")).new_model().state_dict()[
+            "representation.conv1.weight"])
+    run.save(tmp_path / "run.json")
+    assert ResolvedRun.load(tmp_path / "run.json") == run
+    saved = json.loads((tmp_path / "run.json").read_text())  # as written before fresh_gqn
+    del saved["fresh_gqn"]
+    (tmp_path / "run.json").write_text(json.dumps(saved))
+    assert load_gqn(ResolvedRun.load(tmp_path / "run.json")).config == PRESETS["cpu-small"].model
+    assert fresh_config(None) == PRESETS["cpu-small"].model
 
 
 def test_cli_train_resume_and_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

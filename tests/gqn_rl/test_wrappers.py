@@ -17,6 +17,7 @@ from gqn import GQN, GQNConfig, TrainConfig
 from gqn.checkpoint import load_model, save_checkpoint
 from gqn.fileio import sha256
 from gqn_rl.encoders import (
+    fresh_config,
     fresh_encoder,
     fresh_source,
     open_checkpoint,
@@ -134,7 +135,8 @@ def test_vector_wrapper_matches_the_single_env_one_and_encodes_terminal_observat
 
 
 def test_fresh_encoders_are_seeded_and_state_observations_refused() -> None:
-    fresh, again = fresh_encoder(16, seed=3), fresh_encoder(16, seed=3)
+    fresh = fresh_encoder(fresh_config(image_size=16), seed=3)
+    again = fresh_encoder(fresh_config(image_size=16), seed=3)
     assert "fresh" in fresh_source(fresh.config) and fresh.config.image_size == 16
     for a, b in zip(fresh.parameters(), again.parameters(), strict=True):
         assert torch.equal(a, b)
