@@ -19,7 +19,7 @@ from agents.hyperparams import INTRINSIC_BETA, hyperparams
 from agents.kinds import KINDS, get_kind
 from agents.sac import SAC
 from envs.keys import IMAGE_SIZE
-from gqn import GQN, PRESETS, GQNConfig
+from gqn import GQN, GQNConfig
 from gqn.checks import check_int
 from gqn.config import config_from_dict
 from gqn.fileio import write_json
@@ -236,7 +236,7 @@ def load_gqn(run: ResolvedRun) -> GQN | None:
         return None
     if run.checkpoint is None:
         config = (config_from_dict(GQNConfig, run.fresh_gqn, "run.json fresh_gqn")
-                  if run.fresh_gqn is not None else PRESETS["cpu-small"].model)
+                  if run.fresh_gqn is not None else fresh_config())  # cpu-small, as then
         return fresh_encoder(config, seed=run.config.seed)
     handle = open_checkpoint(run.checkpoint)
     if handle.sha256 != run.checkpoint_sha256:

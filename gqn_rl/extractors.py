@@ -73,9 +73,10 @@ class GQNExtractor(BaseFeaturesExtractor):
                  context: str = "current", freeze: bool = False, lr_scale: float = 1.0,
                  aux_weight: float = 0.0, aux_sigma: float = 0.7, aux_batch: int = 32,
                  precision: str = "fp32") -> None:
-        if precision not in (*PRECISIONS, "native"):
-            raise ValueError(f"GQNExtractor precision: expected one of {(*PRECISIONS, 'native')}, "
-                             f"got {precision!r}")
+        choices = (*PRECISIONS, "native")
+        if precision not in choices:
+            raise ValueError(f"GQNExtractor precision: expected one of {choices}, got "
+                             f"{precision!r}")
         precision = native_precision() if precision == "native" else precision
         autocast("cpu", precision)  # refuses bf16 early where the CPU would emulate it
         gqn = GQN(config_from_dict(GQNConfig, gqn_config, "gqn_config"))
