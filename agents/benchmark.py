@@ -58,7 +58,7 @@ from agents.grid import (
 from agents.imitation import clone_and_evaluate
 from agents.kinds import get_kind
 from agents.runs import RUN_FILE, ResolvedRun, RunConfig, load_gqn, resolve_run
-from agents.train import evaluate, train
+from agents.train import drop_replay_buffers, evaluate, train
 from gqn.fileio import atomic_write, lock_directory, write_json
 from gqn.seeding import derive_seed
 
@@ -271,7 +271,15 @@ def _run_grid(config: BenchmarkConfig, root: Path, progress: bool, executor: str
         if failure is not None:
             failures.append(failure)
         write_results_csv(root)  # rebuilt from the result.json files, whoever wrote them
+        if not config.keep_buffers and cell.finished(root):
+            drop_replay_buffers(cell.directory(root))
         bar.update(1)
+
+    if not config.keep_buffers:
+        freed = sum(drop_replay_buffers(c.directory(root)) for c in cells if c.finished(root))
+        if freed:
+            print(f"dropped the replay buffers of finished runs: {freed / 2**30:.1f} GiB",
+                  file=sys.stderr)
 
     work = functools.partial(run_cell, root=root, config=config)
     if executor == "ray":

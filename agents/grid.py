@@ -101,6 +101,10 @@ class BenchmarkConfig:
     """Changes to every RL run's hyperparameters (as ``gqn-rl train --hyperparams``)."""
     camera_shift: bool = True
     """Evaluate ArmReach's image agents under the shifted cameras too (``CAMERA_SHIFTS``)."""
+    keep_buffers: bool = True
+    """Finished SAC runs keep the replay buffer of their last resume point (0.8-1.5 GB a run
+    on ArmReach-v1), so that a raised budget continues them; False deletes it once a run's
+    result is written (a raised budget then trains the run again from step 0)."""
     checkpoint: str | None = None
     """GQN checkpoint of the GQN encoders (not the fresh control); None: the shipped one of
     each environment's scene family. A directory holds one checkpoint's runs: finished runs

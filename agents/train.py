@@ -73,6 +73,17 @@ def _load_latest(run: ResolvedRun, out: Path, venv: VecEnv) -> BaseAlgorithm | N
     return None
 
 
+def drop_replay_buffers(run_dir: Path) -> int:
+    """Delete the SAC replay buffers of ``run_dir``'s resume points (their models stay) and
+    return the bytes freed. The run then has no point to resume from: a raised budget trains
+    it again from step 0."""
+    freed = 0
+    for buffer in (Path(run_dir) / "checkpoints").glob("model_replay_buffer_*_steps.pkl"):
+        freed += buffer.stat().st_size
+        buffer.unlink()
+    return freed
+
+
 def train(config: RunConfig, out: Path, resume: bool = False, progress: bool = True,
           start_over: bool = False) -> Path:
     """Train the run's agent into ``out``; returns the final model's path.

@@ -22,7 +22,8 @@ def _benchmark(args: argparse.Namespace) -> int:
                              eval_episodes=args.eval_episodes,
                              final_episodes=args.final_episodes,
                              overrides=dict(args.hyperparams or []),
-                             checkpoint=None if args.checkpoint is None else str(args.checkpoint))
+                             checkpoint=None if args.checkpoint is None else str(args.checkpoint),
+                             keep_buffers=not args.drop_buffers)
     path = run_benchmark(config, args.out, progress=not args.no_progress,
                          executor=args.executor, address=args.address)
     print(f"wrote {path}; gqn-rl report {args.out} writes the report")
@@ -73,6 +74,10 @@ def add(commands: argparse._SubParsersAction) -> None:
                    help="GQN checkpoint of the gqn-* encoders (default: the shipped one)")
     b.add_argument("--hyperparams", nargs="+", type=key_value, metavar="KEY=VALUE",
                    help="override settings of agents/hyperparams.py in every RL run")
+    b.add_argument("--drop-buffers", action="store_true",
+                   help="delete a SAC run's replay buffer once it has finished (0.8-1.5 GB a "
+                        "run on ArmReach-v1; kept by default so that a raised --steps "
+                        "continues the run instead of training it again)")
     b.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="local: --workers processes here (default); ray: one task per run on "
                         "a Ray cluster (pip install -e '.[cluster]'); OUT must then be on "

@@ -320,3 +320,23 @@ def assert_scores_defined_as_the_returns_say(rows: list[dict], text: str) -> Non
         assert "steps to 50% | ratio" in text and "sample efficiency" in text
     else:
         assert UNDEFINED_SCORE in text and "steps to 50% | ratio" not in text
+
+
+def test_drop_buffers_deletes_finished_sac_runs_buffers_and_keeps_their_models(
+        tmp_path: Path) -> None:
+    config = BenchmarkConfig((ARM,), ("state",), seeds=1, steps=200, eval_every=100,
+                             eval_episodes=1, camera_shift=False)
+    run_benchmark(config, tmp_path, progress=False)
+    run = Cell(ARM, "state", "rl", 0, 0, 200).directory(tmp_path)
+    assert list((run / "checkpoints").glob("model_replay_buffer_*.pkl"))  # kept by default
+    result = (run / RESULT_FILE).read_bytes()
+
+    # finished runs are swept when the grid starts, new ones once their result is written
+    run_benchmark(dataclasses.replace(config, seeds=2, keep_buffers=False), tmp_path,
+                  progress=False)
+    for seed in (0, 1):
+        run = Cell(ARM, "state", "rl", seed, 0, 200).directory(tmp_path)
+        assert not list((run / "checkpoints").glob("model_replay_buffer_*.pkl"))
+        assert list((run / "checkpoints").glob("model_*_steps.zip"))
+    assert (Cell(ARM, "state", "rl", 0, 0, 200).directory(tmp_path) / RESULT_FILE
+            ).read_bytes() == result  # not trained again
