@@ -138,7 +138,8 @@ def fresh_config(family: str | None = None, image_size: int | None = None) -> GQ
 
 def fresh_source(config: GQNConfig) -> str:
     """Where a fresh encoder comes from, in words."""
-    return f"freshly initialised GQN encoder ({config.representation}, r {config.r_dim})"
+    r = f"{config.r_dim}x{config.r_size}x{config.r_size}" if config.r_size > 1 else config.r_dim
+    return f"freshly initialised GQN encoder ({config.representation}, r {r})"
 
 
 SHIPPED = "shipped"

@@ -216,7 +216,8 @@ def test_a_fresh_gqn_has_the_shipped_architecture_of_its_family(tmp_path: Path) 
     assert shipped.representation == "tower"  # not cpu-small's pool: the control must match
     run = resolve_run(RunConfig("gqn_rl/ArmReach-v1", "gqn-frozen", "sac", 10, seed=2,
                                 fresh_encoder=True))
-    assert run.fresh_gqn == dataclasses.asdict(shipped) and "tower" in run.encoder_source
+    assert run.fresh_gqn == dataclasses.asdict(shipped)
+    assert f"(tower, r {shipped.r_dim}x8x8)" in run.encoder_source  # r's numbers, not r_dim
     model = load_gqn(run)
     assert model.config == shipped and not torch.equal(  # the architecture, not the weights
         model.state_dict()["representation.conv1.weight"],
