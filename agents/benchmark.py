@@ -257,7 +257,8 @@ def _run_grid(config: BenchmarkConfig, root: Path, progress: bool, executor: str
     """:func:`run_benchmark` in a directory this process holds."""
     check_grid_checkpoints(root, config)
     cells = config.cells()
-    todo = [c for c in cells if not c.finished(root)]
+    finished = {c for c in cells if c.finished(root)}
+    todo = [c for c in cells if c not in finished]
     cores = os.cpu_count() or 1
     workers = min(config.workers, cores)
     if executor == "local" and workers < config.workers:
@@ -271,12 +272,12 @@ def _run_grid(config: BenchmarkConfig, root: Path, progress: bool, executor: str
         if failure is not None:
             failures.append(failure)
         write_results_csv(root)  # rebuilt from the result.json files, whoever wrote them
-        if not config.keep_buffers and cell.finished(root):
+        if not config.keep_buffers and failure is None:  # run_cell wrote its result.json
             drop_replay_buffers(cell.directory(root))
         bar.update(1)
 
     if not config.keep_buffers:
-        freed = sum(drop_replay_buffers(c.directory(root)) for c in cells if c.finished(root))
+        freed = sum(drop_replay_buffers(c.directory(root)) for c in finished)
         if freed:
             print(f"dropped the replay buffers of finished runs: {freed / 2**30:.1f} GiB",
                   file=sys.stderr)

@@ -174,9 +174,9 @@ def resolve_run(config: RunConfig) -> ResolvedRun:
                                  checkpoint_every=config.checkpoint_every or interval)
     if not kind.gqn:
         return ResolvedRun(config, params, None, None, "")
-    handle = resolve_checkpoint(config.checkpoint, envs.family_of(config.env),
-                                fresh=config.fresh_encoder)
-    gqn_config = fresh_config(envs.family_of(config.env)) if handle is None else handle.config
+    family = envs.family_of(config.env)
+    handle = resolve_checkpoint(config.checkpoint, family, fresh=config.fresh_encoder)
+    gqn_config = fresh_config(family) if handle is None else handle.config
     source = fresh_source(gqn_config) if handle is None else handle.source
     if asked is not None:
         gqn_config.check_image_size(asked, f"--hyperparams image_size {asked} ({source})")
