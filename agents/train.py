@@ -42,17 +42,23 @@ from agents.runs import (
 from gqn.fileio import atomic_write, write_json
 from gqn.seeding import derive_seed
 
+# A resume point in a run's checkpoints/: {prefix}_{steps}_steps.zip, with its
+# {prefix}_vecnormalize_{steps}_steps.pkl and (SAC) {prefix}_replay_buffer_{steps}_steps.pkl.
+RESUME_PREFIX = "model"
+
 
 def _load_latest(run: ResolvedRun, out: Path, venv: VecEnv) -> BaseAlgorithm | None:
     """The newest resume point in ``out/checkpoints`` that loads (a file cut short by a crash
     is skipped) on ``venv`` (behind its saved ``VecNormalize`` statistics when the recipe
     normalises), with its replay buffer for off-policy algorithms; None if there is none."""
     algo = ALGORITHM_CLASSES[run.config.algo]
-    found = sorted(((int(m.group(1)), p) for p in (out / "checkpoints").glob("model_*_steps.zip")
-                    if (m := re.fullmatch(r"model_(\d+)_steps\.zip", p.name))), reverse=True)
+    points = (out / "checkpoints").glob(f"{RESUME_PREFIX}_*_steps.zip")
+    found = sorted(((int(m.group(1)), p) for p in points
+                    if (m := re.fullmatch(rf"{RESUME_PREFIX}_(\d+)_steps\.zip", p.name))),
+                   reverse=True)
     for steps, path in found:
-        stats = path.with_name(f"model_vecnormalize_{steps}_steps.pkl")
-        buffer = path.with_name(f"model_replay_buffer_{steps}_steps.pkl")
+        stats = path.with_name(f"{RESUME_PREFIX}_vecnormalize_{steps}_steps.pkl")
+        buffer = path.with_name(f"{RESUME_PREFIX}_replay_buffer_{steps}_steps.pkl")
         try:
             current = stats if stats.is_file() else path  # the file being read, if it fails
             env = normalized(run, venv, stats if stats.is_file() else None)
@@ -78,7 +84,8 @@ def drop_replay_buffers(run_dir: Path) -> int:
     return the bytes freed. The run then has no point to resume from: a raised budget trains
     it again from step 0."""
     freed = 0
-    for buffer in (Path(run_dir) / "checkpoints").glob("model_replay_buffer_*_steps.pkl"):
+    points = Path(run_dir) / "checkpoints"
+    for buffer in points.glob(f"{RESUME_PREFIX}_replay_buffer_*_steps.pkl"):
         freed += buffer.stat().st_size
         buffer.unlink()
     return freed
@@ -149,7 +156,7 @@ def train(config: RunConfig, out: Path, resume: bool = False, progress: bool = T
     run.save(run_file)
     resume_points = ResumePoints(
         save_freq=max(1, run.config.checkpoint_every // n_envs), save_path=str(out / "checkpoints"),
-        name_prefix="model", save_replay_buffer=algo == "sac", save_vecnormalize=True,
+        name_prefix=RESUME_PREFIX, save_replay_buffer=algo == "sac", save_vecnormalize=True,
         wall_file=out / WALL_FILE)
     callbacks = [
         ResumedEvaluation(eval_env, eval_freq=max(1, run.config.eval_every // n_envs),
