@@ -84,8 +84,8 @@ def drop_replay_buffers(run_dir: Path) -> int:
     return the bytes freed. The run then has no point to resume from: a raised budget trains
     it again from step 0."""
     freed = 0
-    points = Path(run_dir) / "checkpoints"
-    for buffer in points.glob(f"{RESUME_PREFIX}_replay_buffer_*_steps.pkl"):
+    checkpoints = Path(run_dir) / "checkpoints"
+    for buffer in checkpoints.glob(f"{RESUME_PREFIX}_replay_buffer_*_steps.pkl"):
         freed += buffer.stat().st_size
         buffer.unlink()
     return freed
