@@ -76,6 +76,14 @@ its own network's loss. On ArmReach-v1 (seed 0, 40,000 steps) ``pixels-aug`` tra
 fast with it (16 steps/s instead of 8 on one thread) and learns no worse (docs/results.md, "DrQ's
 encoder"); ``gqn-aux`` takes its auxiliary ELBO once an update instead of twice."""
 
+SAC_AUX_BATCH = 8
+"""Scenes of each SAC update's batch that a GQN kind's auxiliary ELBO is taken on (``gqn-aux``;
+PPO keeps the extractor's default, 32). SAC updates once an environment step, PPO 16 times a
+1,024-step rollout: at 32 scenes an update SAC's GQN would take its ELBO on 64 times as many
+scenes per environment step as PPO's (32 against 0.5), and the ELBO (forward and backward)
+would be 40% of a step. At 8 it still takes 16 times PPO's, and a 40,000-step ArmReach-v1 run
+takes about 2.3 hours on one core beside a second run instead of 3.4 (docs/benchmarks.md)."""
+
 INTRINSIC_BETA: dict[str, float] = {
     **dict.fromkeys(ARM_REACH, 0.05),
     **dict.fromkeys(ROOM_NAVIGATION, 0.005),
@@ -133,6 +141,8 @@ def hyperparams(env_id: str, encoder: str, algo: str) -> dict[str, Any]:
     if algo == "sac" and kind.trains_image_encoder:
         base["policy_kwargs"] = {**base.get("policy_kwargs", {}), **SAC_IMAGE_ENCODER}
     extra = copy.deepcopy(dict(kind.recipe))
+    if algo == "sac" and extra.get("encoder_kwargs", {}).get("aux_weight"):
+        extra["encoder_kwargs"] = {"aux_batch": SAC_AUX_BATCH, **extra["encoder_kwargs"]}
     env_kwargs = {**base.pop("env_kwargs", {}), **extra.pop("env_kwargs", {})}
     if not env_id.startswith("gqn_rl/"):
         env_kwargs = {}  # other environments take their own arguments

@@ -14,7 +14,7 @@ import torch
 
 from agents.callbacks import training_seconds
 from agents.cli import main
-from agents.hyperparams import INTRINSIC_BETA, hyperparams
+from agents.hyperparams import ALGOS, INTRINSIC_BETA, SAC_AUX_BATCH, hyperparams
 from agents.kinds import KINDS, get_kind
 from agents.runs import ResolvedRun, RunConfig, load_gqn, resolve_run
 from agents.train import evaluate, train
@@ -158,6 +158,10 @@ def test_hyperparams_merge_encoder_and_environment() -> None:
         assert policy["net_arch"] == [256, 256]
     assert "critic_encoder" not in hyperparams("gqn_rl/ArmReach-v1", "pixels", "ppo").get(
         "policy_kwargs", {})
+    aux = {algo: hyperparams("gqn_rl/ArmReach-v1", "gqn-aux", algo)["encoder_kwargs"]
+           for algo in ALGOS}  # SAC's auxiliary ELBO on fewer scenes; PPO's the extractor's
+    assert aux["sac"]["aux_batch"] == SAC_AUX_BATCH and "aux_batch" not in aux["ppo"]
+    assert aux["sac"]["aux_weight"] == aux["ppo"]["aux_weight"] > 0
     with pytest.raises(ValueError, match="unknown encoder"):
         hyperparams("gqn_rl/ArmReach-v0", "cnn", "ppo")
 
