@@ -113,19 +113,29 @@ def test_a_grid_on_ray_gives_the_local_results(cluster: str, local_grid: list,
     assert ours == local_grid
 
 
+def _mid_cell_workers(driver: subprocess.Popen, grid: Path) -> list[str]:
+    """The process ids of the Ray workers running a cell, once a ``state`` cell has written a
+    resume point and not yet its result (both checked in one moment, the cell's second
+    half being short)."""
+    started = time.monotonic()
+    while time.monotonic() - started < 300 and driver.poll() is None:
+        mid_cell = [seed for seed in grid.glob("runs/*/state/rl/seed*")
+                    if list(seed.glob("checkpoints/*.zip")) and not (seed / "result.json").exists()]
+        workers = subprocess.run(["pgrep", "-f", "ray::_on_ray_worker"], capture_output=True,
+                                 text=True).stdout.split()
+        if mid_cell and workers:
+            return workers
+        time.sleep(0.02)
+    pytest.fail(f"no Ray worker was seen mid-cell (driver exit code {driver.poll()})")
+
+
 @pytest.mark.slow
 def test_a_killed_ray_worker_s_cell_is_retried_and_counted_once(
         cluster: str, local_grid: list, tmp_path: Path) -> None:
     driver = subprocess.Popen(gqn_rl(*GRID, "--out", str(tmp_path), "--executor", "ray",
                                      "--address", cluster),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    started = time.monotonic()
-    while not list(tmp_path.glob("runs/*/state/rl/seed*/checkpoints/*.zip")):
-        assert time.monotonic() - started < 300 and driver.poll() is None, "no cell trained"
-        time.sleep(0.2)
-    workers = subprocess.run(["pgrep", "-f", "ray::_on_ray_worker"], capture_output=True,
-                             text=True).stdout.split()
-    assert workers, "no Ray worker runs a cell"
+    workers = _mid_cell_workers(driver, tmp_path)
     os.kill(int(workers[0]), signal.SIGKILL)  # one worker, mid-cell
     _, err = driver.communicate(timeout=900)
     assert driver.returncode == 0, err[-3000:]
