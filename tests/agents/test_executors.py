@@ -23,7 +23,9 @@ import torch
 from agents.executors import CellFailed, _can_write, one_thread, run_local
 
 GRID = ["benchmark", "--env", "gqn_rl/MentalRotation-v0", "--encoder", "random", "state",
-        "--seeds", "2", "--steps", "2048", "--eval-episodes", "1", "--no-progress"]
+        "--seeds", "2", "--steps", "4096", "--eval-episodes", "1", "--no-progress"]
+"""Four cells; a ``state`` cell writes a resume point every 1,024 steps (one PPO rollout), so
+that three quarters of it can be killed after one."""
 DETERMINED = ("env", "encoder", "track", "demos", "seed", "algo", "steps", "checkpoint_sha256")
 """Columns a retried cell reproduces exactly (a trained agent's return differs after a
 resume: SB3 restarts the environments)."""
@@ -115,8 +117,8 @@ def test_a_grid_on_ray_gives_the_local_results(cluster: str, local_grid: list,
 
 def _mid_cell_workers(driver: subprocess.Popen, grid: Path) -> list[str]:
     """The process ids of the Ray workers running a cell, once a ``state`` cell has written a
-    resume point and not yet its result (both checked in one moment, the cell's second
-    half being short)."""
+    resume point and not yet its result (checked in one moment: the rest of a cell lasts
+    about a second on free cores)."""
     started = time.monotonic()
     while time.monotonic() - started < 300 and driver.poll() is None:
         mid_cell = [seed for seed in grid.glob("runs/*/state/rl/seed*")
