@@ -319,19 +319,32 @@ def _efficiency(root: Path, slug: str, env: str, curves: dict[str, tuple],
     return lines + [""]
 
 
+def _successes(runs: list[dict[str, Any]], key: str) -> np.ndarray:
+    """``[runs]``: the success rates of the runs that have ``key``."""
+    return np.array([r[key] for r in runs if r.get(key) is not None], dtype=np.float64)
+
+
 def _camera_shift(encoders: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Success under each camera (means over runs), and each kind's P(improvement over
+    ``BASELINE``) in success under the shifted cameras, with its 95% interval."""
     shifted = {e: runs for e, runs in encoders.items()
                if any(r.get(c) is not None for r in runs for c in CAMERA_SHIFTS)}
     if not shifted:
         return []
-    mean: Callable[[list[dict[str, Any]], str], str] = lambda runs, key: (  # noqa: E731
-        f"{np.mean([r[key] for r in runs if r.get(key) is not None]):.2f}")
+    baseline = shifted.get(BASELINE)
     lines = ["Camera shift: success rate of agents trained with the episode's fixed camera, "
              "evaluated with it, with a camera that orbits the table every step, and with "
-             "cameras outside the training ring.", "",
-             "| encoder | fixed camera | moving camera | outside the ring |",
-             "| --- | ---: | ---: | ---: |"]
+             "cameras outside the training ring (means over runs); then the probability that a "
+             f"run of the kind succeeds more often than a run of `{BASELINE}` under each shifted "
+             "camera, with its 95% interval (rliable).", "",
+             "| encoder | fixed camera | moving camera | outside the ring "
+             f"| P(improvement over {BASELINE}), moving | P(improvement), outside |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for encoder, runs in shifted.items():
-        lines.append(f"| {encoder} | {mean(runs, 'success')} | "
-                     + " | ".join(mean(runs, c) for c in CAMERA_SHIFTS) + " |")
+        means = [f"{_successes(runs, c).mean():.2f}" for c in ("success", *CAMERA_SHIFTS)]
+        versus = ["" if encoder == BASELINE or baseline is None
+                  or not len(_successes(runs, c)) or not len(_successes(baseline, c))
+                  else _fmt(improvement(_successes(runs, c), _successes(baseline, c)), 2)
+                  for c in CAMERA_SHIFTS]
+        lines.append(f"| {encoder} | " + " | ".join(means + versus) + " |")
     return lines + [""]

@@ -227,6 +227,20 @@ def test_the_report_separates_the_encoder_from_the_task_with_the_perfect_encoder
     assert "`pixels` 0.50" not in text
 
 
+def test_the_camera_shift_table_compares_each_kind_with_pixels_aug_under_each_camera(
+        tmp_path: Path) -> None:
+    for seed in range(2):
+        write_result(tmp_path, Cell(ARM, "random", "rl", seed), -100.0)
+        write_result(tmp_path, Cell(ARM, "state", "rl", seed, steps=64), 0.0)
+        for encoder, moving in (("pixels-aug", 0.1), ("gqn-frozen", 0.5 + 0.1 * seed)):
+            write_result(tmp_path, Cell(ARM, encoder, "rl", seed, steps=64), -50.0,
+                         success_moving_camera=moving, success_outside_ring=0.2)
+    text = write_report(tmp_path).read_text()
+    # Moving: both gqn-frozen runs above both pixels-aug runs; outside: ties count a half.
+    assert "| gqn-frozen | 0.00 | 0.55 | 0.20 | 1.00 [1.00, 1.00] | 0.50 [0.50, 0.50] |" in text
+    assert "| pixels-aug | 0.00 | 0.10 | 0.20 |  |  |" in text
+
+
 @pytest.mark.parametrize("content", [b"{}", b"[]", b"\x80\x81binary", b'"a string"',
                                      b'{"cell": {}, "mean_return": NaN, "success_rate": 0, '
                                      b'"wall_s": 1}', b'{"cell": {}, "mean_return": null}'])
