@@ -222,9 +222,7 @@ def _section(root: Path, env: str, track: str, demos: int,
     for encoder, runs in encoders.items():
         score = scores[encoder]
         estimates[encoder] = interval(score) if len(score) else None
-        versus = ("" if encoder == BASELINE or BASELINE not in scores or not len(score)
-                  or not len(scores[BASELINE])
-                  else _fmt(improvement(score, scores[BASELINE]), 2))
+        versus = _versus(encoder, score, scores.get(BASELINE))
         lines.append(
             f"| {encoder} | {len(runs)} | {np.mean([r['return'] for r in runs]):.1f} | "
             f"{_fmt(interval(np.array([r['success'] for r in runs])), 2)} | "
@@ -319,6 +317,14 @@ def _efficiency(root: Path, slug: str, env: str, curves: dict[str, tuple],
     return lines + [""]
 
 
+def _versus(encoder: str, values: np.ndarray, baseline: np.ndarray | None) -> str:
+    """``encoder``'s P(improvement over ``BASELINE``) from its runs' ``values`` ``[runs]`` and
+    the baseline's, with its interval; empty for the baseline itself or where a side has none."""
+    if encoder == BASELINE or baseline is None or not len(values) or not len(baseline):
+        return ""
+    return _fmt(improvement(values, baseline), 2)
+
+
 def _successes(runs: list[dict[str, Any]], key: str) -> np.ndarray:
     """``[runs]``: the success rates of the runs that have ``key``."""
     return np.array([r[key] for r in runs if r.get(key) is not None], dtype=np.float64)
@@ -327,11 +333,12 @@ def _successes(runs: list[dict[str, Any]], key: str) -> np.ndarray:
 def _camera_shift(encoders: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Success under each camera (means over runs), and each kind's P(improvement over
     ``BASELINE``) in success under the shifted cameras, with its 95% interval."""
-    shifted = {e: runs for e, runs in encoders.items()
+    shifted = {e: {c: _successes(runs, c) for c in ("success", *CAMERA_SHIFTS)}
+               for e, runs in encoders.items()
                if any(r.get(c) is not None for r in runs for c in CAMERA_SHIFTS)}
     if not shifted:
         return []
-    baseline = shifted.get(BASELINE)
+    baseline = shifted.get(BASELINE, {})
     lines = ["Camera shift: success rate of agents trained with the episode's fixed camera, "
              "evaluated with it, with a camera that orbits the table every step, and with "
              "cameras outside the training ring (means over runs); then the probability that a "
@@ -340,11 +347,8 @@ def _camera_shift(encoders: dict[str, list[dict[str, Any]]]) -> list[str]:
              "| encoder | fixed camera | moving camera | outside the ring "
              f"| P(improvement over {BASELINE}), moving | P(improvement), outside |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for encoder, runs in shifted.items():
-        means = [f"{_successes(runs, c).mean():.2f}" for c in ("success", *CAMERA_SHIFTS)]
-        versus = ["" if encoder == BASELINE or baseline is None
-                  or not len(_successes(runs, c)) or not len(_successes(baseline, c))
-                  else _fmt(improvement(_successes(runs, c), _successes(baseline, c)), 2)
-                  for c in CAMERA_SHIFTS]
+    for encoder, success in shifted.items():
+        means = [f"{values.mean():.2f}" for values in success.values()]
+        versus = [_versus(encoder, success[c], baseline.get(c)) for c in CAMERA_SHIFTS]
         lines.append(f"| {encoder} | " + " | ".join(means + versus) + " |")
     return lines + [""]
