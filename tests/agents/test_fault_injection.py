@@ -25,17 +25,22 @@ def gqn_rl(*args: str) -> list[str]:
     return [sys.executable, "-m", "agents.cli", *args]
 
 
-def run_with_kills(command: list[str], rng: np.random.Generator, kills: int = 2,
-                   window: tuple[float, float] = (2.0, 8.0),
+def run_with_kills(command: list[str], rng: np.random.Generator, writes: Path, kills: int = 2,
+                   window: tuple[float, float] = (0.0, 1.0),
                    resume: list[str] | None = None, resume_point: Path | None = None) -> int:
-    """Start ``command``, kill it with SIGKILL after a random delay up to ``kills`` times
-    (each restart adds ``resume`` once ``resume_point`` exists: a kill before the first
-    checkpoint means starting again), then let it finish; returns how many kills landed."""
+    """Start ``command`` and kill it with SIGKILL a random delay in ``window`` after it first
+    writes under ``writes`` (so the kill lands while it works, however fast the machine), up
+    to ``kills`` times (each restart adds ``resume`` once ``resume_point`` exists: a kill
+    before the first checkpoint means starting again), then let it finish; returns how many
+    kills landed."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     landed, current = 0, command
     for _ in range(kills):
+        started = time.time_ns()
         process = subprocess.Popen(current, env=env, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
+        while process.poll() is None and not _written_since(writes, started):
+            time.sleep(0.02)
         time.sleep(rng.uniform(*window))
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
@@ -46,6 +51,18 @@ def run_with_kills(command: list[str], rng: np.random.Generator, kills: int = 2,
     done = subprocess.run(current, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     return landed
+
+
+def _written_since(root: Path, nanoseconds: int) -> bool:
+    """Whether ``root`` or a file under it was modified at or after ``nanoseconds`` (epoch)."""
+    paths = [root, *root.rglob("*")] if root.is_dir() else [root]
+    for path in paths:
+        try:
+            if path.stat().st_mtime_ns >= nanoseconds:
+                return True
+        except FileNotFoundError:  # not there yet, or a temporary file renamed meanwhile
+            continue
+    return False
 
 
 def files_of(root: Path) -> dict[str, bytes]:
@@ -61,9 +78,10 @@ def test_killed_data_generate_resumes_to_the_same_bytes(tmp_path: Path, seed: in
     subprocess.run(gqn_rl(*args, "--out", str(tmp_path / "whole")), check=True,
                    capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     rng = np.random.default_rng(seed)
-    landed = run_with_kills(gqn_rl(*args, "--out", str(tmp_path / "killed")), rng,
-                            window=(1.0, 4.0))  # the whole run takes about 5 s
-    assert landed >= 1, "no kill landed: widen the window"
+    killed = tmp_path / "killed"
+    landed = run_with_kills(gqn_rl(*args, "--out", str(killed)), rng, writes=killed,
+                            window=(0.0, 1.5))  # the shards take 2-5 s after the first
+    assert landed >= 1, "no kill landed: the run ended within the window"
     assert files_of(tmp_path / "killed") == files_of(tmp_path / "whole")
 
 
@@ -77,10 +95,11 @@ def test_killed_pretraining_resumes_bit_exact(tmp_path: Path, seed: int) -> None
             "--checkpoint-every", "1", "--no-progress", "--no-probe"]
     subprocess.run(gqn_rl(*args, "--out", str(tmp_path / "whole")), check=True,
                    capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    resume_point = tmp_path / "killed" / "checkpoint.pt"  # rewritten each step
     landed = run_with_kills(gqn_rl(*args, "--out", str(tmp_path / "killed")),
-                            np.random.default_rng(seed), window=(4.0, 7.0), resume=["--resume"],
-                            resume_point=tmp_path / "killed" / "checkpoint.pt")
-    assert landed >= 1, "no kill landed: widen the window"
+                            np.random.default_rng(seed), writes=resume_point, window=(0.0, 1.0),
+                            resume=["--resume"], resume_point=resume_point)
+    assert landed >= 1, "no kill landed: the run ended within the window"
     whole, killed = (torch.load(tmp_path / name / "checkpoint.pt", weights_only=False)
                      for name in ("whole", "killed"))
     assert killed["step"] == whole["step"] == 60
@@ -166,8 +185,8 @@ def test_killed_benchmark_grid_ends_as_an_uninterrupted_one(
         tmp_path: Path, uninterrupted_grid: dict, workers: int, seed: int) -> None:
     out = tmp_path / "killed"
     landed = run_with_kills(gqn_rl(*GRID, "--out", str(out), "--workers", str(workers)),
-                            np.random.default_rng(seed), kills=3, window=(3.0, 10.0))
-    assert landed >= 1, "no kill landed: widen the window"
+                            np.random.default_rng(seed), writes=out, kills=3, window=(2.0, 8.0))
+    assert landed >= 1, "no kill landed: the run ended within the window"
     assert grid_record(out) == uninterrupted_grid
 
 
