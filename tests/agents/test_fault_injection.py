@@ -82,7 +82,7 @@ def test_killed_data_generate_resumes_to_the_same_bytes(tmp_path: Path, seed: in
     landed = run_with_kills(gqn_rl(*args, "--out", str(killed)), rng, writes=killed,
                             window=(0.0, 1.5))  # the shards take 2-5 s after the first
     assert landed >= 1, "no kill landed: the run ended within the window"
-    assert files_of(tmp_path / "killed") == files_of(tmp_path / "whole")
+    assert files_of(killed) == files_of(tmp_path / "whole")
 
 
 @pytest.mark.parametrize("seed", SEEDS)
