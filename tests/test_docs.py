@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -20,14 +21,15 @@ def slug(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-def anchors(page: Path) -> set[str]:
-    """The anchors of a page's headings (outside fenced code)."""
+@functools.cache
+def anchors(page: Path) -> frozenset[str]:
+    """The anchors of a page's headings (outside fenced code), read once per page."""
     found, fenced = set(), False
     for line in page.read_text().splitlines():
         fenced ^= line.startswith("```")
         if not fenced and line.startswith("#"):
             found.add(slug(line.lstrip("#")))
-    return found
+    return frozenset(found)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
