@@ -1,6 +1,6 @@
 """Seeds: the one way a stream of randomness is split off a run's seed.
 
-Every random choice draws from a generator derived from one seed (DESIGN, Conventions). A
+Every random choice draws from a generator derived from one seed (docs/design.md). A
 stream is named by a path of keys after the seed: integers (a split's index, a scene's index,
 a process's rank) or short names (``"batches"``, ``"evaluation"``). numpy's ``SeedSequence``
 mixes the seed and the path, so different paths give independent streams and the same path

@@ -1,6 +1,7 @@
 """``gqn-rl probe``: what a GQN's scene representation holds, each figure next to baselines
-measured in the same run (DESIGN, tier 1 of judging a representation), and ``gqn-rl ceiling``
-(tier 0: what a representation network could hold at best, before pretraining).
+measured in the same run (docs/design.md, tier 1 of judging a representation), and
+``gqn-rl ceiling`` (tier 0: what a representation network could hold at best, before
+pretraining).
 
 On scenes of a dataset's test split (split by scene into fit, validation and test parts):
 
@@ -18,9 +19,11 @@ On scenes of a dataset's test split (split by scene into fit, validation and tes
 - **Embedding**: per-view ``r`` of a few scenes in 2-D (PCA), with the silhouette by scene.
 
 Modules: :mod:`~gqn_rl.probe.scenes` (config, scenes, targets), :mod:`~gqn_rl.probe.readouts`
-(the readouts and their scores), :mod:`~gqn_rl.probe.measures` (the measurements and
-:func:`probe`), :mod:`~gqn_rl.probe.quick` (:class:`QuickProbe`, for pretraining) and
-:mod:`~gqn_rl.probe.report` (the files); the objects' masks come from :mod:`gqn_rl.foreground`.
+(the readouts and their scores), :mod:`~gqn_rl.probe.ceilings` (the supervised ceilings),
+:mod:`~gqn_rl.probe.fitting` (early-stopped training), :mod:`~gqn_rl.probe.measures` (the
+measurements and :func:`probe`), :mod:`~gqn_rl.probe.quick` (:class:`QuickProbe`, for
+pretraining) and :mod:`~gqn_rl.probe.report` (the files); the objects' masks come from
+:mod:`gqn_rl.foreground`.
 """
 
 from gqn_rl.probe.measures import architecture_ceilings, probe

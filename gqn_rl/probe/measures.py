@@ -14,10 +14,8 @@ from gqn import GQN, GQNConfig
 from gqn.data import SceneDataset
 from gqn.seeding import derive_rng, derive_seed
 from gqn_rl.foreground import foreground_masks
+from gqn_rl.probe.ceilings import fit_architecture, fit_architecture_views, fit_cnn
 from gqn_rl.probe.readouts import (
-    fit_architecture,
-    fit_architecture_views,
-    fit_cnn,
     fit_linear_classifier,
     fit_mlp,
     fit_ridge,
