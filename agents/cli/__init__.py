@@ -42,7 +42,9 @@ DEPRECATED_COMMANDS = {"bench": "speed"}
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.command_line = " ".join(["gqn-rl", *argv])  # for the records that name their command
     if args.command in DEPRECATED_COMMANDS:
         print(f"gqn-rl {args.command} is deprecated: it is now gqn-rl "
               f"{DEPRECATED_COMMANDS[args.command]}", file=sys.stderr)

@@ -70,6 +70,8 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def _ceiling(args: argparse.Namespace) -> int:
+    if args.save_checkpoint is not None:
+        return _ceiling_checkpoint(args)
     from gqn_rl.probe import REPORT_FILE, ProbeConfig, run_ceilings
 
     config = with_given(ProbeConfig(), scenes=args.scenes, seed=args.seed,
@@ -82,6 +84,35 @@ def _ceiling(args: argparse.Namespace) -> int:
         print(f"{target:<18} " + "  ".join(f"{name} {v:.2f}"
                                             for name, v in zip(names, row.values(), strict=True)))
     print(f"report {args.out / REPORT_FILE}")
+    return 0
+
+
+def _ceiling_checkpoint(args: argparse.Namespace) -> int:
+    """``--save-checkpoint``: the ceiling of one architecture, saved as a GQN checkpoint."""
+    from gqn.data import SceneDataset
+    from gqn_rl.ceiling import CARD_FILE, CeilingConfig, make_ceiling_checkpoint
+    from gqn_rl.encoders import open_checkpoint, shipped_checkpoint
+
+    family = SceneDataset(args.data, "train").meta.get("scene")
+    path = args.checkpoint or shipped_checkpoint(family)
+    base = None if path is None else open_checkpoint(path).check_family(family, str(args.data))
+    if base is not None:
+        architecture = base.config
+    else:
+        chosen = args.representation[0] if len(args.representation) == 1 else None
+        if chosen is None:
+            raise ValueError(f"no shipped checkpoint for {family} scenes: name the architecture "
+                             "with --checkpoint or one --representation")
+        architecture = dataclasses.replace(PRESETS[args.preset].model, representation=chosen)
+    config = with_given(CeilingConfig(), views=args.views, scenes=args.scenes, seed=args.seed,
+                        patience=args.patience, epochs=args.epochs, precision=args.precision)
+    ceiling = make_ceiling_checkpoint(args.data, args.out, args.save_checkpoint, base,
+                                      architecture, config, command=args.command_line,
+                                      progress=not args.no_progress)
+    for target, r2 in ceiling.record["r2"].items():
+        print(f"{target:<18} R² {r2:.3f}")
+    print(f"wrote {args.save_checkpoint} after {ceiling.record['epochs']} epochs; record and "
+          f"card in {args.out} ({CARD_FILE})")
     return 0
 
 
@@ -100,13 +131,29 @@ def _add_ceiling(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu-small",
                    help="sizes (r_dim) of the networks (default cpu-small); the image size is "
                         "the data's")
-    p.add_argument("--scenes", type=positive_int, help="scenes used (default 1000)")
+    p.add_argument("--scenes", type=positive_int,
+                   help="scenes used (default 1000; with --save-checkpoint: every train scene)")
     p.add_argument("--split", default="test", help="dataset split (default test)")
     p.add_argument("--patience", type=positive_int,
-                   help="epochs without improvement before a fit stops (default 10)")
+                   help="epochs without improvement before a fit stops (default 10; with "
+                        "--save-checkpoint 5)")
     p.add_argument("--views", type=positive_int, default=1,
                    help="also supervise each network from this many views, its r summed as "
-                        "the GQN sums it (default 1: one view only)")
+                        "the GQN sums it (default 1: one view only); with --save-checkpoint "
+                        "the checkpoint's network learns from sums of this many views")
+    p.add_argument("--save-checkpoint", type=Path, metavar="PATH",
+                   help="instead: train the architecture of --checkpoint (default: the data "
+                        "family's shipped one) on every view of every train scene until its "
+                        "validation loss stops improving, and save it as a GQN checkpoint "
+                        "(the benchmark's gqn-ceiling); OUT gets its record, curve and a "
+                        "draft model card")
+    p.add_argument("--checkpoint", type=Path,
+                   help="with --save-checkpoint: the GQN whose architecture (and generator) "
+                        "the ceiling keeps")
+    p.add_argument("--epochs", type=positive_int,
+                   help="with --save-checkpoint: most epochs (default 100)")
+    p.add_argument("--precision", choices=("fp32", "bf16"),
+                   help="with --save-checkpoint: arithmetic of the training (default fp32)")
     p.add_argument("--seed", type=non_negative_int, help="seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_ceiling)

@@ -1,0 +1,345 @@
+"""The downstream ceiling: a GQN whose representation network was trained supervised on its
+scene family's truth, so that its ``r`` holds what this architecture could hold at best.
+
+A frozen agent on such a checkpoint (the benchmark's ``gqn-ceiling``) scores what a perfect
+pretraining of the architecture could buy it; one summing the agent's view and the context
+cameras (``gqn-ceiling-cameras``) what the GQN's fusion of views adds. The network is trained
+from a fresh initialisation on every view of every train scene of a dataset (5% of the scenes
+held out to stop it once their loss no longer falls), with the probe's readout on top
+(:mod:`gqn_rl.probe.readouts`), and scored by R² on the dataset's test scenes.
+
+The checkpoint keeps the rest of the base GQN (its generator and inference core no longer
+match ``r``: use it as an encoder only), records its scene family, and holds under
+``ceiling`` the record of its training: the validation curve, the test R² per target, the
+data, the time, and the mean and spread of ``r`` over the train views.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import gqn
+from gqn import GQN, GQNConfig
+from gqn.checkpoint import CHECKPOINT_FORMAT
+from gqn.config import TrainConfig
+from gqn.data import SceneDataset
+from gqn.fileio import atomic_write, write_json
+from gqn.seeding import derive_rng, derive_seed
+from gqn.train import autocast
+from gqn_rl.encoders import GQNCheckpoint
+from gqn_rl.probe.ceilings import (
+    _architecture_readout,
+    _fit_supervised,
+    _image_rows,
+    _ViewSubsets,
+)
+from gqn_rl.probe.fitting import seeded
+from gqn_rl.probe.scenes import ProbeConfig, Scenes, load_scenes, r2_with_interval
+
+CEILING_NAMES = {1: "ceiling.pt", 3: "ceiling-cameras.pt"}
+"""Where a family's shipped ceilings live, beside its pretrained checkpoint
+(``checkpoints/<family>/``), by the number of views summed into ``r``: the agent's own view,
+and the agent's with the two context cameras of ``gqn-frozen-cameras``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CeilingConfig:
+    """How a ceiling is trained (``gqn-rl ceiling --save-checkpoint``'s flags)."""
+
+    views: int = 1
+    """Views whose ``r`` is summed into one sample, as the GQN sums them: 1 the agent's own,
+    3 the agent's and two context cameras' (drawn at random from the scene's views)."""
+    scenes: int | None = None
+    """Train-split scenes learnt from (None: all of them)."""
+    test_scenes: int = 1000
+    """Test-split scenes scored (all of them when the split has fewer)."""
+    val_fraction: float = 0.05
+    """Fraction of the train scenes held out to stop the training."""
+    epochs: int = 100
+    """Most epochs; training stops earlier after ``patience`` epochs without improvement."""
+    patience: int = 5
+    """Epochs without a lower validation loss after which training stops."""
+    batch_size: int = 128
+    lr: float = 1e-3
+    precision: str = "fp32"
+    """``fp32`` or ``bf16`` (autocast; CPUs with AVX512-BF16 or AMX)."""
+    seed: int = 0
+    """Seed of the weights, the split and the view subsets."""
+
+    def __post_init__(self) -> None:
+        for name in ("views", "test_scenes", "epochs", "patience", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ceiling {name} must be >= 1, got {getattr(self, name)}")
+        if self.scenes is not None and self.scenes < 20:
+            raise ValueError(f"ceiling scenes must be >= 20, got {self.scenes}")
+        if not 0 < self.val_fraction < 0.5:
+            raise ValueError(f"ceiling val_fraction must be in (0, 0.5), got {self.val_fraction}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"ceiling precision must be fp32 or bf16, got {self.precision!r}")
+
+
+@dataclasses.dataclass
+class Ceiling:
+    """A trained ceiling: its representation network and the record of its training."""
+
+    representation: nn.Module
+    """The supervised representation network, in eval mode."""
+    record: dict[str, Any]
+    """``curve`` (validation loss per epoch), ``r2`` and ``r2_interval`` per target, ``data``,
+    ``config``, ``seconds``, ``machine``, ``r_mean`` and ``r_std`` (lists over r's features)."""
+
+
+class _Autocast(nn.Module):
+    """``module``'s forward pass under ``precision``'s autocast, its output in fp32."""
+
+    def __init__(self, module: nn.Module, precision: str) -> None:
+        super().__init__()
+        self.module, self.precision = module, precision
+
+    def forward(self, inputs: Any) -> torch.Tensor:
+        with autocast("cpu", self.precision):
+            return self.module(inputs).float()
+
+
+def _scenes(dataset: SceneDataset, limit: int | None, val_fraction: float, seed: int) -> Scenes:
+    """All views of ``limit`` scenes of ``dataset`` (all: None) with their targets, parts
+    ``fit`` and ``val`` (the held-out ``val_fraction``)."""
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    scenes = load_scenes(dataset, ProbeConfig(scenes=n, seed=seed, resamples=0))
+    if scenes.targets is None:
+        raise ValueError(f"{dataset.path}: the {dataset.split} split has no ground truth, so "
+                         "there is nothing to supervise")
+    order = derive_rng(seed, "ceiling-split").permutation(len(scenes.images))
+    n_val = max(1, round(val_fraction * len(order)))
+    scenes.parts = {"fit": order[n_val:], "val": order[:n_val]}
+    return scenes
+
+
+def _targets(scenes: Scenes) -> np.ndarray:
+    return np.concatenate(list(scenes.targets.values()), 1).astype(np.float32)      # [S, T]
+
+
+def _samples(scenes: Scenes, rows: np.ndarray, views: int, seed: int, fixed: bool) -> Any:
+    """Row-indexable model inputs of the scenes ``rows``: every view alone (``views`` 1), or
+    as many random ``views``-subsets of each scene as it has views (new ones at every epoch
+    unless ``fixed``)."""
+    if views == 1:
+        images, viewpoints = scenes.images[rows], scenes.viewpoints[rows]
+        return _image_rows(images.reshape(-1, *images.shape[2:]),
+                           viewpoints.reshape(-1, viewpoints.shape[-1]))
+    per_scene = scenes.images.shape[1]
+    return _ViewSubsets(scenes.images, scenes.viewpoints, np.repeat(rows, per_scene), views,
+                        seed, fixed)
+
+
+def _per_sample(scenes: Scenes, rows: np.ndarray) -> np.ndarray:
+    """Targets laid out as :func:`_samples` lays out the inputs: ``[len(rows) V, T]``."""
+    return np.repeat(_targets(scenes)[rows], scenes.images.shape[1], 0)
+
+
+@torch.no_grad()
+def _r_statistics(representation: nn.Module, inputs: Any, rows: int = 256
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of one sample's ``r`` (flattened) over ``inputs``."""
+    total, squares, n = 0.0, 0.0, 0
+    for batch in torch.arange(len(inputs)).split(rows):
+        images, viewpoints = inputs[batch]
+        if images.dim() == 5:                      # [n, views, 3, H, W]: summed, as the GQN
+            r = representation(images.flatten(0, 1), viewpoints.flatten(0, 1))
+            r = r.unflatten(0, images.shape[:2]).sum(1)
+        else:
+            r = representation(images, viewpoints)
+        r = r.flatten(1).double()
+        total, squares, n = total + r.sum(0), squares + r.pow(2).sum(0), n + len(r)
+    mean = total / n
+    std = (squares / n - mean.pow(2)).clamp_min(0).sqrt()
+    return mean.float().numpy(), std.float().numpy()
+
+
+def train_ceiling(data: Path | str, architecture: GQNConfig,
+                  config: CeilingConfig = CeilingConfig(), family: str | None = None,
+                  on_epoch: Callable[[int, float], None] | None = None) -> Ceiling:
+    """Train ``architecture``'s representation network, fresh, supervised on ``data``'s truth.
+
+    Args:
+        data: dataset directory with ``train`` and ``test`` splits holding ground truth.
+        architecture: the GQN config whose representation network to train (its image size
+            must be the data's).
+        config: views per sample, training and scoring settings.
+        family: the scene family the network is meant for (refused when the data's differs).
+        on_epoch: called with (epoch, validation loss) after each epoch.
+    """
+    train_set, test_set = SceneDataset(data, "train"), SceneDataset(data, "test")
+    shown = train_set.meta.get("scene")
+    if family is not None and shown is not None and shown != family:
+        raise ValueError(f"{data}: holds {shown} scenes, the ceiling is for {family} scenes")
+    if train_set.image_size != architecture.image_size:
+        raise ValueError(f"{data}: {train_set.image_size}x{train_set.image_size} images, the "
+                         f"architecture reads {architecture.image_size}x"
+                         f"{architecture.image_size}")
+    if config.views > train_set.views:
+        raise ValueError(f"--views {config.views}: {data} has {train_set.views} views a scene")
+    started = time.perf_counter()
+    learn = _scenes(train_set, config.scenes, config.val_fraction, config.seed)
+    test = load_scenes(test_set, ProbeConfig(scenes=min(config.test_scenes, len(test_set)),
+                                             seed=config.seed))
+    test.parts = {"test": np.arange(len(test.images))}
+    outputs = _targets(learn).shape[1]
+    readout = seeded(config.seed, lambda: _architecture_readout(architecture, outputs))
+    fitted = _fit_supervised(
+        _Autocast(readout, config.precision),
+        _samples(learn, learn.parts["fit"], config.views, config.seed, fixed=False),
+        _per_sample(learn, learn.parts["fit"]),
+        _samples(learn, learn.parts["val"], config.views, config.seed + 1, fixed=True),
+        _per_sample(learn, learn.parts["val"]),
+        epochs=config.epochs, patience=config.patience, batch_size=config.batch_size,
+        lr=config.lr, seed=config.seed, on_epoch=on_epoch)
+    predicted = fitted.predict(_samples(test, test.parts["test"], config.views,
+                                        derive_seed(config.seed, "ceiling-test"), fixed=True))
+    truth = _per_sample(test, test.parts["test"])
+    r2, intervals, start = {}, {}, 0
+    for target, values in test.targets.items():
+        columns = slice(start, start + values.shape[1])
+        start += values.shape[1]
+        r2[target], intervals[target] = r2_with_interval(
+            predicted[:, columns], truth[:, columns], len(test.images),
+            ProbeConfig(seed=config.seed))
+    representation = readout.representation.eval()
+    r_mean, r_std = _r_statistics(representation, _samples(
+        learn, learn.parts["fit"], config.views, config.seed, fixed=True))
+    record = {
+        "config": dataclasses.asdict(config), "curve": fitted.curve,
+        "epochs": len(fitted.curve), "best_epoch": int(np.argmin(fitted.curve)) + 1,
+        "r2": r2, "r2_interval": intervals,
+        "data": {"scene": shown, "views": train_set.views, "image_size": train_set.image_size,
+                 "train_scenes": len(learn.images), "val_scenes": len(learn.parts["val"]),
+                 "test_scenes": len(test.images), "seed": train_set.meta.get("seed")},
+        "seconds": time.perf_counter() - started,
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip()
+                   + f", {torch.get_num_threads()} torch threads",
+        "r_mean": r_mean.tolist(), "r_std": r_std.tolist(),
+    }
+    return Ceiling(representation, record)
+
+
+def save_ceiling(path: Path | str, ceiling: Ceiling, base: GQNCheckpoint | None,
+                 architecture: GQNConfig, seed: int = 0) -> None:
+    """Write a weights-only GQN checkpoint (as ``gqn-rl export`` writes) holding ``ceiling``'s
+    representation network; the rest of the GQN is ``base``'s (or a fresh one's, seeded)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--save-checkpoint {path} is a directory: name the file to write")
+    if base is not None:
+        model = base.new_model()
+    else:
+        with torch.random.fork_rng():
+            torch.manual_seed(derive_seed(seed, "ceiling-base"))
+            model = GQN(architecture)
+    model.representation.load_state_dict(ceiling.representation.state_dict())
+    state = {
+        "format": CHECKPOINT_FORMAT, "package_version": gqn.__version__,
+        "model_config": dataclasses.asdict(architecture),
+        "train_config": dataclasses.asdict(TrainConfig()),
+        "model": model.state_dict(), "optimizer": None, "step": 0, "rng": None, "metrics": {},
+        "data": {"scene": ceiling.record["data"]["scene"],
+                 "base": None if base is None else {"path": base.path.name,
+                                                    "sha256": base.sha256}},
+        "ceiling": ceiling.record,
+    }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+
+
+RECORD_FILE, CURVE_FILE, CARD_FILE = "ceiling.json", "ceiling_curve.png", "MODEL_CARD.md"
+
+
+def make_ceiling_checkpoint(data: Path | str, out: Path | str, save: Path | str,
+                            base: GQNCheckpoint | None, architecture: GQNConfig,
+                            config: CeilingConfig = CeilingConfig(), command: str = "",
+                            progress: bool = True) -> Ceiling:
+    """``gqn-rl ceiling --save-checkpoint``: train a ceiling of ``architecture`` (``base``'s
+    when given) on ``data``, write it to ``save`` and its record, curve and a draft model
+    card to ``out``."""
+    out, save = Path(out), Path(save)
+    if out.is_file():
+        raise ValueError(f"--out {out} is a file: --out takes a directory")
+    if save.is_dir():
+        raise ValueError(f"--save-checkpoint {save} is a directory: name the file to write")
+    family = None if base is None else base.family
+
+    def report(epoch: int, loss: float) -> None:
+        if progress:
+            print(f"epoch {epoch}: validation loss {loss:.4f} "
+                  f"({time.strftime('%H:%M:%S')})", flush=True)
+
+    ceiling = train_ceiling(data, architecture, config, family, on_epoch=report)
+    ceiling.record.update(command=command, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                          base=None if base is None else str(base.path))
+    save_ceiling(save, ceiling, base, architecture, config.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {k: v for k, v in ceiling.record.items() if k not in ("r_mean", "r_std")}
+    write_json(out / RECORD_FILE, summary)
+    _plot_curve(ceiling.record["curve"], out / CURVE_FILE)
+    card = model_card(ceiling.record, save, architecture)
+    atomic_write(out / CARD_FILE, lambda f: f.write(card.encode()))
+    return ceiling
+
+
+def _plot_curve(curve: list[float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5, 3.2))
+    axis.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3)
+    axis.set(xlabel="epoch", ylabel="validation loss (standardised MSE)",
+             title="supervised ceiling: validation curve")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def model_card(record: dict[str, Any], path: Path, architecture: GQNConfig) -> str:
+    """A model card for a ceiling checkpoint: what it is, the exact command, data, epochs,
+    time, machine and test R² per target with its interval."""
+    data, config = record["data"], record["config"]
+    views = config["views"]
+    rows = [f"| {t} | {r2:.3f} | [{lo:.3f}, {hi:.3f}] |"
+            for t, r2 in record["r2"].items()
+            for lo, hi in [record["r2_interval"].get(t) or (float("nan"), float("nan"))]]
+    return "\n".join([
+        f"# `{path.name}`: the downstream ceiling of `{architecture.representation}` on "
+        f"`{data['scene']}` ({views} view{'s' if views > 1 else ''})", "",
+        "A GQN whose representation network was trained supervised on the scene family's "
+        "truth (hand, target, joints, colours), from a fresh initialisation: what a perfect "
+        "pretraining of this architecture could put into `r`. Use it as a frozen encoder "
+        "only (the benchmark's `gqn-ceiling` kinds); its generator is the base GQN's and does "
+        "not match `r`.", "",
+        f"- **Command**: `{record.get('command') or 'gqn-rl ceiling ... --save-checkpoint'}`",
+        f"- **Base**: `{record.get('base')}` (architecture and the rest of the GQN)",
+        f"- **Model**: `{architecture.representation}`, r_dim {architecture.r_dim}, "
+        f"{architecture.image_size}x{architecture.image_size} images; `r` summed over "
+        f"{views} view{'s' if views > 1 else ''} a sample",
+        f"- **Data**: {data['train_scenes']} train scenes ({data['val_scenes']} held out for "
+        f"early stopping) x {data['views']} views, dataset seed {data['seed']}; scored on "
+        f"{data['test_scenes']} test scenes, every view",
+        f"- **Training**: Adam {config['lr']}, batch {config['batch_size']}, "
+        f"{config['precision']}; {record['epochs']} epochs, best at {record['best_epoch']} "
+        f"(patience {config['patience']}); {record['seconds'] / 60:.1f} minutes on "
+        f"{record['machine']}; {record.get('date', '')}",
+        f"- **Curve**: {', '.join(f'{v:.4f}' for v in record['curve'])}", "",
+        "| target | test R² | 95% interval |", "| --- | ---: | --- |", *rows, ""])

@@ -1,0 +1,73 @@
+"""The downstream ceiling: a representation network supervised on the truth, saved as a GQN
+checkpoint that the frozen wrappers load like any other."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from agents.cli import main
+from gqn.checkpoint import load_checkpoint
+from gqn_rl.ceiling import CeilingConfig, save_ceiling, train_ceiling
+from gqn_rl.encoders import open_checkpoint
+from tests.gqn_rl.test_probe import TINY_MODEL, write_arm_like_dataset
+
+TINY = CeilingConfig(epochs=30, patience=10, batch_size=32, test_scenes=30, val_fraction=0.2)
+
+
+def test_a_ceiling_learns_the_planted_colour_and_saves_as_a_gqn(tmp_path: Path) -> None:
+    data = write_arm_like_dataset(tmp_path / "data")
+    seen = []
+    ceiling = train_ceiling(data, TINY_MODEL, TINY, on_epoch=lambda e, loss: seen.append(e))
+    record = ceiling.record
+    assert seen == list(range(1, record["epochs"] + 1)) and len(record["curve"]) == len(seen)
+    assert record["r2"]["wall_colour"] > 0.6 > record["r2"]["hand_position"]  # planted, noise
+    assert record["data"]["train_scenes"] == 60 and record["data"]["val_scenes"] == 12
+    assert len(record["r_mean"]) == len(record["r_std"]) == TINY_MODEL.r_dim  # pool: 1x1
+    path = tmp_path / "ceiling.pt"
+    save_ceiling(path, ceiling, None, TINY_MODEL)
+    handle = open_checkpoint(path)
+    assert handle.family == "arm-like" and load_checkpoint(path)["ceiling"]["curve"]
+    x, v = torch.rand(2, 3, 16, 16), torch.rand(2, 7)
+    torch.testing.assert_close(handle.new_model().representation(x, v),
+                               ceiling.representation(x, v))
+
+
+def test_a_ceiling_over_several_views_sums_them(tmp_path: Path) -> None:
+    data = write_arm_like_dataset(tmp_path / "data")
+    ceiling = train_ceiling(data, TINY_MODEL, CeilingConfig(**{**TINY.__dict__, "views": 3}))
+    assert ceiling.record["config"]["views"] == 3 and np.isfinite(ceiling.record["curve"]).all()
+    with pytest.raises(ValueError, match="--views 5: .* has 4 views a scene"):
+        train_ceiling(data, TINY_MODEL, CeilingConfig(views=5))
+
+
+def test_a_ceiling_refuses_another_family_or_image_size(tmp_path: Path) -> None:
+    data = write_arm_like_dataset(tmp_path / "data")
+    with pytest.raises(ValueError, match="holds arm-like scenes, the ceiling is for arm_near"):
+        train_ceiling(data, TINY_MODEL, TINY, family="arm_near")
+    with pytest.raises(ValueError, match="16x16 images, the architecture reads 32x32"):
+        train_ceiling(data, TINY_MODEL.__class__(**{**TINY_MODEL.__dict__, "image_size": 32}),
+                      TINY)
+
+
+def test_cli_ceiling_save_checkpoint_writes_checkpoint_record_and_card(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = write_arm_like_dataset(tmp_path / "data")
+    out, save = tmp_path / "out", tmp_path / "ceiling.pt"
+    args = ["ceiling", "--data", str(data), "--out", str(out), "--save-checkpoint", str(save),
+            "--representation", "pool", "--epochs", "3", "--patience", "1"]
+    assert main(args) == 2  # the preset's architecture reads 32x32: refused by name
+    assert "16x16 images, the architecture reads 32x32" in capsys.readouterr().err
+    base = tmp_path / "base.pt"
+    save_ceiling(base, train_ceiling(data, TINY_MODEL, TINY), None, TINY_MODEL)
+    assert main([*args, "--checkpoint", str(base), "--no-progress"]) == 0
+    record = json.loads((out / "ceiling.json").read_text())
+    assert record["epochs"] == len(record["curve"]) <= 3 and "--save-checkpoint" in \
+        record["command"]
+    assert open_checkpoint(save).config == TINY_MODEL
+    assert "| wall_colour |" in (out / "MODEL_CARD.md").read_text()
+    assert (out / "ceiling_curve.png").is_file() and "wall_colour" in capsys.readouterr().out
