@@ -34,9 +34,7 @@ _ARM_ENV = {"proprioception": True}
 """ArmReach's image agents also get the joint angles and velocities, as the visual
 representations of CortexBench (VC-1), R3M and PVR are evaluated on manipulation: the image
 then has to tell where the target is, and what a representation adds is measured beside
-what the arm's own sensors tell (``gqn-frozen-fresh`` is that control). In the demo's 10,000
-SAC steps they lift the image agents' return above the random policy's, not their success
-(docs/results.md)."""
+what the arm's own sensors tell (``gqn-frozen-fresh`` is that control)."""
 
 ALGORITHMS: dict[str, dict[str, dict[str, Any]]] = {
     "ppo": {
@@ -61,28 +59,25 @@ ALGORITHMS: dict[str, dict[str, dict[str, Any]]] = {
 SAC_IMAGE = dict(batch_size=64, buffer_size=30_000)
 """SAC's changes for every kind that reads images (``reads_images``: pixels and GQN kinds
 alike), so that the agents an environment's grid compares make the same updates: a batch of
-64 instead of 256 (the CNN's cost), still one update per step. On ArmReach-v1 the perfect
-encoder learns as fast with a batch of 64 as with 256 (0.65 success at 36k steps), but with
-one update every 4 steps (these settings until 2026-12-05) it needed three times the steps
-(docs/results.md, "How often SAC updates"). The replay buffer keeps 30,000 transitions: 0.7
-GB of 64x64 images instead of SB3's 100,000 (2.4 GB, pickled at every checkpoint). The kinds
-that read the true state keep the environment's tuned settings."""
+64 instead of 256 (the CNN's cost), still one update per step (a smaller batch costs an agent
+no steps, fewer updates do: docs/results.md). The replay buffer keeps 30,000 transitions:
+0.7 GB of 64x64 images instead of SB3's 100,000 (2.4 GB, pickled at every resume point). The
+kinds that read the true state keep the environment's tuned settings."""
 
 SAC_IMAGE_ENCODER = dict(critic_encoder=True)
 """SAC's policy for every kind whose policy trains an image encoder (``trains_image_encoder``:
 pixels kinds, ``gqn-joint``, ``gqn-aux``): DrQ's one encoder, trained by the critic's loss and
 read by the actor without a gradient (:mod:`agents.sac`), not SB3's encoder each trained by
-its own network's loss. On ArmReach-v1 (seed 0, 40,000 steps) ``pixels-aug`` trains twice as
-fast with it (16 steps/s instead of 8 on one thread) and learns no worse (docs/results.md, "DrQ's
-encoder"); ``gqn-aux`` takes its auxiliary ELBO once an update instead of twice."""
+its own network's loss. It makes an image agent's SAC step cheaper
+(docs/benchmarks.md#sac-training-steps-gqn-rl-speed-sac) and learns no worse (docs/results.md);
+``gqn-aux`` takes its auxiliary ELBO once an update instead of twice."""
 
 SAC_AUX_BATCH = 8
 """Scenes of each SAC update's batch that a GQN kind's auxiliary ELBO is taken on (``gqn-aux``;
 PPO keeps the extractor's default, 32). SAC updates once an environment step, PPO 16 times a
 1,024-step rollout: at 32 scenes an update SAC's GQN would take its ELBO on 64 times as many
-scenes per environment step as PPO's (32 against 0.5), and the ELBO (forward and backward)
-would be 40% of a step. At 8 it still takes 16 times PPO's, and a 40,000-step ArmReach-v1 run
-takes about 2.3 hours on one core beside a second run instead of 3.4 (docs/benchmarks.md)."""
+scenes per environment step as PPO's (32 against 0.5). At 8 it still takes 16 times PPO's
+(what each costs a step: docs/benchmarks.md#sac-training-steps-gqn-rl-speed-sac)."""
 
 INTRINSIC_BETA: dict[str, float] = {
     **dict.fromkeys(ARM_REACH, 0.05),
@@ -104,8 +99,8 @@ class Recipe:
     algo: str
     """``ppo`` or ``sac``."""
     steps: int
-    """Environment steps of a run: the state oracle trains in at most 15 minutes on the
-    2-core development machine (docs/results.md)."""
+    """Environment steps of a run: sized so that the state oracle trains in at most 15
+    minutes on two CPU cores (docs/results.md)."""
     image_steps: int | None = None
     """Environment steps of the runs of kinds that read images; None: ``steps``. Extended (at
     most 3x) where no image agent reached half the oracle's score within ``steps`` in the
@@ -117,10 +112,8 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    # Image agents at the random policy's success after 40k SAC steps (grid-arm), when they
-    # updated every 4 steps; at one update per step (SAC_IMAGE) the perfect encoder reaches
-    # 0.65 success by 36k. Not extended: gqn-frozen and pixels-aug are as flat at 120k as at
-    # 40k (the budget pilot, docs/results/arm-v1-budget-pilot).
+    # Not extended: gqn-frozen and pixels-aug are as flat at 120k steps as at 40k (the
+    # budget pilot, docs/results/arm-v1-budget-pilot).
     **dict.fromkeys(ARM_REACH, Recipe("sac", 40_000)),
     # pixels and pixels-aug pass half the oracle at 30k PPO steps (grid-room): kept.
     **dict.fromkeys(ROOM_NAVIGATION, Recipe("ppo", 100_000)),

@@ -12,9 +12,8 @@ Two changes that leave the updates as SB3 makes them (fused Adam rounds differen
 - **Adam's fused kernel** (``optimizer_kwargs`` ``fused=True`` unless the run's settings name
   it): the same update in one pass over each parameter group, not a dozen kernels a tensor.
 
-On ArmReach-v1 they make a training step 1.2-1.4x faster: ``gqn-aux``'s 1.73 s -> 1.21 s,
-``gqn-frozen``'s 104 -> 76 ms, ``pixels-aug``'s 135 -> 105 ms (``gqn-rl speed sac``,
-docs/benchmarks.md).
+``gqn-rl speed sac`` times a step of each class per encoder kind
+(docs/benchmarks.md#sac-training-steps-gqn-rl-speed-sac).
 
 **DrQ's encoder** (``policy_kwargs={"critic_encoder": True}``): SB3's SAC gives the actor and
 the critic a features extractor each, and the actor's is trained by the actor's loss alone.

@@ -57,11 +57,8 @@ class ArmReachEnv(SceneEnv):
     ============ ===================================================================
 
     ``max_episode_steps`` 100; ``info["is_success"]`` says whether the hand touches the
-    target. (The first version ran every episode to 100 steps with the bonus on every
-    touching step and no target offset in the state: no agent, not even on the true state,
-    learnt it in the project's budgets. With a bonus of 1, SAC on the state hovered near the
-    target in a quarter of the episodes; a bonus of 10 and steps of 0.1 s instead of 0.05
-    made it learn to touch in 40,000 steps. docs/results.md has the figures.)
+    target. The touch ends the episode and its bonus outweighs the distance term, so that an
+    agent learns to touch the target rather than hover near it (docs/results.md).
     """
 
     family = FAMILY
@@ -158,8 +155,8 @@ class ArmReachNearEnv(ArmReachEnv):
     The cameras stand nearer the table (1.0-1.25 m from its axis instead of 1.3-1.7, 0.25-0.8 m
     above it instead of 0.3-1.0) and the target's radius is 0.1 m instead of 0.06 (so the hand
     touches it within 0.145 m). At 32x32 the ``arm`` target covers 2-3 pixels, which a
-    network's first strided layer loses; ``arm_near``'s is legible (docs/encoders.md has the
-    ceilings of both). Version 0 stays as it was.
+    network's first strided layer loses; ``arm_near``'s is legible (the ceilings of both:
+    docs/encoders.md#one-view-on-arm-and-arm_near). Version 0 stays as it was.
     """
 
     family = NEAR

@@ -189,10 +189,10 @@ class RoomNavigationNearEnv(RoomNavigationEnv):
 
     The objects are larger (half width 0.35-0.5 m instead of 0.3-0.45) and the context cameras
     (``context_cameras``) face the room's centre within 0.35 rad instead of looking anywhere,
-    so that nearly every context view shows an object (94.5% at 32x32, against 26.5%): in
-    ``rooms_free`` no network reads the objects' positions even from five views
-    (docs/encoders.md has the ceilings of both). The agent's own camera, and the task, are
-    version 0's; version 0 stays as it was.
+    so that nearly every context view shows an object (``tests/envs/test_scenes.py`` counts
+    them): in ``rooms_free`` no network reads the objects' positions even from five views (the
+    ceilings of both: docs/encoders.md#rooms_free-and-rooms_near). The agent's own camera, and
+    the task, are version 0's; version 0 stays as it was.
     """
 
     family = NEAR

@@ -190,8 +190,8 @@ PRESETS: dict[str, Preset] = {
                   L=4, shared_core=True),
         TrainConfig(steps=16_000, batch_size=32, log_every=50, eval_every=1000,
                     checkpoint_every=500),
-        "32x32, pool, r 64, h 32, z 8, L 4, shared, batch 32: about 0.1 s a step on two "
-        "CPU cores (gqn-rl speed train-step --preset cpu-small), 16k steps in under 30 min.",
+        "32x32, pool, r 64, h 32, z 8, L 4, shared, batch 32, 16k steps: sized for two CPU "
+        "cores (its timings: docs/benchmarks.md#the-cpu-small-preset).",
     ),
     "cpu-spatial": Preset(
         GQNConfig(image_size=32, representation="spatial", r_dim=64, h_dim=32, z_dim=8,
@@ -200,14 +200,14 @@ PRESETS: dict[str, Preset] = {
                     checkpoint_every=250),
         "cpu-small with the spatial representation (a full-resolution stem before the tower: "
         "an 8x8 r that keeps where small objects are), final pixel sigma 0.35, 8k steps: "
-        "docs/encoders.md.",
+        "docs/encoders.md#representation-networks.",
     ),
 }
 PRESETS["cpu-world"] = Preset(
     dataclasses.replace(PRESETS["cpu-spatial"].model, representation="world"),
     PRESETS["cpu-spatial"].train,
     "cpu-spatial with the world representation (the tower's map and the viewpoint through an "
-    "MLP: a 64-number r that adds up over views): docs/encoders.md.",
+    "MLP: a 64-number r that adds up over views): docs/encoders.md#representation-networks.",
 )
 
 

@@ -1,6 +1,6 @@
 """Representation networks: the GQN paper's (Eslami et al. 2018, Fig. S1), two that keep
 where small objects are in a view at 32x32, and one whose ``r`` adds up over views
-(docs/encoders.md measures them).
+(docs/encoders.md#representation-networks measures them).
 
 Each maps one view ``x [N, 3, H, W]`` (float in [0, 1]) and its viewpoint ``v [N, 7]`` to a
 per-view representation ``[N, r_dim, h, w]``; the scene representation ``r`` is the sum of

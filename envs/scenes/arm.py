@@ -273,6 +273,6 @@ FAMILY = ArmFamily()
 NEAR = ArmFamily(name="arm_near", target_radius=0.1, camera_radius=(1.0, 1.25),
                  camera_height=(0.25, 0.8))
 """``arm_near``: cameras nearer the table and a larger target, so that the target covers
-enough pixels at 32x32 for a network to find it (docs/encoders.md has the ceilings of both
-designs); the family of ``gqn_rl/ArmReach-v1``."""
+enough pixels at 32x32 for a network to find it (the ceilings of both designs:
+docs/encoders.md#one-view-on-arm-and-arm_near); the family of ``gqn_rl/ArmReach-v1``."""
 FAMILIES = (FAMILY, NEAR)

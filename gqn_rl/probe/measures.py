@@ -102,7 +102,7 @@ def _ceiling_scenes(dataset: SceneDataset, scenes: Scenes, config: ProbeConfig) 
     split (90% fit, 5% validation) when the probed split is another and that gives more fit
     scenes, else the probe's own fit and validation scenes. A ceiling needs many distinct
     scenes: fitted on the probe's few hundred, it learns each scene's colours by heart and its
-    validation loss rises from the fifth epoch on (arm, 600 scenes: CNN hand R² 0.06)."""
+    validation loss rises within a few epochs (docs/encoders.md#the-one-view-ceilings-read-low)."""
     if dataset.split == "train":
         return scenes
     try:
