@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,9 +15,12 @@ from typing import Any
 
 import numpy as np
 
+import envs
 from agents.hyperparams import ARM_REACH, RECIPES
 from agents.kinds import KINDS, MEMORY_VIEWS, get_kind
 from agents.runs import RunConfig, check_budget, resolve_run
+from gqn_rl.ceiling import CEILING_NAMES
+from gqn_rl.encoders import shipped_checkpoint
 
 TRACKS = ("rl", "bc")
 RESULT_FILE = "result.json"
@@ -35,31 +39,65 @@ class Contender:
     """``gqn-inference`` with its surprise bonus (:attr:`RunConfig.intrinsic_bonus`)."""
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """Changes to the recipe's hyperparameters."""
+    ceiling: int = 0
+    """Views of the family's shipped downstream ceiling it reads instead of the pretrained
+    GQN (:data:`gqn_rl.ceiling.CEILING_NAMES`); 0: not a ceiling."""
 
 
 REFERENCES = {"random": Contender(None), "scripted": Contender(None)}
 """Contenders that are reference policies, not agents (their steps are 0)."""
+CAMERAS = {"env_kwargs": {"context_cameras": 2}, "encoder_kwargs": {"context": "cameras"}}
+"""``r`` summed over the agent's view and two context cameras' (``context="cameras"``)."""
 VARIANTS: dict[str, Contender] = {
     "gqn-frozen-episode": Contender("gqn-frozen", overrides={"encoder_kwargs": {
         "context": "episode", "memory_views": MEMORY_VIEWS}}),
     "gqn-frozen-fresh": Contender("gqn-frozen", fresh=True),
+    "gqn-frozen-cameras": Contender("gqn-frozen", overrides=CAMERAS),
+    "gqn-ceiling": Contender("gqn-frozen", ceiling=1),
+    "gqn-ceiling-cameras": Contender("gqn-frozen", overrides=CAMERAS, ceiling=3),
     "gqn-inference-bonus": Contender("gqn-inference", intrinsic_bonus=True),
+    "pixels-context-aug": Contender("pixels-context", overrides={"augment": "shift"}),
 }
 """Contenders that are an encoder kind used another way."""
+BLURRED = re.compile(r"perfect-encoder-r2-(0\.\d+)")
+"""``perfect-encoder-r2-0.77``: the perfect encoder with the target's position blurred to
+that R² (``target_r2`` of :class:`envs.arm_reach.ArmReachEnv`): what a perfect reader of an
+``r`` that holds the target that well would score."""
 
 
 def contenders() -> dict[str, Contender]:
-    """Every name ``--encoder`` takes: the reference policies, each encoder kind of
-    :data:`agents.kinds.KINDS` by its own name, and the :data:`VARIANTS`."""
+    """Every fixed name ``--encoder`` takes: the reference policies, each encoder kind of
+    :data:`agents.kinds.KINDS` by its own name, and the :data:`VARIANTS` (besides them,
+    names like ``perfect-encoder-r2-0.77``: :data:`BLURRED`)."""
     return {**REFERENCES, **{name: Contender(name) for name in KINDS}, **VARIANTS}
 
 
 def get_contender(name: str) -> Contender:
     """The contender called ``name``; raises ValueError listing the known ones otherwise."""
     known = contenders()
-    if name not in known:
-        raise ValueError(f"--encoder: unknown {name!r}; expected one of {list(known)}")
-    return known[name]
+    if name in known:
+        return known[name]
+    blurred = BLURRED.fullmatch(name)
+    if blurred:
+        return Contender("perfect-encoder",
+                         overrides={"env_kwargs": {"target_r2": float(blurred[1])}})
+    raise ValueError(f"--encoder: unknown {name!r}; expected one of {list(known)}, or "
+                     "perfect-encoder-r2-R for the perfect encoder blurred to R² R (0 < R < 1)")
+
+
+def ceiling_checkpoint(contender: Contender, env_id: str) -> str | None:
+    """The shipped downstream ceiling a ``gqn-ceiling`` contender reads in ``env_id`` (None
+    for other contenders); ValueError with the command that makes it when there is none."""
+    if not contender.ceiling:
+        return None
+    family = envs.family_of(env_id)
+    name = CEILING_NAMES[contender.ceiling]
+    path = shipped_checkpoint(family, name)
+    if path is None:
+        raise ValueError(f"no shipped ceiling checkpoints/{family}/{name} for {env_id}: make it "
+                         f"with gqn-rl ceiling --data DATA --out OUT --views {contender.ceiling} "
+                         f"--save-checkpoint checkpoints/{family}/{name} (DATA: {family} scenes)")
+    return str(path)
 
 
 CAMERA_SHIFTS = {"success_moving_camera": "moving", "success_outside_ring": "outside"}
@@ -111,10 +149,8 @@ class BenchmarkConfig:
     are not redone for another."""
 
     def __post_init__(self) -> None:
-        unknown = [e for e in self.encoders if e not in contenders()]
-        if unknown:
-            raise ValueError(f"--encoder: unknown {unknown}; expected some of "
-                             f"{list(contenders())}")
+        for encoder in self.encoders:
+            get_contender(encoder)
         if self.track not in TRACKS:
             raise ValueError(f"--track must be one of {TRACKS}, got {self.track!r}")
         for env_id in self.envs:
@@ -176,7 +212,8 @@ class BenchmarkConfig:
         (None: :func:`agents.runs.default_interval`), resume points at that default."""
         contender = get_contender(cell.encoder)
         return RunConfig(cell.env, contender.kind, RECIPES[cell.env].algo, cell.steps, cell.seed,
-                         checkpoint=asked_checkpoint(contender, self),
+                         checkpoint=(ceiling_checkpoint(contender, cell.env)
+                                     or asked_checkpoint(contender, self)),
                          fresh_encoder=contender.fresh, intrinsic_bonus=contender.intrinsic_bonus,
                          eval_every=self.eval_every, eval_episodes=self.eval_episodes,
                          overrides={**contender.overrides, **self.overrides})
@@ -253,8 +290,10 @@ def _checkpoint_digest(env_id: str, kind: str, checkpoint: str | None) -> str | 
 
 
 def reads_checkpoint(contender: Contender) -> bool:
-    """Whether a contender's runs read a GQN checkpoint (not the fresh control)."""
-    return contender.kind is not None and KINDS[contender.kind].gqn and not contender.fresh
+    """Whether a contender's runs read the grid's GQN checkpoint (not the fresh control, nor
+    a ceiling)."""
+    return (contender.kind is not None and KINDS[contender.kind].gqn and not contender.fresh
+            and not contender.ceiling)
 
 
 def asked_checkpoint(contender: Contender, config: BenchmarkConfig) -> str | None:

@@ -4,6 +4,7 @@ four-joint arm's hand to a target sphere."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import gymnasium as gym
@@ -14,13 +15,21 @@ from numpy.typing import ArrayLike
 from envs.camera import wrap_angle
 from envs.keys import JOINT_STATE
 from envs.scene_env import WORLD_BOUND, SceneEnv, state_space
-from envs.scenes.arm import FAMILY, JOINTS, NEAR, ArmGeometry
+from envs.scenes.arm import FAMILY, JOINTS, NEAR, ArmFamily, ArmGeometry
 
 CAMERAS = ("fixed", "moving", "outside")
 """Camera modes: the training one, and the two camera shifts agents are evaluated under."""
 OUTSIDE_RING = (1.8, 2.2)
 """Camera distances from the table's axis of ``camera="outside"`` (beyond both families'
 dataset cameras: ``arm`` 1.3-1.7, ``arm_near`` 1.0-1.25)."""
+
+
+@functools.cache
+def target_spread(family: ArmFamily) -> np.ndarray:
+    """Standard deviation of the target's position over ``family``'s scenes, per axis, metres
+    ``[3]`` (2,000 scenes of a fixed seed; ``arm_near``: 0.28, 0.28, 0.16)."""
+    rng = np.random.default_rng(0)
+    return np.std([family.sample_spec(rng).target_position for _ in range(2000)], axis=0)
 
 
 class ArmReachEnv(SceneEnv):
@@ -45,7 +54,10 @@ class ArmReachEnv(SceneEnv):
     angles [4], joint velocities [4], hand position [3], target position [3], and the target
     relative to the hand [3]. With ``obs_mode="scene"``, float32 ``[11]``: what a perfect scene
     encoder could give, the joint angles and velocities and the target's position, without the
-    hand's position and the offset (the agent learns the arm's kinematics).
+    hand's position and the offset (the agent learns the arm's kinematics); ``target_r2``
+    below 1 blurs that position as an encoder whose readout of it scores that R² would: by
+    Gaussian noise drawn once an episode, ``sqrt(1 - target_r2)`` times the target's spread
+    over the family's scenes on each axis (:func:`target_spread`).
 
     **Reward** (terms in ``info`` as ``reward_<term>``):
 
@@ -68,9 +80,16 @@ class ArmReachEnv(SceneEnv):
     def __init__(self, *, frame_skip: int = 10, max_joint_speed: float = 2.0,
                  reach_distance: float | None = None, reach_bonus: float = 10.0,
                  camera: str = "fixed", orbit_speed: float = 0.1,
-                 proprioception: bool = False, **kwargs: Any) -> None:
+                 proprioception: bool = False, target_r2: float = 1.0, **kwargs: Any) -> None:
         if camera not in CAMERAS:
             raise ValueError(f"camera must be one of {CAMERAS}, got {camera!r}")
+        if not 0.0 <= target_r2 <= 1.0:
+            raise ValueError(f"target_r2 must be in [0, 1], got {target_r2}")
+        if target_r2 < 1.0 and kwargs.get("obs_mode") != "scene":
+            raise ValueError("target_r2 blurs the perfect encoder's target: use it with "
+                             "obs_mode='scene'")
+        self.target_r2 = float(target_r2)
+        self._target_noise = np.zeros(3)
         self.frame_skip, self.max_joint_speed = int(frame_skip), float(max_joint_speed)
         self.reach_bonus = float(reach_bonus)
         self.camera, self.orbit_speed = camera, float(orbit_speed)
@@ -91,6 +110,9 @@ class ArmReachEnv(SceneEnv):
         if self.camera == "outside":
             cameras = dataclasses.replace(cameras, camera_radius=OUTSIDE_RING)
         self._camera = cameras.sample_poses(self.scene, rng, 1)[0]
+        if self.target_r2 < 1.0:  # drawn last: the scene and camera are the exact encoder's
+            scale = np.sqrt(1.0 - self.target_r2) * target_spread(self.family)
+            self._target_noise = rng.normal(size=3) * scale
         self._goal_angles: np.ndarray | None = None  # the scripted policy's plan
 
     def _step_task(self, action: Any) -> tuple[dict[str, float], bool, dict[str, Any]]:
@@ -128,7 +150,8 @@ class ArmReachEnv(SceneEnv):
 
     def _scene_state(self) -> np.ndarray:
         d = self.data
-        return np.concatenate([d.qpos, d.qvel, d.site_xpos[self._target]]).astype(np.float32)
+        target = d.site_xpos[self._target] + self._target_noise
+        return np.concatenate([d.qpos, d.qvel, target]).astype(np.float32)
 
     def distance(self) -> float:
         """Distance from the hand to the target's centre, metres."""

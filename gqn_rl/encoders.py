@@ -33,11 +33,12 @@ SHIPPED_CHECKPOINTS = Path(str(importlib.resources.files("gqn_rl.checkpoints")))
 (the repository's ``checkpoints/``, installed as package data of ``gqn_rl.checkpoints``)."""
 
 
-def shipped_checkpoint(family: str | None) -> Path | None:
-    """The shipped checkpoint for a scene family, if there is one."""
+def shipped_checkpoint(family: str | None, name: str = "checkpoint.pt") -> Path | None:
+    """The shipped checkpoint for a scene family (the pretrained GQN, or another file of its
+    folder such as a downstream ceiling), if there is one."""
     if family is None:
         return None
-    path = SHIPPED_CHECKPOINTS / family / "checkpoint.pt"
+    path = SHIPPED_CHECKPOINTS / family / name
     return path if path.is_file() else None
 
 

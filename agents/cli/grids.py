@@ -40,6 +40,17 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _contender_name(name: str) -> str:
+    """``--encoder``'s check: a name :func:`agents.grid.get_contender` knows."""
+    from agents.grid import get_contender
+
+    try:
+        get_contender(name)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--encoder: ")) from None
+    return name
+
+
 def add(commands: argparse._SubParsersAction) -> None:
     from agents.executors import EXECUTORS
     from agents.grid import TRACKS, contenders
@@ -52,8 +63,9 @@ def add(commands: argparse._SubParsersAction) -> None:
                     "are skipped and an interrupted one resumes. OUT/results.csv has a row "
                     "per run; gqn-rl report OUT writes the report.")
     b.add_argument("--env", nargs="+", required=True, help="gymnasium ids")
-    b.add_argument("--encoder", nargs="+", required=True, choices=list(contenders()),
-                   metavar="KIND", help=f"some of: {', '.join(contenders())}")
+    b.add_argument("--encoder", nargs="+", required=True, type=_contender_name,
+                   metavar="KIND", help=f"some of: {', '.join(contenders())}, or "
+                                       "perfect-encoder-r2-R (its target blurred to R² R)")
     b.add_argument("--seeds", type=positive_int, required=True, help="seeds 0..N-1")
     b.add_argument("--track", choices=TRACKS, default="rl")
     b.add_argument("--out", type=Path, required=True, help="benchmark directory")

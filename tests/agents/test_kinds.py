@@ -70,3 +70,53 @@ def test_a_new_kind_runs_through_train_benchmark_and_report(
     assert encoders == {"random", "state", narrow_state.name}
     main(["report", str(grid)])
     assert narrow_state.name in (grid / "report.md").read_text()
+
+
+ARM = "gqn_rl/ArmReach-v1"
+
+
+def test_the_ceiling_camera_and_blurred_variants_and_how_they_resolve(tmp_path: Path) -> None:
+    from agents.grid import BenchmarkConfig, Cell, get_contender
+    from agents.runs import resolve_run
+
+    assert {"gqn-ceiling", "gqn-ceiling-cameras", "gqn-frozen-cameras",
+            "pixels-context-aug"} <= set(contenders())
+    config = BenchmarkConfig((ARM,), ("gqn-frozen-cameras", "pixels-context-aug",
+                                      "perfect-encoder-r2-0.77"), seeds=1)
+    cameras = resolve_run(config.run_config(Cell(ARM, "gqn-frozen-cameras", "rl", 0)))
+    assert cameras.hyperparams["env_kwargs"]["context_cameras"] == 2
+    assert cameras.hyperparams["encoder_kwargs"]["context"] == "cameras"
+    assert cameras.checkpoint.endswith("arm_near/checkpoint.pt")  # the pretrained GQN
+    aug = resolve_run(config.run_config(Cell(ARM, "pixels-context-aug", "rl", 0)))
+    assert aug.hyperparams["augment"] == "shift"
+    assert aug.hyperparams["env_kwargs"]["context_cameras"] == 2
+    blurred = resolve_run(config.run_config(Cell(ARM, "perfect-encoder-r2-0.77", "rl", 0)))
+    assert blurred.hyperparams["env_kwargs"] == {"obs_mode": "scene", "target_r2": 0.77,
+                                                 "proprioception": True}
+    assert get_contender("gqn-ceiling").ceiling == 1
+    for bad in ("perfect-encoder-r2-1.5", "gqn-nope"):
+        with pytest.raises(ValueError, match="perfect-encoder-r2-R"):
+            get_contender(bad)
+
+
+def test_a_ceiling_contender_reads_the_family_s_shipped_ceiling(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gqn_rl.encoders
+    from agents.grid import BenchmarkConfig, Cell
+
+    monkeypatch.setattr(gqn_rl.encoders, "SHIPPED_CHECKPOINTS", tmp_path)
+    with pytest.raises(ValueError, match="no shipped ceiling checkpoints/arm_near/ceiling.pt"):
+        BenchmarkConfig((ARM,), ("gqn-ceiling",), seeds=1)
+    (tmp_path / "arm_near").mkdir()
+    (tmp_path / "arm_near" / "ceiling.pt").write_bytes(
+        (Path(__file__).parents[2] / "checkpoints/arm_near/checkpoint.pt").read_bytes())
+    config = BenchmarkConfig((ARM,), ("gqn-ceiling",), seeds=1)
+    run = config.run_config(Cell(ARM, "gqn-ceiling", "rl", 0, steps=100))
+    assert run.checkpoint == str(tmp_path / "arm_near" / "ceiling.pt")
+
+
+def test_blurred_perfect_encoder_is_refused_on_images() -> None:
+    import gymnasium as gym
+
+    with pytest.raises(ValueError, match="target_r2 blurs the perfect encoder's target"):
+        gym.make(ARM, target_r2=0.5)

@@ -291,3 +291,22 @@ def test_arm_reach_camera_shifts() -> None:
     assert radius(fixed)[0] <= 1.7 < 1.8 <= radius(outside)[0]
     with pytest.raises(ValueError, match="camera must be one of"):
         ArmReachEnv(camera="wobbly")
+
+
+def test_the_blurred_perfect_encoder_reads_the_target_at_the_asked_r2() -> None:
+    """``target_r2`` blurs the scene observation's target once an episode, so that a readout
+    of it scores that R² over episodes; the rest of the observation stays exact."""
+    exact = gym.make("gqn_rl/ArmReach-v1", obs_mode="scene")
+    blurred = gym.make("gqn_rl/ArmReach-v1", obs_mode="scene", target_r2=0.77)
+    seen, truth = [], []
+    for seed in range(400):
+        obs, _ = blurred.reset(seed=seed)
+        true_obs, _ = exact.reset(seed=seed)
+        np.testing.assert_array_equal(obs[:8], true_obs[:8])
+        seen.append(obs[8:]), truth.append(true_obs[8:])
+        if seed < 3:
+            step, *_ = blurred.step(np.zeros(4, np.float32))
+            np.testing.assert_allclose(step[8:] - obs[8:], 0, atol=1e-6)  # fixed in an episode
+    seen, truth = np.array(seen), np.array(truth)
+    r2 = 1 - ((seen - truth) ** 2).sum(0) / ((truth - truth.mean(0)) ** 2).sum(0)
+    assert np.all(np.abs(r2 - 0.77) < 0.08), r2
