@@ -84,7 +84,11 @@ def load_checkpoint(path: Path, model_config: GQNConfig | None = None,
                          f"{state.get('format') if isinstance(state, dict) else type(state)!r},"
                          f" expected {CHECKPOINT_FORMAT!r})")
     state["model_config"] = config_from_dict(GQNConfig, state["model_config"], f"{path}")
-    state["train_config"] = config_from_dict(TrainConfig, state["train_config"], f"{path}")
+    train = dict(state["train_config"])
+    # TrainConfig.amp (autocast on a GPU whatever the precision) was removed: ``precision`` is
+    # the one knob. Checkpoints written before keep loading; ``legacy_amp`` says it was on.
+    state["legacy_amp"] = bool(train.pop("amp", False))
+    state["train_config"] = config_from_dict(TrainConfig, train, f"{path}")
     for expected, name in ((model_config, "model_config"), (train_config, "train_config")):
         if expected is not None and state[name] != expected:
             raise ValueError(f"{path}: checkpoint {name} differs from the requested one in "
@@ -93,16 +97,29 @@ def load_checkpoint(path: Path, model_config: GQNConfig | None = None,
     return state
 
 
-def export_weights(src: Path, dst: Path) -> None:
-    """Write the model part of checkpoint ``src`` to ``dst``: configs, weights, step and
-    metrics, without optimiser and RNG state (a third of the size; loads with
-    :func:`load_model`, cannot be resumed)."""
+def export_weights(src: Path, dst: Path, scene: str | None = None) -> None:
+    """Write the model part of checkpoint ``src`` to ``dst``: configs, weights, step, metrics
+    and the record of its data, without optimiser and RNG state (a third of the size; loads
+    with :func:`load_model`, cannot be resumed) and without the data's path (a checkpoint
+    names no machine). ``scene`` records the scene family it was pretrained on, for a
+    checkpoint that does not say (refused where it says another). ``dst`` may be ``src``
+    only when that holds weights only already."""
     src, dst = Path(src), Path(dst)
-    if dst.exists() and dst.resolve() == src.resolve():
+    state = load_checkpoint(src)  # validates the format and configs
+    if dst.exists() and dst.resolve() == src.resolve() and state["optimizer"] is not None:
         raise ValueError(f"--out {dst} is the checkpoint being exported: write the weights to "
                          "another file (it would replace a resumable checkpoint)")
-    state = load_checkpoint(src)  # validates the format and configs
-    state.update(optimizer=None, rng=None, model_config=dataclasses.asdict(state["model_config"]),
+    if dst.is_dir():
+        raise ValueError(f"--out {dst} is a directory: it takes a file name")
+    data = {k: v for k, v in (state.get("data") or {}).items() if k != "path"}
+    if scene is not None:
+        if data.get("scene") not in (None, scene):
+            raise ValueError(f"{src} records that it was pretrained on {data['scene']} scenes, "
+                             f"not {scene}")
+        data["scene"] = scene
+    state.pop("legacy_amp", None)
+    state.update(optimizer=None, rng=None, data=data,
+                 model_config=dataclasses.asdict(state["model_config"]),
                  train_config=dataclasses.asdict(state["train_config"]))
     buffer = io.BytesIO()
     torch.save(state, buffer)

@@ -82,7 +82,10 @@ class GQNConfig:
         return 1 if self.shared_core else self.L
 
 
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "auto")
+"""Arithmetic of a GQN's forward passes (``gqn.train.autocast``): ``fp32`` on every device;
+``bf16`` autocast (refused where the device would emulate it); ``fp16`` autocast with a
+gradient scaler (GPU only); ``auto``: bf16 where the device computes it natively, else fp32."""
 
 BOOKKEEPING = ("log_every", "eval_every", "checkpoint_every")
 """TrainConfig fields that change what a run writes, not how it trains."""
@@ -127,11 +130,9 @@ class TrainConfig:
     """Batches of the test split per evaluation."""
     checkpoint_every: int = 1000
     """Steps between checkpoints (one is also written at the end)."""
-    amp: bool = True
-    """Automatic mixed precision on GPU (bf16 where supported, else fp16)."""
-    precision: Literal["fp32", "bf16"] = "fp32"
-    """Arithmetic of the forward pass on CPU: ``bf16`` autocast (needs a CPU with native bf16,
-    AVX512-BF16 or AMX) or ``fp32``. On GPU, ``bf16`` forces bf16 autocast."""
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+    """Arithmetic of the forward pass, the one precision knob (:data:`PRECISIONS`): ``fp32``
+    is fp32 on every device, CPU or GPU."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every"):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import shutil
 import socket
 import sys
 from collections.abc import Callable
@@ -21,6 +23,7 @@ def atomic_write(final: Path, write: Callable[[BinaryIO], None], tmp: Path | Non
     """Write a file under a temporary name in its folder, fsync it, then ``os.replace`` it.
 
     A process killed half-way leaves at most a ``*.tmp`` file, never a truncated ``final``.
+    An OSError of the write names ``final`` and its cause (a full disk: "no space left").
     """
     final = Path(final)
     tmp = tmp if tmp is not None else final.with_name(f"{final.name}.{os.getpid()}.tmp")
@@ -30,9 +33,57 @@ def atomic_write(final: Path, write: Callable[[BinaryIO], None], tmp: Path | Non
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise _naming(error, final) from error
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _naming(error: OSError, final: Path) -> OSError:
+    """``error`` as an OSError of the same kind whose message names ``final`` and the cause:
+    numpy's short writes ("N requested and M written") carry no errno, so a full disk is
+    told by the free space left."""
+    if str(final) in str(error):
+        return error
+    cause = error.strerror or str(error)
+    if error.errno is None:
+        try:
+            free = shutil.disk_usage(final.parent).free
+        except OSError:
+            free = None
+        if free is not None and free < _HASH_CHUNK:
+            cause = f"No space left on device ({cause}; {free} bytes free)"
+    if error.errno == errno.ENOSPC:
+        cause = "No space left on device"
+    return OSError(error.errno, f"cannot write {final}: {cause}")
+
+
+def check_output(path: Path, flag: str = "--out", kind: str = "directory") -> Path:
+    """``path`` as a Path, when a ``kind`` (``directory`` or ``file``) can be written there;
+    else, before any work, a one-line error naming ``flag`` and why: a file where a directory
+    is asked for (or a directory where a file is), a file where a folder above it must be, or
+    a nearest existing folder this process cannot create a file in (tried, not guessed:
+    ``root`` ignores permission bits, a read-only mount does not)."""
+    path = Path(path)
+    if kind == "directory" and path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path} is a file: it takes a directory")
+    if kind == "file" and path.is_dir():
+        raise ValueError(f"{flag} {path} is a directory: it takes a file name")
+    folder = path if kind == "directory" and path.is_dir() else path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"{flag} {path}: {folder} is a file, not a folder")
+    probe = folder / f".write-check-{os.getpid()}.tmp"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"{flag} {path}: cannot write in {folder} "
+                         f"({error.strerror or error})") from None
+    return path
 
 
 def write_json(final: Path, value: Any) -> None:

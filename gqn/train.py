@@ -1,4 +1,5 @@
-"""GQN pretraining: Adam with the paper's annealing, checkpoints, resume, logging, DDP, AMP.
+"""GQN pretraining: Adam with the paper's annealing, checkpoints, resume, logging, DDP,
+precision.
 
 The same function runs on one process or under ``torchrun`` (DistributedDataParallel, gloo on
 CPU, nccl on GPU): each process samples ``batch_size / world_size`` scenes from its own seeded
@@ -11,8 +12,11 @@ per logged step) and ``tensorboard/`` (scalars under ``train/`` and ``eval/``, i
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,9 +30,16 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from gqn.checkpoint import load_checkpoint, save_checkpoint
-from gqn.config import BOOKKEEPING, PRESETS, GQNConfig, TrainConfig, config_diff
+from gqn.config import (
+    BOOKKEEPING,
+    PRECISIONS,
+    PRESETS,
+    GQNConfig,
+    TrainConfig,
+    config_diff,
+)
 from gqn.data import Batch, SceneDataset
-from gqn.fileio import atomic_write
+from gqn.fileio import atomic_write, check_output
 from gqn.losses import gaussian_nll
 from gqn.model import GQN, GQNOutput
 from gqn.schedules import learning_rate, pixel_sigma
@@ -53,6 +64,8 @@ class PretrainResult:
     """Scalars of every step this call ran (``step``, ``loss``, ``nll``, ``kl``, ...)."""
     checkpoint: Path
     """The checkpoint written last."""
+    rank: int = 0
+    """This process's rank (0 alone writes files and should print)."""
 
 
 @dataclass
@@ -71,6 +84,10 @@ class _Process:
 def _start_process(device: str | None) -> _Process:
     """Join the process group when launched by torchrun; pick the device."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: CUDA requested but " + (
+            "this torch build has no CUDA" if torch.version.cuda is None
+            else "no CUDA device is visible (CUDA_VISIBLE_DEVICES, the driver)"))
     cuda = torch.cuda.is_available() and device in (None, "cuda")
     if world_size > 1:
         if not dist.is_initialized():
@@ -101,30 +118,55 @@ def native_precision(device: torch.device | str = "cpu") -> str:
     return "fp32" if missing_bf16_support(device) else "bf16"
 
 
-def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
-    """The forward pass's arithmetic: bf16 autocast on ``device`` or nothing (fp32).
-
-    Raises ValueError when bf16 is asked for on a device without native bf16."""
+def resolved_precision(device: torch.device | str, precision: str) -> str:
+    """``precision`` on ``device`` with ``auto`` settled (bf16 where native, else fp32);
+    ValueError naming what the device lacks for bf16 or fp16, or an unknown precision."""
     device = torch.device(device)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return native_precision(device)
+    if precision == "bf16" and (missing := missing_bf16_support(device)):
+        raise ValueError(f"precision bf16: {missing}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision fp16 needs a GPU (a CPU would emulate fp16): use fp32, "
+                         "bf16 or auto")
+    return precision
+
+
+def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
+    """The forward pass's arithmetic on ``device``: nothing for ``fp32`` (fp32 on every
+    device), else bf16 or fp16 autocast (``auto``: bf16 where native, else fp32).
+
+    Raises ValueError when the device would emulate what is asked for."""
+    device = torch.device(device)
+    precision = resolved_precision(device, precision)
     if precision == "fp32":
         return contextlib.nullcontext()
-    missing = missing_bf16_support(device)
-    if missing:
-        raise ValueError(f"precision bf16: {missing}")
-    return torch.autocast(device.type, dtype=torch.bfloat16)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def _autocast(process: _Process, config: TrainConfig) -> tuple[Any, torch.amp.GradScaler | None]:
-    """The pretraining step's precision: ``config.precision`` (bf16 autocast, CPU or GPU), or
-    on GPU with ``config.amp``, bf16 where supported, else fp16 with a gradient scaler."""
-    if config.precision == "bf16":
-        autocast(process.device, "bf16")  # refuses early, naming what the device lacks
-        return lambda: autocast(process.device, "bf16"), None
-    if not (config.amp and process.device.type == "cuda"):
-        return contextlib.nullcontext, None
-    if torch.cuda.is_bf16_supported():
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16), None
-    return lambda: torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
+    """The pretraining step's precision, ``config.precision`` on this process's device, and
+    a gradient scaler for fp16 (None otherwise). Refuses early, naming what the device lacks."""
+    precision = resolved_precision(process.device, config.precision)
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    return lambda: autocast(process.device, precision), scaler
+
+
+def _check_room_for_checkpoints(out: Path, model: GQN) -> None:
+    """Refuse, before the first step, a disk that cannot hold two checkpoints (the new one
+    is written beside the last): weights and Adam's two moments, in fp32."""
+    need = 2 * 3 * sum(p.numel() * 4 for p in model.parameters())
+    folder = out
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise OSError(errno.ENOSPC, f"no space left for checkpoints under {out}: "
+                                    f"{free / 1e6:.1f} MB free, two need "
+                                    f"{need / 1e6:.1f} MB")
 
 
 def _gather(value: Any, process: _Process) -> list[Any]:
@@ -197,6 +239,37 @@ def _read_metrics(path: Path, up_to_step: int) -> list[dict[str, float]]:
     return [line for line in lines if line["step"] <= up_to_step]
 
 
+DATA_FIELDS = ("scene", "image_size", "views", "train_scenes", "test_scenes",
+               "manifest_sha256")
+"""What a checkpoint records of the dataset it trained on (its ``data``), in the order a
+resume compares them; no path, so a checkpoint names no machine."""
+
+
+def dataset_record(train_set: SceneDataset, test_set: SceneDataset) -> dict[str, Any]:
+    """The ``data`` record of a checkpoint trained on these splits (:data:`DATA_FIELDS`):
+    ``scene`` is the scene family (the manifest's ``meta.scene``; None when not recorded)."""
+    return {"scene": train_set.meta.get("scene"), "image_size": train_set.image_size,
+            "views": train_set.views, "train_scenes": len(train_set),
+            "test_scenes": len(test_set), "manifest_sha256": train_set.content_sha256}
+
+
+def check_same_data(recorded: dict[str, Any], current: dict[str, Any], data: Path,
+                    checkpoint: Path) -> None:
+    """Refuse to resume ``checkpoint`` on another dataset than it trained on, naming each
+    field of :data:`DATA_FIELDS` that differs (old -> new); fields a checkpoint did not
+    record (written before they were) are not compared."""
+    changed = [name for name in DATA_FIELDS
+               if recorded.get(name) is not None and recorded[name] != current.get(name)]
+    if len(changed) > 1 and "manifest_sha256" in changed:  # it differs when others do
+        changed.remove("manifest_sha256")
+    if changed:
+        changed = [f"{name}: the run's {recorded[name]!r}, the data's {current[name]!r}"
+                   for name in changed]
+        raise ValueError(f"--data {data} is not the dataset {checkpoint} trained on: "
+                         f"{'; '.join(changed)} (resume with its data, or train into another "
+                         "--out)")
+
+
 def starting_configs(out: Path | str, preset: str | None = None,
                      resume: bool = False) -> tuple[GQNConfig, TrainConfig]:
     """The configs a pretraining run into ``out`` starts from: when resuming without a named
@@ -235,6 +308,7 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
     stop = train_config.steps if until is None else until
     if not 0 < stop <= train_config.steps:
         raise ValueError(f"until must be in 1..steps={train_config.steps}, got {until}")
+    check_output(out, "--out")
     process = _start_process(device)
     autocast, scaler = _autocast(process, train_config)  # refuses bf16 where it is emulated
     if train_config.batch_size % process.world_size:
@@ -247,6 +321,10 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
                          f"objects' pixels, but {train_set.masks_path} does not exist: write "
                          f"it with gqn-rl data masks {data}")
     model_config.check_image_size(train_set.image_size, f"{data}")
+    if train_config.max_context is not None and train_config.max_context >= train_set.views:
+        raise ValueError(f"--max-context {train_config.max_context}: {data} has "
+                         f"{train_set.views} views per scene, so at most "
+                         f"{train_set.views - 1} context views beside the query")
     checkpoint_path = out / CHECKPOINT_NAME
     if checkpoint_path.exists() and not resume:
         raise FileExistsError(f"{checkpoint_path} exists: pass resume=True (--resume) to "
@@ -256,11 +334,19 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
     model = GQN(model_config).to(process.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_config.lr_start,
                                  fused=process.device.type in ("cpu", "cuda"))
+    if process.is_main:
+        _check_room_for_checkpoints(out, model)
     batch_rng = derive_rng(train_config.seed, "batches", process.rank)
     torch.manual_seed(derive_seed(train_config.seed, "latents", process.rank))
     step = 0
     if resume:
         state = load_checkpoint(checkpoint_path, model_config)
+        check_same_data(state.get("data") or {}, dataset_record(train_set, test_set), data,
+                        checkpoint_path)
+        if state["legacy_amp"] and process.device.type == "cuda" and process.is_main:
+            print(f"note: {checkpoint_path} was trained with TrainConfig.amp (autocast on a GPU "
+                  f"whatever the precision), which is gone: it continues in "
+                  f"{train_config.precision}", file=sys.stderr)
         if not state["train_config"].same_training(train_config):
             raise ValueError(f"{checkpoint_path}: checkpoint train_config differs from the "
                              "requested one in "
@@ -278,7 +364,7 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
         if process.device.type == "cuda" and state["rng"].get("cuda"):
             torch.cuda.set_rng_state(state["rng"]["cuda"][process.rank], process.device)
     if step >= stop:
-        return PretrainResult(step, [], checkpoint_path)
+        return PretrainResult(step, [], checkpoint_path, process.rank)
 
     trained = (DistributedDataParallel(model) if process.world_size > 1 else model)
     local_batch = train_config.batch_size // process.world_size
@@ -289,9 +375,7 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
         out.mkdir(parents=True, exist_ok=True)
         writer = SummaryWriter(str(out / "tensorboard"), purge_step=step + 1 if step else None)
         metrics_lines = _read_metrics(out / METRICS_NAME, step)
-    data_record = {"path": str(data.resolve()), "image_size": train_set.image_size,
-                   "views": train_set.views, "train_scenes": len(train_set),
-                   "scene": train_set.meta.get("scene")}
+    data_record = dataset_record(train_set, test_set)
 
     def checkpoint(metrics: dict[str, float]) -> None:
         rng = {"batches": _gather(batch_rng.bit_generator.state, process),
@@ -377,5 +461,5 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
     bar.close()
     if writer is not None:
         writer.close()
-    return PretrainResult(step, history, checkpoint_path)
+    return PretrainResult(step, history, checkpoint_path, process.rank)
 

@@ -63,21 +63,25 @@ class GQNExtractor(BaseFeaturesExtractor):
         aux_sigma: pixel standard deviation of the auxiliary ELBO's observation model.
         aux_batch: the ELBO is taken on the first ``aux_batch`` observations of each batch
             (SB3's minibatches are already shuffled), which bounds its cost.
-        precision: arithmetic of the GQN's forward passes: ``fp32``, ``bf16`` (autocast, as
-            ``gqn-rl pretrain --precision``; refused where the CPU would emulate it) or
-            ``native`` (bf16 where the CPU computes it natively, else fp32: a saved agent
-            loads on either). The features handed to the policy are fp32 either way.
+        precision: arithmetic of the GQN's forward passes, as ``gqn-rl pretrain
+            --precision`` (:data:`gqn.config.PRECISIONS`): ``fp32``, ``bf16`` (autocast;
+            refused where the CPU would emulate it) or ``auto`` (bf16 where the CPU computes
+            it natively, else fp32: a saved agent loads on either; ``native`` is its older
+            name). ``fp16`` is refused: SB3's optimiser step has no gradient scaler. The
+            features handed to the policy are fp32 either way.
     """
 
     def __init__(self, observation_space: gym.spaces.Dict, gqn_config: dict[str, Any],
                  context: str = "current", freeze: bool = False, lr_scale: float = 1.0,
                  aux_weight: float = 0.0, aux_sigma: float = 0.7, aux_batch: int = 32,
                  precision: str = "fp32") -> None:
-        choices = (*PRECISIONS, "native")
-        if precision not in choices:
+        choices = tuple(p for p in PRECISIONS if p != "fp16")
+        if precision not in (*choices, "native"):
             raise ValueError(f"GQNExtractor precision: expected one of {choices}, got "
-                             f"{precision!r}")
-        precision = native_precision() if precision == "native" else precision
+                             f"{precision!r}" + (" (fp16 needs a gradient scaler, which SB3's "
+                                                 "optimiser step has not)"
+                                                 if precision == "fp16" else ""))
+        precision = native_precision() if precision in ("auto", "native") else precision
         autocast("cpu", precision)  # refuses bf16 early where the CPU would emulate it
         gqn = GQN(config_from_dict(GQNConfig, gqn_config, "gqn_config"))
         scene = SceneEncoder(observation_space, r_shape(gqn), context)

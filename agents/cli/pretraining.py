@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -31,10 +32,13 @@ def _pretrain(args: argparse.Namespace) -> int:
         try:
             probe = QuickProbe(test_set)
         except ValueError as error:  # e.g. too few test scenes: train without probes
-            print(f"no quick probes while pretraining: {error}", file=sys.stderr)
+            if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone speaks
+                print(f"no quick probes while pretraining: {error}", file=sys.stderr)
     result = pretrain(args.data, args.out, model_config, train_config, resume=args.resume,
                       until=args.until, device=args.device, progress=not args.no_progress,
                       probe=probe)
+    if result.rank != 0:
+        return 0
     last = result.history[-1] if result.history else {}
     print(f"step {result.step}: checkpoint {result.checkpoint}"
           + (f", loss {last['loss']:.2f} nats, kl {last['kl']:.2f}, mse {last['mse']:.4f}"
@@ -45,7 +49,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from gqn.checkpoint import export_weights
 
-    export_weights(args.checkpoint, args.out)
+    export_weights(args.checkpoint, args.out, scene=args.scene)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")
     return 0
 
@@ -183,6 +187,8 @@ def _add_probe(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_pretrain(commands: argparse._SubParsersAction) -> None:
+    from envs.scenes import FAMILIES
+
     p = commands.add_parser("pretrain", help="train a GQN on a dataset directory",
                             description="Train a GQN; --resume continues a run exactly.")
     p.add_argument("--data", type=Path, required=True, help="dataset directory")
@@ -209,8 +215,9 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--sigma-end", type=float,
                    help="final pixel standard deviation (default: the preset's)")
     p.add_argument("--precision", choices=PRECISIONS,
-                   help="forward-pass arithmetic (default: the preset's, fp32); bf16 needs a "
-                        "CPU with AVX512-BF16 or AMX, or a GPU")
+                   help="forward-pass arithmetic (default: the preset's, fp32, on every "
+                        "device); bf16 needs a CPU with AVX512-BF16 or AMX, or a GPU; fp16 a "
+                        "GPU; auto: bf16 where the device computes it natively, else fp32")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: GPU when present")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-probe", action="store_true",
@@ -221,7 +228,11 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
         description="Write CHECKPOINT without optimiser and RNG state: loads as an encoder "
                     "(gqn-rl train --checkpoint), cannot be resumed.")
     e.add_argument("--checkpoint", type=Path, required=True, help="RUN/checkpoint.pt")
-    e.add_argument("--out", type=Path, required=True, help="file to write")
+    e.add_argument("--out", type=Path, required=True,
+                   help="file to write (--checkpoint itself when that holds weights only)")
+    e.add_argument("--scene", choices=sorted(FAMILIES),
+                   help="record the scene family the GQN was pretrained on (a checkpoint "
+                        "that does not record it is refused wherever a family is known)")
     e.set_defaults(run=_export)
 
 

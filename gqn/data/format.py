@@ -14,6 +14,7 @@ here fails with an error that names the file and the field at fault.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
@@ -221,3 +222,10 @@ class _ManifestView:
     def meta(self) -> dict[str, Any]:
         """A copy of the manifest's free ``meta`` dict (e.g. the generator config)."""
         return copy.deepcopy(self._manifest["meta"])
+
+    @property
+    def content_sha256(self) -> str:
+        """SHA-256 of the manifest's content (its JSON with sorted keys): sizes, meta and
+        every shard's SHA-256 sums, so it names the dataset's bytes, wherever it lies."""
+        text = json.dumps(self._manifest, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()

@@ -1,3 +1,4 @@
+import contextlib
 import dataclasses
 import json
 import math
@@ -171,7 +172,7 @@ def test_kl_weight_scales_the_kl_of_the_training_loss(dataset: Path, tmp_path: P
 def test_bf16_runs_where_supported_and_is_refused_by_name_elsewhere(dataset: Path,
                                                                      tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="precision must be one of"):
-        TrainConfig(precision="fp16")
+        TrainConfig(precision="fp8")
     bf16 = dataclasses.replace(TRAIN, precision="bf16")
     missing = missing_bf16_support("cpu")
     if missing is None:
@@ -213,3 +214,82 @@ def test_object_weight_weighs_the_masked_pixels_of_the_query(dataset: Path, tmp_
     np.save(train.masks_path, masks[:, :2])
     with pytest.raises(ValueError, match="masks must be bool"):
         SceneDataset(dataset, "train").masks()
+
+
+def test_precision_is_one_knob_and_fp32_means_fp32_everywhere(monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """``TrainConfig.amp`` is gone: ``precision`` alone says the arithmetic, ``fp32`` on a
+    GPU too; ``auto`` is bf16 where native, else fp32; fp16 is for GPUs."""
+    assert "amp" not in {f.name for f in dataclasses.fields(TrainConfig)}
+    assert gqn.train.PRECISIONS == ("fp32", "bf16", "fp16", "auto")
+    monkeypatch.setattr(gqn.train, "missing_bf16_support", lambda device="cpu": None)
+    process = gqn.train._Process(device=torch.device("cuda", 0))
+    context, scaler = gqn.train._autocast(process, TRAIN)  # fp32 on a GPU
+    assert scaler is None and isinstance(context(), type(contextlib.nullcontext()))
+    assert gqn.train.resolved_precision("cuda", "auto") == "bf16"
+    assert gqn.train.resolved_precision("cuda", "fp16") == "fp16"
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        gqn.train.resolved_precision("cpu", "fp16")
+    monkeypatch.setattr(gqn.train, "missing_bf16_support", lambda device="cpu": "no bf16")
+    assert gqn.train.resolved_precision("cpu", "auto") == "fp32"
+
+
+def test_a_checkpoint_written_with_amp_still_loads(dataset: Path, tmp_path: Path) -> None:
+    result = pretrain(dataset, tmp_path / "run", MODEL, TRAIN, until=1, progress=False)
+    state = torch.load(result.checkpoint, weights_only=False)
+    state["train_config"]["amp"] = True  # as checkpoints were written before precision alone
+    torch.save(state, result.checkpoint)
+    loaded = load_checkpoint(result.checkpoint, MODEL)
+    assert loaded["legacy_amp"] and loaded["train_config"] == dataclasses.replace(TRAIN)
+    assert pretrain(dataset, tmp_path / "run", MODEL, TRAIN, until=2, resume=True,
+                    progress=False).step == 2
+
+
+def test_cuda_asked_for_without_cuda_is_one_line(dataset: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    assert main(["pretrain", "--data", str(dataset), "--out", str(tmp_path / "run"),
+                 "--device", "cuda", "--no-progress", "--no-probe"]) == 2
+    err = capsys.readouterr().err
+    assert "CUDA requested but this torch build has no CUDA" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_another_dataset_naming_the_field(dataset: Path, tmp_path: Path) -> None:
+    """A run resumed on other data would be a mix of two datasets under one label: the
+    checkpoint's record of its data (family, sizes, scene counts, the manifest's content)
+    must match, and the refusal names what differs."""
+    run = tmp_path / "run"
+    pretrain(dataset, run, MODEL, TRAIN, until=2, progress=False)
+    data = load_checkpoint(run / "checkpoint.pt")["data"]
+    assert "path" not in data and data["scene"] == "synthetic"
+    assert set(data) == set(gqn.train.DATA_FIELDS)
+    more = write_synthetic_dataset(tmp_path / "more", scenes=24)
+    with pytest.raises(ValueError, match=r"train_scenes: the run's 16, the data's 24") as info:
+        pretrain(more, run, MODEL, TRAIN, resume=True, progress=False)
+    assert "manifest_sha256" not in str(info.value)
+    other = write_synthetic_dataset(tmp_path / "other", seed=1)  # same sizes, other pixels
+    with pytest.raises(ValueError, match="manifest_sha256: the run's"):
+        pretrain(other, run, MODEL, TRAIN, resume=True, progress=False)
+    moved = tmp_path / "moved"
+    dataset.rename(moved)  # the same data elsewhere resumes
+    assert pretrain(moved, run, MODEL, TRAIN, resume=True, progress=False).step == 6
+
+
+def test_max_context_beyond_the_data_is_refused_before_a_run_folder(
+        dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--max-context 5: .* 5 views per scene, so at most 4"):
+        pretrain(dataset, tmp_path / "run", MODEL, dataclasses.replace(TRAIN, max_context=5),
+                 progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_pretrain_refuses_a_disk_without_room_for_its_checkpoints(
+        dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    usage = gqn.train.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(gqn.train.shutil, "disk_usage", lambda path: usage._replace(free=1000))
+    with pytest.raises(OSError, match=r"no space left for checkpoints under .*run"):
+        pretrain(dataset, tmp_path / "run", MODEL, TRAIN, progress=False)
+    assert not (tmp_path / "run").exists()
