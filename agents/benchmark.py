@@ -38,7 +38,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from tqdm import tqdm
 
 from agents.building import env_factory, wrap_env
 from agents.callbacks import training_seconds
@@ -57,6 +56,7 @@ from agents.grid import (
 )
 from agents.imitation import clone_and_evaluate
 from agents.kinds import get_kind
+from agents.progress import GridProgress
 from agents.runs import RUN_FILE, ResolvedRun, RunConfig, load_gqn, resolve_run
 from agents.train import drop_replay_buffers, evaluate, train
 from gqn.fileio import atomic_write, lock_directory, write_json
@@ -264,8 +264,7 @@ def _run_grid(config: BenchmarkConfig, root: Path, progress: bool, executor: str
     if executor == "local" and workers < config.workers:
         print(f"--workers {config.workers} capped at this machine's {cores} cores",
               file=sys.stderr)
-    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="benchmark", unit="run",
-               disable=not progress)
+    bar = GridProgress(cells, finished, root, enabled=progress)  # environment steps, time left
     failures: list[CellFailed] = []
 
     def done(cell: Cell, failure: CellFailed | None) -> None:
@@ -274,7 +273,7 @@ def _run_grid(config: BenchmarkConfig, root: Path, progress: bool, executor: str
         write_results_csv(root)  # rebuilt from the result.json files, whoever wrote them
         if not config.keep_buffers and failure is None:  # run_cell wrote its result.json
             drop_replay_buffers(cell.directory(root))
-        bar.update(1)
+        bar.finished(cell)
 
     if not config.keep_buffers:
         freed = sum(drop_replay_buffers(c.directory(root)) for c in finished)
@@ -283,11 +282,11 @@ def _run_grid(config: BenchmarkConfig, root: Path, progress: bool, executor: str
                   file=sys.stderr)
 
     work = functools.partial(run_cell, root=root, config=config)
-    if executor == "ray":
-        run_on_ray(todo, work, root, address, done)
-    else:
-        run_local(todo, work, workers, done)
-    bar.close()
+    with bar:
+        if executor == "ray":
+            run_on_ray(todo, work, root, address, done)
+        else:
+            run_local(todo, work, workers, done)
     path = write_results_csv(root)
     if failures:
         error = RuntimeError(f"{len(failures)} of {len(todo)} runs failed: "

@@ -1,5 +1,6 @@
 """SB3 callbacks of a run: its surprise bonus in TensorBoard, evaluations and resume points
-that continue a resumed run on the same steps, and the training wall time (``wall.json``)."""
+that continue a resumed run on the same steps, the training wall time (``wall.json``) and the
+steps trained so far (``progress.json``, which a grid's progress bar reads)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from gqn.fileio import atomic_write, write_json
 from gqn_rl.wrappers import INTRINSIC_REWARD
 
 WALL_FILE = "wall.json"
+PROGRESS_FILE = "progress.json"
+"""A run's steps trained so far, ``{"steps": n}``: rewritten every few seconds while it trains."""
 
 
 class IntrinsicRewardLog(BaseCallback):
@@ -28,6 +31,32 @@ class IntrinsicRewardLog(BaseCallback):
             if INTRINSIC_REWARD in info:
                 self.logger.record_mean("charts/intrinsic_reward", info[INTRINSIC_REWARD])
         return True
+
+
+class StepsTrained(BaseCallback):
+    """Writes the model's steps so far to ``path`` (``{"steps": n}``, atomically) at most every
+    ``every`` seconds and when training ends, so that another process (a grid's progress
+    bar, :mod:`agents.progress`) can follow the run."""
+
+    def __init__(self, path: Path, every: float = 2.0) -> None:
+        super().__init__()
+        self.path, self.every = Path(path), float(every)
+        self._written = -float("inf")
+
+    def _write(self) -> None:
+        write_json(self.path, {"steps": int(self.model.num_timesteps)})
+        self._written = time.monotonic()
+
+    def _on_training_start(self) -> None:
+        self._write()
+
+    def _on_step(self) -> bool:
+        if time.monotonic() - self._written >= self.every:
+            self._write()
+        return True
+
+    def _on_training_end(self) -> None:
+        self._write()
 
 
 def _calls_so_far(callback: BaseCallback) -> int:

@@ -3,8 +3,9 @@
 A run directory holds ``run.json`` (everything needed to rebuild the agent's environment),
 ``tensorboard/``, ``eval/evaluations.npz`` (periodic evaluation), ``checkpoints/`` (resume
 points), ``wall.json`` (training seconds at each resume point), ``final_model.zip`` (with
-``vecnormalize.pkl`` when the recipe normalises observations or rewards) and, after
-evaluation, ``evaluation.json``. A resumed run keeps its learning curve and wall time.
+``vecnormalize.pkl`` when the recipe normalises observations or rewards), ``progress.json``
+(the steps trained so far, while it trains) and, after evaluation, ``evaluation.json``. A
+resumed run keeps its learning curve and wall time.
 """
 
 from __future__ import annotations
@@ -28,7 +29,14 @@ from agents.building import (
     normalized,
     wrap_env,
 )
-from agents.callbacks import WALL_FILE, IntrinsicRewardLog, ResumedEvaluation, ResumePoints
+from agents.callbacks import (
+    PROGRESS_FILE,
+    WALL_FILE,
+    IntrinsicRewardLog,
+    ResumedEvaluation,
+    ResumePoints,
+    StepsTrained,
+)
 from agents.episodes import run_episodes, save_gif, summarize
 from agents.runs import (
     ALGORITHM_CLASSES,
@@ -163,6 +171,7 @@ def train(config: RunConfig, out: Path, resume: bool = False, progress: bool = T
                           n_eval_episodes=run.config.eval_episodes, log_path=str(out / "eval"),
                           best_model_save_path=str(out / "best"), verbose=0),
         resume_points,
+        StepsTrained(out / PROGRESS_FILE),
     ]
     if run.hyperparams.get("encoder_kwargs", {}).get("beta"):
         callbacks.append(IntrinsicRewardLog())
