@@ -1,16 +1,16 @@
 """``gqn-rl demo``: agents learning RoomNavigation, small, with a report.
 
-A small benchmark (:mod:`agents.benchmark`) on ``gqn_rl/RoomNavigation-v0``: the random and
-scripted references, the state oracle, pixels with and without augmentation and the frozen
-GQN (the shipped ``rooms_free`` checkpoint), each trained with the environment's recipe (PPO)
-for the same steps. RoomNavigation is the environment where image agents learn within the
-budget of two cores (pixels-aug reaches half the oracle's score in about 30,000 steps,
-docs/results.md; ArmReach's image agents stay at the random policy's success in 10,000 SAC
-steps), so the demo shows learning. Its ``report.md`` (:mod:`agents.report`: normalised
-scores, learning curves, steps to the oracle's score) gets a GQN sample grid and an episode
-GIF of the frozen-encoder agent. With ``pretrain``, the demo first renders a ``rooms_free``
-dataset and pretrains a ``cpu-small`` GQN, which the frozen encoder then uses. Every stage
-resumes: run it again after an interruption.
+A small benchmark (:mod:`agents.benchmark`) on the newest RoomNavigation,
+``gqn_rl/RoomNavigation-v1``: the random and scripted references, the state oracle, pixels
+with and without augmentation and the frozen GQN (the shipped checkpoint of the scene family,
+``rooms_near``), each trained with the environment's recipe (PPO) for the same steps.
+RoomNavigation is the environment where image agents learn within the budget of two cores
+(docs/results.md), so the demo shows learning. Its ``report.md`` (:mod:`agents.report`:
+normalised scores, learning curves, steps to the oracle's score) gets a GQN sample grid and
+an episode GIF of the frozen-encoder agent. With ``pretrain``, or when no checkpoint is
+shipped for the family, the demo first renders a dataset of the family and pretrains a
+``cpu-small`` GQN, which the frozen encoder then uses. Every stage resumes: run it again
+after an interruption. Its run time: docs/benchmarks.md#gqn-rl-demo.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ from gqn.fileio import atomic_write
 from gqn.train import pretrain
 from gqn.viewpoint import pose_to_viewpoint
 from gqn_rl.datagen import GenerateConfig, default_workers, generate
-from gqn_rl.encoders import shipped_checkpoint
+from gqn_rl.encoders import open_checkpoint, shipped_checkpoint
 
-ENV = "gqn_rl/RoomNavigation-v0"
+ENV = "gqn_rl/RoomNavigation-v1"
 FAMILY = family_of(ENV)
 SAMPLE_SCENES = 12
 """Scenes rendered for the sample grid when the demo does not pretrain."""
@@ -46,9 +46,9 @@ SAMPLE_SCENES = 12
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
-    """Sizes of the demo's stages (the defaults took 10.7 minutes on two CPU cores). Its
-    fields named as :class:`~agents.grid.BenchmarkConfig`'s go to the agents' grid as they
-    are (:meth:`benchmark`)."""
+    """Sizes of the demo's stages, sized for two CPU cores. Its fields named as
+    :class:`~agents.grid.BenchmarkConfig`'s go to the agents' grid as they are
+    (:meth:`benchmark`)."""
 
     steps: int = 60_000
     """Environment steps of each trained agent (the recipe's PPO)."""
@@ -95,8 +95,11 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), progress: bool = True
     preset = PRESETS["cpu-small"]
     checkpoint = shipped_checkpoint(FAMILY)
     pretraining = config.pretrain or checkpoint is None
+    if checkpoint is None and not config.pretrain:
+        print(f"no GQN checkpoint is shipped for {FAMILY}: the demo pretrains one", flush=True)
+    size = preset.model.image_size if pretraining else open_checkpoint(checkpoint).config.image_size
     print(f"== render {FAMILY} scenes", flush=True)
-    data = generate(GenerateConfig(scene=FAMILY, size=preset.model.image_size, seed=config.seed,
+    data = generate(GenerateConfig(scene=FAMILY, size=size, seed=config.seed,
                                    scenes=config.scenes if pretraining else SAMPLE_SCENES),
                     out / ("data" if pretraining else "sample_scenes"),
                     workers=default_workers(), progress=progress)

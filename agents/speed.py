@@ -30,11 +30,11 @@ class WrapperRates:
     ppo_pixels: float
 
 
-def wrapper_rates(env_id: str = "gqn_rl/ArmReach-v0", n_envs: int = 8, steps: int = 4096,
+def wrapper_rates(env_id: str = "gqn_rl/ArmReach-v1", n_envs: int = 8, steps: int = 4096,
                   seed: int = 0, overrides: dict[str, Any] | None = None) -> WrapperRates:
     """Times ``steps`` env-steps of each (random actions for bare and wrapped), with a fresh
-    ``cpu-small`` GQN; PPO with the project's hyperparameters for the environment, changed
-    by ``overrides`` (as ``--hyperparams``) for both agents."""
+    GQN of the family's shipped architecture; PPO with the project's hyperparameters for the
+    environment, changed by ``overrides`` (as ``--hyperparams``) for both agents."""
 
     def vec_rate(venv) -> float:
         venv.seed(seed)

@@ -7,7 +7,7 @@ registers the environments::
     import gymnasium as gym
     import envs  # noqa: F401
 
-    env = gym.make("gqn_rl/ArmReach-v0", image_size=64, context_cameras=2)
+    env = gym.make("gqn_rl/ArmReach-v1", image_size=64, context_cameras=2)
 """
 
 from envs.rendering import configure_mujoco_gl  # first: sets MUJOCO_GL before mujoco loads
@@ -23,6 +23,11 @@ ENVIRONMENTS = {
     "gqn_rl/MentalRotation-v0": ("envs.mental_rotation:MentalRotationEnv", 100),
 }
 """Gymnasium id -> (entry point, max_episode_steps) of every environment."""
+CURRENT = tuple(sorted({i.rsplit("-v", 1)[0]: i for i in sorted(
+    ENVIRONMENTS, key=lambda i: int(i.rsplit("-v", 1)[1]))}.values()))
+"""The newest version of each environment: what the project's commands default to.
+``gym.make`` of an older one warns that it is out of date (a DeprecationWarning from
+gymnasium's registration); the old ids stay for the results made with them."""
 
 
 def family_of(env_id: str) -> str | None:
@@ -36,4 +41,4 @@ for _id, (_entry_point, _steps) in ENVIRONMENTS.items():
     if _id not in gym.registry:
         gym.register(id=_id, entry_point=_entry_point, max_episode_steps=_steps)
 
-__all__ = ["ENVIRONMENTS", "configure_mujoco_gl", "family_of"]
+__all__ = ["CURRENT", "ENVIRONMENTS", "configure_mujoco_gl", "family_of"]

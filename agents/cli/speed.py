@@ -181,14 +181,15 @@ def add(commands: argparse._SubParsersAction) -> None:
                    help="scenes rendered per run (default 1000)")
     r.add_argument("--workers", type=positive_int, help="default: all cores")
     r.set_defaults(run=_bench_render)
-    from envs import ENVIRONMENTS
+    from envs import CURRENT, ENVIRONMENTS
 
     e = which.add_parser(
         "env", help="environment steps/s with one image per step",
         description="Per environment: steps/s with one image observation, next to the same "
                     "task without rendering (obs_mode=state) and the raw MuJoCo renderer on "
                     "its scene family.")
-    e.add_argument("--env", nargs="+", choices=list(ENVIRONMENTS), default=list(ENVIRONMENTS))
+    e.add_argument("--env", nargs="+", choices=list(ENVIRONMENTS), default=list(CURRENT),
+                   help=f"default: the newest version of each ({' '.join(CURRENT)})")
     add_image_size(e)
     e.add_argument("--steps", type=positive_int, default=2000, help="steps timed per mode")
     e.add_argument("--one-core", action=argparse.BooleanOptionalAction, default=True,
@@ -199,7 +200,7 @@ def add(commands: argparse._SubParsersAction) -> None:
         description="Env-steps/s of the bare vector environment, of it behind the batched "
                     "frozen-GQN wrapper, and of PPO training on the frozen encoder and on pixels, "
                     "in one run.")
-    w.add_argument("--env", choices=list(ENVIRONMENTS), default="gqn_rl/ArmReach-v0")
+    w.add_argument("--env", choices=list(ENVIRONMENTS), default="gqn_rl/ArmReach-v1")
     w.add_argument("--envs", type=positive_int, default=8, help="environments (default 8)")
     w.add_argument("--steps", type=positive_int, default=8192, help="env-steps timed per row")
     w.add_argument("--hyperparams", nargs="+", type=key_value, metavar="KEY=VALUE",

@@ -95,7 +95,7 @@ def _add_agents(commands: argparse._SubParsersAction) -> None:
                     "through the camera adapter) with the chosen encoder; hyperparameters from "
                     "agents/hyperparams.py. GQN kinds use --checkpoint, else the shipped "
                     "checkpoint of the scene family, else a fresh encoder (the log says which).")
-    t.add_argument("--env", required=True, help="gymnasium id, e.g. gqn_rl/ArmReach-v0")
+    t.add_argument("--env", required=True, help="gymnasium id, e.g. gqn_rl/ArmReach-v1")
     t.add_argument("--encoder", required=True, choices=list(KINDS))
     t.add_argument("--algo", choices=ALGOS, default="ppo")
     t.add_argument("--steps", type=positive_int, required=True, help="environment steps")
@@ -131,18 +131,19 @@ def _add_agents(commands: argparse._SubParsersAction) -> None:
     e.set_defaults(run=_evaluate)
     d = commands.add_parser(
         "demo", help="agents learning RoomNavigation, small: oracle, pixels, frozen GQN, report",
-        description="A small benchmark on RoomNavigation: the random and scripted references, "
-                    "the state oracle, pixels with and without augmentation and the frozen GQN "
-                    "(the shipped rooms_free checkpoint, or with --pretrain one pretrained "
-                    "here), trained with the recipe (PPO) for the same steps; OUT/report.md has "
-                    "normalised scores, learning curves, GQN samples and an episode GIF (about "
-                    "11 minutes on two cores). Run it again to finish an interrupted demo.")
+        description="A small benchmark on gqn_rl/RoomNavigation-v1: the random and scripted "
+                    "references, the state oracle, pixels with and without augmentation and "
+                    "the frozen GQN (the shipped rooms_near checkpoint, or with --pretrain one "
+                    "pretrained here), trained with the recipe (PPO) for the same steps; "
+                    "OUT/report.md has normalised scores, learning curves, GQN samples and an "
+                    "episode GIF. Its run time on two cores: docs/benchmarks.md. Run it again "
+                    "to finish an interrupted demo.")
     d.add_argument("--out", type=Path, default=Path("runs/demo"), help="default runs/demo")
     d.add_argument("--steps", type=positive_int, help="steps of each agent (default 60000)")
     d.add_argument("--seeds", type=positive_int, help="seeds of each agent (default 2)")
     d.add_argument("--workers", type=positive_int, help="agents at once (default 2)")
     d.add_argument("--pretrain", action="store_true",
-                   help="render rooms_free scenes and pretrain the GQN first (a new OUT: a "
+                   help="render rooms_near scenes and pretrain the GQN first (a new OUT: a "
                         "directory keeps the agents of the GQN it started with)")
     d.add_argument("--scenes", type=positive_int,
                    help="with --pretrain: scenes to render (default 2000)")

@@ -1,12 +1,17 @@
 """`gqn-rl demo` end to end at a tiny size (slow): the benchmark report with its extras, that a
-rerun redoes nothing, and the pretraining option."""
+rerun redoes nothing, and the pretraining option; and (fast) that the demo and the commands'
+defaults run the newest version of each environment, which gymnasium does not warn about."""
 
 import json
+import warnings
 from pathlib import Path
 
+import gymnasium as gym
 import imageio.v3 as iio
 import pytest
 
+import envs
+from agents.cli import build_parser
 from agents.demo import ENV, FAMILY, DemoConfig, run_demo
 from agents.grid import Cell
 from agents.report import UNDEFINED_SCORE
@@ -23,7 +28,27 @@ def run_json(out: Path, encoder: str, steps: int) -> dict:
                       .read_text())
 
 
+SHIPPED = shipped_checkpoint(FAMILY)
+NOT_SHIPPED = (f"no GQN checkpoint is shipped for {FAMILY} yet (checkpoints/{FAMILY}/"
+               f"checkpoint.pt): the demo on {ENV} uses it")
+
+
+def test_the_demo_and_the_commands_default_to_the_newest_environments() -> None:
+    assert ENV in envs.CURRENT and FAMILY == "rooms_near"
+    parser = build_parser()
+    assert parser.parse_args(["speed", "env"]).env == list(envs.CURRENT)
+    assert parser.parse_args(["speed", "wrapper"]).env in envs.CURRENT
+    assert parser.parse_args(["speed", "sac"]).env in envs.CURRENT
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        for env_id in envs.CURRENT:
+            gym.make(env_id, obs_mode="state").close()
+    with pytest.warns(DeprecationWarning, match="out of date"):  # where the warning comes from
+        gym.make("gqn_rl/RoomNavigation-v0", obs_mode="state").close()
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(SHIPPED is None, reason=NOT_SHIPPED)
 def test_demo_reports_every_agent_against_the_references(tmp_path: Path) -> None:
     report = run_demo(tmp_path, TINY, progress=False)
     text = report.read_text()
@@ -35,11 +60,12 @@ def test_demo_reports_every_agent_against_the_references(tmp_path: Path) -> None
     for name in ("gqn_samples.png", "episode_gqn-frozen.gif"):
         assert (tmp_path / name).stat().st_size > 0, name
     defined = UNDEFINED_SCORE not in text  # the oracle above random in 256 steps, or not
-    for name in ("scores_RoomNavigation-v0_rl.png", "curves_RoomNavigation-v0_rl.png"):
+    env_name = ENV.split("/")[1]
+    for name in (f"scores_{env_name}_rl.png", f"curves_{env_name}_rl.png"):
         assert (tmp_path / name).is_file() == defined, name
     grid = iio.imread(tmp_path / "gqn_samples.png")
     assert grid.shape[1] == 5 * 32 * 3  # 3 context views, truth, sample; 3x enlarged
-    assert run_json(tmp_path, "gqn-frozen", 256)["checkpoint"] == str(shipped_checkpoint(FAMILY))
+    assert run_json(tmp_path, "gqn-frozen", 256)["checkpoint"] == str(SHIPPED)
     assert not (tmp_path / "gqn").exists(), "without --pretrain the shipped GQN is used"
 
     done = sorted(tmp_path.glob("runs/*/*/rl/seed0/*.json")) + [tmp_path / "episode_gqn-frozen.gif"]
