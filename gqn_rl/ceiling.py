@@ -129,22 +129,27 @@ def _targets(scenes: Scenes) -> np.ndarray:
     return np.concatenate(list(scenes.targets.values()), 1).astype(np.float32)      # [S, T]
 
 
+def _per_scene(scenes: Scenes, views: int) -> int:
+    """Samples of each scene an epoch: as many as its views can fill (``V / views``, rounded
+    up), so that an epoch shows every view about once whatever ``views``."""
+    return -(-scenes.images.shape[1] // views)
+
+
 def _samples(scenes: Scenes, rows: np.ndarray, views: int, seed: int, fixed: bool) -> Any:
-    """Row-indexable model inputs of the scenes ``rows``: every view alone (``views`` 1), or
-    as many random ``views``-subsets of each scene as it has views (new ones at every epoch
-    unless ``fixed``)."""
+    """Row-indexable model inputs of the scenes ``rows``, :func:`_per_scene` of each in scene
+    order: every view alone (``views`` 1), or random ``views``-subsets of the scene's views
+    (new ones at every epoch unless ``fixed``)."""
     if views == 1:
         images, viewpoints = scenes.images[rows], scenes.viewpoints[rows]
         return _image_rows(images.reshape(-1, *images.shape[2:]),
                            viewpoints.reshape(-1, viewpoints.shape[-1]))
-    per_scene = scenes.images.shape[1]
-    return _ViewSubsets(scenes.images, scenes.viewpoints, np.repeat(rows, per_scene), views,
-                        seed, fixed)
+    return _ViewSubsets(scenes.images, scenes.viewpoints,
+                        np.repeat(rows, _per_scene(scenes, views)), views, seed, fixed)
 
 
-def _per_sample(scenes: Scenes, rows: np.ndarray) -> np.ndarray:
-    """Targets laid out as :func:`_samples` lays out the inputs: ``[len(rows) V, T]``."""
-    return np.repeat(_targets(scenes)[rows], scenes.images.shape[1], 0)
+def _per_sample(scenes: Scenes, rows: np.ndarray, views: int) -> np.ndarray:
+    """Targets laid out as :func:`_samples` lays out the inputs: ``[len(rows) n, T]``."""
+    return np.repeat(_targets(scenes)[rows], _per_scene(scenes, views), 0)
 
 
 @torch.no_grad()
@@ -199,14 +204,14 @@ def train_ceiling(data: Path | str, architecture: GQNConfig,
     fitted = _fit_supervised(
         _Autocast(readout, config.precision),
         _samples(learn, learn.parts["fit"], config.views, config.seed, fixed=False),
-        _per_sample(learn, learn.parts["fit"]),
+        _per_sample(learn, learn.parts["fit"], config.views),
         _samples(learn, learn.parts["val"], config.views, config.seed + 1, fixed=True),
-        _per_sample(learn, learn.parts["val"]),
+        _per_sample(learn, learn.parts["val"], config.views),
         epochs=config.epochs, patience=config.patience, batch_size=config.batch_size,
         lr=config.lr, seed=config.seed, on_epoch=on_epoch)
     predicted = fitted.predict(_samples(test, test.parts["test"], config.views,
                                         derive_seed(config.seed, "ceiling-test"), fixed=True))
-    truth = _per_sample(test, test.parts["test"])
+    truth = _per_sample(test, test.parts["test"], config.views)
     r2, intervals, start = {}, {}, 0
     for target, values in test.targets.items():
         columns = slice(start, start + values.shape[1])
