@@ -134,3 +134,21 @@ def lock_directory(root: Path, name: str, error: type[DirectoryBusyError] = Dire
                f"({' '.join(sys.argv) or 'python'})".encode())
     lock.flush()
     return lock
+
+
+def lock_holder(root: Path, name: str) -> str | None:
+    """Who holds the :func:`lock_directory` lock ``root/name`` (its pid, host and command),
+    or None when no other process does (this process holding it counts as none: it reads
+    what it writes)."""
+    try:
+        lock = open(Path(root) / name, "rb")  # noqa: SIM115 - closed below
+    except OSError:  # no lock file (never written by a locking writer), or not readable
+        return None
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = lock.read().decode(errors="replace").strip() or "another process"
+            return None if holder.startswith(f"pid {os.getpid()} on ") else holder
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    return None

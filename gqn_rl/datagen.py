@@ -168,6 +168,8 @@ def generate(config: GenerateConfig, out: Path | str, workers: int = 1,
         for split, index, reason in writer.forget_corrupt_shards():
             print(f"{reason}: rendering shard {index} of the {split} split again",
                   file=sys.stderr)
+        writer.plan({split: -(-config.split_scenes(split) // config.shard_size)
+                     for split in SPLITS})  # readers refuse the dataset until it is whole
         tasks = [(config, split, index, str(out))
                  for split, index in _missing_shards(writer, config)]
         bar = tqdm(total=sum(config.split_scenes(s) for s in SPLITS),

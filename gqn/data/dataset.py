@@ -16,6 +16,7 @@ from gqn.data.format import (
     _MANIFEST,
     PathLike,
     _check_opened_shard,
+    _check_readable,
     _load_manifest,
     _ManifestView,
     _resolve,
@@ -25,6 +26,9 @@ from gqn.data.format import (
 
 class SceneDataset(_ManifestView):
     """Read-only view of one split of a dataset directory, memory-mapped shard by shard.
+
+    A dataset another process is writing, or whose writer stopped before it wrote every
+    shard it planned, is refused (naming the writer, or the split and its counts).
 
     Args:
         path: dataset directory holding ``manifest.json``.
@@ -38,6 +42,7 @@ class SceneDataset(_ManifestView):
     def __init__(self, path: PathLike, split: str = "train", verify: bool = False) -> None:
         self._root = Path(path)
         self._manifest = _load_manifest(self._root)
+        _check_readable(self._root, self._manifest)
         splits = self._manifest["splits"]
         if split not in splits:
             raise ValueError(

@@ -292,6 +292,7 @@ def import_deepmind(
                                        views, reference, skip_corrupt))
                     index += 1
         writer.forget_corrupt_shards()  # imported again below
+        writer.plan({split: sum(t.split == split for t in tasks) for split in splits})
         pending = [t for t in tasks if not writer.has_shard(t.split, t.index)]
         report = ImportReport(files=len({t.path for t in pending}), scenes=0,
                               shards_kept=len(tasks) - len(pending))
@@ -308,6 +309,8 @@ def import_deepmind(
         finally:
             bar.close()
             report.skipped.sort()
+        # Every shard was tried: one whose records were all skipped as corrupt has none.
+        writer.plan({split: writer.shards(split) for split in splits})
     return report
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from gqn.checks import check_int, is_int
-from gqn.fileio import sha256
+from gqn.fileio import DirectoryBusyError, lock_holder, sha256
 from gqn.viewpoint import POSE_DIM
 
 FORMAT_NAME = "gqn-rl-scenes"
@@ -34,6 +34,12 @@ SPLITS = ("train", "test")
 """The default split names: every new dataset has them, in this order (possibly empty)."""
 
 _MANIFEST = "manifest.json"
+WRITER_LOCK = ".writer.lock"
+"""The file in a dataset directory whose lock a writer holds; it names the holder."""
+
+
+class DatasetBusyError(DirectoryBusyError):
+    """Another process is writing the dataset directory."""
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 PathLike = str | os.PathLike
@@ -120,6 +126,11 @@ def _load_manifest(root: Path) -> dict[str, Any]:
     splits = manifest.get("splits")
     if not isinstance(splits, dict):
         raise ValueError(f"{path}: field 'splits' must be an object, got {splits!r}")
+    planned = manifest.get("planned_shards", {})
+    if not isinstance(planned, dict) or not all(
+            isinstance(k, str) and is_int(v) and v >= 0 for k, v in planned.items()):
+        raise ValueError(f"{path}: field 'planned_shards' must map split names to shard "
+                         f"counts, got {planned!r}")
     for name, entry in splits.items():
         where = f"{path}: splits.{name}"
         if not isinstance(entry, dict) or not isinstance(entry.get("shards"), list):
@@ -135,6 +146,23 @@ def _load_manifest(root: Path) -> dict[str, Any]:
             )
         splits[name] = {"scenes": total, "shards": shards}
     return manifest
+
+
+def _check_readable(root: Path, manifest: dict[str, Any]) -> None:
+    """Refuse to read a dataset that is being written (another process holds its writer's
+    lock) or whose writer stopped before it wrote every shard it planned, naming the writer
+    or the split and counts."""
+    holder = lock_holder(root, WRITER_LOCK)
+    if holder is not None:
+        raise DatasetBusyError(f"{root} is being written by {holder}: wait for it to finish "
+                                 "(a dataset is read once it is whole)")
+    for split, planned in manifest.get("planned_shards", {}).items():
+        entry = manifest["splits"].get(split, {"shards": [], "scenes": 0})
+        if len(entry["shards"]) < planned:
+            raise ValueError(f"{root / _MANIFEST}: unfinished: {len(entry['shards'])} of the "
+                             f"{planned} shards of the {split} split are written "
+                             f"({entry['scenes']} scenes); its writer stopped before the end: "
+                             "run the same command again to finish it")
 
 
 def _open_npy(path: Path, kind: str) -> np.ndarray:
@@ -225,7 +253,9 @@ class _ManifestView:
 
     @property
     def content_sha256(self) -> str:
-        """SHA-256 of the manifest's content (its JSON with sorted keys): sizes, meta and
-        every shard's SHA-256 sums, so it names the dataset's bytes, wherever it lies."""
-        text = json.dumps(self._manifest, sort_keys=True, separators=(",", ":"))
+        """SHA-256 of the manifest's content (its JSON with sorted keys, without the writer's
+        plan): sizes, meta and every shard's SHA-256 sums, so it names the dataset's bytes,
+        wherever it lies."""
+        content = {k: v for k, v in self._manifest.items() if k != "planned_shards"}
+        text = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()

@@ -22,6 +22,8 @@ from gqn.data.format import (
     FORMAT_NAME,
     FORMAT_VERSION,
     SPLITS,
+    WRITER_LOCK,
+    DatasetBusyError,
     PathLike,
     _check_opened_shard,
     _check_positive_int,
@@ -33,7 +35,6 @@ from gqn.data.format import (
     _verify_record,
 )
 from gqn.fileio import (
-    DirectoryBusyError,
     atomic_write,
     lock_directory,
     remove_partial_files,
@@ -41,18 +42,29 @@ from gqn.fileio import (
 )
 from gqn.viewpoint import POSE_DIM
 
-LOCK_NAME = ".writer.lock"
-"""The file in a dataset directory whose lock a writer holds; it names the holder."""
-
-
-class DatasetBusyError(DirectoryBusyError):
-    """Another process is writing the dataset directory."""
+LOCK_NAME = WRITER_LOCK
 
 
 def _lock_for_writing(root: Path) -> BinaryIO:
     """An exclusive lock on ``root``'s lock file, held while the returned file is open; raises
     :class:`DatasetBusyError` naming the holder when another process has it."""
     return lock_directory(root, LOCK_NAME, DatasetBusyError)
+
+
+def changes(old: Any, new: Any, name: str = "") -> list[str]:
+    """What differs between two JSON-like values, one short phrase per leaf ("meta.scenes
+    changed from 32 to 40"), long values cut to 60 characters."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [phrase for key in sorted(old.keys() | new.keys(), key=str)
+                if old.get(key) != new.get(key)
+                for phrase in changes(old.get(key), new.get(key),
+                                      f"{name}.{key}" if name else str(key))]
+
+    def short(value: Any) -> str:
+        text = "nothing" if value is None else repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    return [f"{name} changed from {short(old)} to {short(new)}"]
 
 
 def _set_shards(entry: dict[str, Any], shards: list[dict[str, Any]]) -> None:
@@ -237,12 +249,12 @@ class DatasetWriter(_ManifestView):
             ours = {"image_size": image_size, "views": views, "meta": meta}
             differ = [k for k, v in ours.items() if manifest[k] != v]
             if differ:
-                details = "; ".join(
-                    f"{k}: manifest {manifest[k]!r}, writer {ours[k]!r}" for k in differ
-                )
+                details = "; ".join(changes({k: manifest[k] for k in differ},
+                                            {k: ours[k] for k in differ}))
                 raise ValueError(
                     f"{self._root / _MANIFEST} disagrees with this writer on "
-                    f"{', '.join(differ)} ({details})"
+                    f"{', '.join(differ)} ({details}): a dataset keeps the settings it was "
+                    "begun with; write the new one to another directory"
                 )
             self._manifest = manifest
         else:
@@ -259,6 +271,21 @@ class DatasetWriter(_ManifestView):
         for folder in (self._root, *(self._root / split for split in SPLITS)):
             remove_partial_files(folder)  # left by a killed writer; this one holds the lock
         self._write_manifest()
+
+    def plan(self, shards: dict[str, int]) -> None:
+        """Record how many shards each split will hold once written (``{split: count}``):
+        until they are all registered, readers refuse the dataset as unfinished, so a
+        writer stopped half-way never passes for a whole dataset."""
+        for split, count in shards.items():
+            _check_split_name(split)
+            check_int(count, f"planned shards of split {split!r}", at_least=0)
+        self._manifest["planned_shards"] = dict(shards)
+        self._write_manifest()
+
+    def shards(self, split: str) -> int:
+        """Shards registered so far in ``split``."""
+        entry = self._manifest["splits"].get(split)
+        return 0 if entry is None else len(entry["shards"])
 
     def scenes(self, split: str) -> int:
         """Scenes registered so far in ``split`` (0 for a split with no shards)."""

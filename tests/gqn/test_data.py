@@ -7,6 +7,8 @@ import hashlib
 import json
 import pickle
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from gqn.data import (
     FORMAT_NAME,
     FORMAT_VERSION,
     Batch,
+    DatasetBusyError,
     DatasetWriter,
     SceneDataset,
     write_shard_files,
@@ -315,3 +318,40 @@ def test_same_seed_same_batches(tmp_path: Path) -> None:
     a.bit_generator.state = state
     again = ds.sample_batch(4, a)
     assert all(torch.equal(x, y) for x, y in zip(fields(first), fields(again), strict=True))
+
+
+def test_readers_refuse_a_dataset_another_process_is_writing(tmp_path: Path) -> None:
+    """A reader of a dataset that is still being written would train on part of it: the
+    writer's lock (held by another process) refuses it, naming the writer; the writing
+    process itself may read what it wrote."""
+    make_dataset(tmp_path)
+    with DatasetWriter(tmp_path, image_size=SIZE, views=VIEWS, meta=META):
+        assert len(SceneDataset(tmp_path)) == 5  # this process holds the lock
+    code = ("import sys, time; from gqn.data import DatasetWriter; "
+            f"w = DatasetWriter(sys.argv[1], {SIZE}, {VIEWS}, {META!r}); print('ready', "
+            "flush=True); time.sleep(60)")
+    writer = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        with pytest.raises(DatasetBusyError, match=rf"being written by pid {writer.pid} "):
+            SceneDataset(tmp_path, "test")
+    finally:
+        writer.kill()
+        writer.wait()
+    assert len(SceneDataset(tmp_path)) == 5  # the lock went with the process
+
+
+def test_readers_refuse_a_dataset_whose_writer_stopped_before_the_end(tmp_path: Path) -> None:
+    writer = DatasetWriter(tmp_path, image_size=SIZE, views=VIEWS, meta=META)
+    writer.plan({"train": 2, "test": 0})
+    writer.write_shard("train", 0, *make_shard(3))
+    writer.close()
+    with pytest.raises(ValueError, match=r"manifest.json: unfinished: 1 of the 2 shards of the "
+                                         r"train split are written \(3 scenes\)"):
+        SceneDataset(tmp_path, "test")
+    with DatasetWriter(tmp_path, image_size=SIZE, views=VIEWS, meta=META) as again:
+        again.write_shard("train", 1, *make_shard(2, first_id=3, seed=1))
+    assert len(SceneDataset(tmp_path)) == 5
+    with pytest.raises(ValueError, match="planned shards"):
+        again.plan({"train": -1})

@@ -307,7 +307,10 @@ def test_import_raises_on_a_corrupt_record_and_keeps_finished_shards(tmp_path: P
     _flip(path, 12 + 50)
     with pytest.raises(CorruptRecordError, match=rf"{path.name}: record 0: the data"):
         import_deepmind(tmp_path / "src" / NAME, tmp_path / "out", progress=False)
-    assert len(SceneDataset(tmp_path / "out", "train")) == RECORDS  # file 0 was written
+    with pytest.raises(ValueError, match="unfinished: 1 of the 2 shards of the train split"):
+        SceneDataset(tmp_path / "out", "train")  # a stopped import does not pass for whole
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["splits"]["train"]["scenes"] == RECORDS  # file 0 was written and kept
 
 
 def test_skip_corrupt_skips_and_counts(tmp_path: Path) -> None:
@@ -407,7 +410,8 @@ def test_a_killed_import_resumes_to_the_same_bytes(tmp_path: Path,
     monkeypatch.setattr(deepmind, "write_shard_files", dies_on_third_shard)
     with pytest.raises(KeyboardInterrupt):
         import_deepmind(src, tmp_path / "out", progress=False)
-    assert len(SceneDataset(tmp_path / "out", "train")) == 2 * RECORDS
+    with pytest.raises(ValueError, match="unfinished: 2 of the 3 shards"):
+        SceneDataset(tmp_path / "out", "train")  # read once whole, not before
     monkeypatch.setattr(deepmind, "write_shard_files", real)
     report = import_deepmind(src, tmp_path / "out", progress=False)
     assert (report.shards_written, report.shards_kept) == (1, 2)
