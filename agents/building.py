@@ -18,7 +18,9 @@ from agents.kinds import get_kind
 from agents.runs import ALGORITHM_CLASSES, RUN_SETTINGS, ResolvedRun
 from envs.camera_adapter import MujocoCameraObservation
 from gqn import GQN
+from gqn_rl.encoders import r_shape
 from gqn_rl.extractors import GQNExtractor, ScaledAdam, ShiftAugmentedExtractor
+from gqn_rl.readers import READINGS, RReader
 
 
 def env_factory(run: ResolvedRun, render_mode: str | None = None,
@@ -103,6 +105,18 @@ def build_model(run: ResolvedRun, venv: VecEnv, gqn: GQN | None,
     policy_kwargs = dict(params.pop("policy_kwargs", {}))
     if run.hyperparams.get("augment") == "shift":
         policy_kwargs["features_extractor_class"] = ShiftAugmentedExtractor
+    reading = run.hyperparams.get("reading", "flatten")
+    if reading not in READINGS:
+        raise ValueError(f"--hyperparams reading must be one of {READINGS}, got {reading!r}")
+    if reading != "flatten":
+        if gqn is None or get_kind(run.config.encoder).wrappers is None:
+            raise ValueError(f"--hyperparams reading {reading!r} reads a frozen GQN's r: "
+                             f"--encoder {run.config.encoder} gives none")
+        policy_kwargs.update(features_extractor_class=RReader,
+                             features_extractor_kwargs={"r_shape": r_shape(gqn),
+                                                        "reading": reading})
+        if run.config.algo == "sac":  # one reader, trained by the critic (DrQ)
+            policy_kwargs.setdefault("critic_encoder", True)
     extractor = get_kind(run.config.encoder).extractor
     if extractor is not None:
         policy_kwargs.update(

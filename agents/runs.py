@@ -34,7 +34,7 @@ from gqn_rl.encoders import (
 ALGORITHM_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
 RUN_FILE = "run.json"
 RUN_SETTINGS = ("n_envs", "policy", "env_kwargs", "encoder_kwargs", "image_size", "normalize",
-                "augment")
+                "augment", "reading")
 """Hyperparameter keys that are not SB3 constructor arguments."""
 
 

@@ -27,6 +27,8 @@ from gqn.checks import check_int
 
 ContextMode = Literal["current", "cameras", "episode"]
 CONTEXT_MODES = ("current", "cameras", "episode")
+R = "r"
+"""The observation key of the agent's view's scene representation."""
 
 SHIPPED_CHECKPOINTS = Path(str(importlib.resources.files("gqn_rl.checkpoints")))
 """Pretrained checkpoints shipped with the project: ``<dir>/<scene family>/checkpoint.pt``
@@ -225,7 +227,7 @@ class SceneEncoder:
 
     @staticmethod
     def output_key(image_key: str) -> str:
-        return "r" if image_key == IMAGE else image_key
+        return R if image_key == IMAGE else image_key
 
     def viewpoints(self, obs: dict[str, torch.Tensor], image_key: str) -> torch.Tensor:
         """Viewpoints ``[N, 7]`` to encode ``obs[image_key]`` with."""
@@ -241,7 +243,7 @@ class SceneEncoder:
         """
         keys = [IMAGE, *self.context_keys] if self.context == "cameras" else [IMAGE]
         r = model.represent(*self._views(obs, keys))
-        out = {"r": r}
+        out = {R: r}
         for key in self.image_keys[1:]:  # the goal view
             out[self.output_key(key)] = model.represent(obs[key][:, None],
                                                         self.viewpoints(obs, key)[:, None])
