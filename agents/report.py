@@ -9,6 +9,7 @@ computed by ``rliable`` (Agarwal et al., 2021), the statistics the field reports
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -146,8 +147,25 @@ def _slug(*parts: Any) -> str:
     return "_".join(str(p).replace("gqn_rl/", "").replace("/", "_") for p in parts if p != "")
 
 
-def write_report(root: Path) -> Path:
-    """``root/report.md`` and its PNGs from the finished runs of ``gqn-rl benchmark``."""
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """A grid's report, composed once: written as ``report.md`` and read by
+    :func:`agents.pages.write_pages`."""
+
+    root: Path
+    """The grid directory."""
+    found: list[dict[str, Any]]
+    """Every finished run's result (:func:`agents.benchmark.results`)."""
+    table: list[dict[str, Any]]
+    """``results.csv``'s rows of ``found``, with normalised scores."""
+    sections: dict[tuple[str, str, int], list[str]]
+    """Markdown lines of each (env, track, demos) section; its images are PNGs in ``root``."""
+    lines: list[str]
+    """``report.md``'s lines."""
+
+
+def compose_report(root: Path) -> Report:
+    """The report of the finished runs of ``gqn-rl benchmark`` in ``root``; writes its PNGs."""
     root = Path(root)
     found = results(root)
     if not found:
@@ -165,13 +183,24 @@ def write_report(root: Path) -> Path:
     if digests:
         lines += ["GQN checkpoints of the gqn-* runs (SHA-256): " + "; ".join(
             f"{env} `{digest[:16]}`" for env, digest in digests) + ".", ""]
+    sections = {}
     for (env, track, demos), encoders in sorted(_groups(table).items()):  # demos by number
         title = f"{env}, {track}" + (f", {demos} demonstrations" if demos else "")
-        lines += [f"## {title}", ""]
-        lines += _section(root, env, track, demos, encoders)
-    path = root / REPORT_FILE
-    atomic_write(path, lambda f: f.write("\n".join(lines).encode()))
+        sections[env, track, demos] = _section(root, env, track, demos, encoders)
+        lines += [f"## {title}", "", *sections[env, track, demos]]
+    return Report(root, found, table, sections, lines)
+
+
+def save_report(report: Report) -> Path:
+    """``report.md`` of ``report``, in its grid directory."""
+    path = report.root / REPORT_FILE
+    atomic_write(path, lambda f: f.write("\n".join(report.lines).encode()))
     return path
+
+
+def write_report(root: Path) -> Path:
+    """``root/report.md`` and its PNGs from the finished runs of ``gqn-rl benchmark``."""
+    return save_report(compose_report(root))
 
 
 UNDEFINED_SCORE = (f"Normalised scores, and the steps to 50% and 80% of the oracle's score, "

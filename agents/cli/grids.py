@@ -31,12 +31,22 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from agents.report import publish, write_report
+    from agents.pages import Pages, write_pages
+    from agents.report import compose_report, publish, save_report
 
-    print(f"wrote {write_report(args.out)}")
+    if (args.machine or args.grid_command) and not args.pages:
+        raise ValueError("--machine and --grid-command describe the grid on its pages: add "
+                         "--pages")
+    report = compose_report(args.out)
+    print(f"wrote {save_report(report)}")
     if args.publish:
         written = publish(args.out, args.publish)
         print(f"published {len(written)} files to {args.publish}")
+    if args.pages:
+        pages = Pages(args.pages, args.publish or args.out, args.machine, args.grid_command,
+                      published=args.publish is not None)
+        for page in write_pages(report, pages):
+            print(f"wrote {page}")
     return 0
 
 
@@ -101,7 +111,7 @@ def add(commands: argparse._SubParsersAction) -> None:
     r = commands.add_parser(
         "report", help="the benchmark's report.md and PNGs",
         description="Normalised scores (random 0, state oracle 100), IQM with stratified-"
-                    "bootstrap CIs and probability of improvement over pixels (rliable), "
+                    "bootstrap CIs and probability of improvement over pixels-aug (rliable), "
                     "sample-efficiency curves, steps and wall time to 50% and 80% of the "
                     "oracle's score, camera shift: OUT/report.md.")
     r.add_argument("out", type=Path, metavar="DIR", help="directory of gqn-rl benchmark")
@@ -109,4 +119,13 @@ def add(commands: argparse._SubParsersAction) -> None:
                    help="also copy the report, results.csv, PNGs and each finished run's "
                         "light records (result.json, eval/evaluations.npz, wall.json) to DEST: "
                         "a copy of DEST resumes with gqn-rl benchmark --out on a fresh machine")
+    r.add_argument("--pages", type=Path, metavar="FOLDER",
+                   help="also write FOLDER/<environment>.md for each environment of the grid "
+                        "(e.g. docs/results/ArmReach-v1.md): how the grid ran and its tables, "
+                        "linking into DEST (or DIR)")
+    r.add_argument("--machine", help="with --pages: what the grid ran on, for its pages (the "
+                                     "run records do not say)")
+    r.add_argument("--grid-command", metavar="COMMAND",
+                   help="with --pages: the grid's gqn-rl benchmark command, as run (default: "
+                        "one made from its run records, which do not hold --hyperparams)")
     r.set_defaults(run=_report)
