@@ -134,7 +134,9 @@ def load_model(path: Path, config: GQNConfig | None = None, device: str | torch.
 
 
 def model_from_state(state: dict[str, Any]) -> GQN:
-    """A new GQN, in eval mode, with the config and weights of a loaded checkpoint."""
+    """A new GQN, in eval mode, with the config and weights of a loaded checkpoint, and the
+    scene family it records (``GQN.scene_family``)."""
     model = GQN(state["model_config"])
     model.load_state_dict(state["model"])
+    model.scene_family = (state.get("data") or {}).get("scene")
     return model.eval()

@@ -73,11 +73,19 @@ class GQN(nn.Module):
 
     Images are float in [0, 1] (uint8 is accepted and scaled), CHW; viewpoints are the 7-D
     vectors of :func:`gqn.viewpoint.pose_to_viewpoint`.
+
+    ``scene_family`` names the scene family of the data its weights were trained on, when
+    known (a model loaded from a checkpoint that records it): the GQN wrappers refuse an
+    environment of another family, as they refuse such a checkpoint path.
     """
+
+    scene_family: str | None
+    """Scene family of the data the weights were trained on; None: not known (fresh)."""
 
     def __init__(self, config: GQNConfig) -> None:
         super().__init__()
         self.config = config
+        self.scene_family = None
         c = config
         image_channels = 3 * c.scale**2  # the query image, space-to-depth down-sampled
         spatial_r = c.r_dim if c.r_size > 1 else 0

@@ -64,11 +64,14 @@ class GQNCheckpoint:
     def check_family(self, family: str | None, shown_by: str = "the environment"
                      ) -> GQNCheckpoint:
         """Itself; refuses a checkpoint pretrained on another scene family than ``family``
-        (the one an environment, or data, shows), naming both. Checkpoints that do not record
-        their data's family (made before it was recorded) pass."""
-        if family is not None and self.family is not None and self.family != family:
-            raise ValueError(f"{self.path} was pretrained on {self.family} scenes; {shown_by} "
-                             f"shows {family} scenes: use a GQN of that family")
+        (the one an environment, or data, shows), naming both, and one that does not record
+        its family (made before it was recorded), with the command that records it."""
+        if family is not None and self.family is None:
+            raise ValueError(f"{self.path} does not record the scene family it was pretrained "
+                             f"on, and {shown_by} shows {family} scenes: if it was pretrained "
+                             f"on them, record it with gqn-rl export --checkpoint {self.path} "
+                             f"--scene {family} --out NEW.pt")
+        check_model_family(self.family, family, str(self.path), shown_by)
         return self
 
     def new_model(self) -> GQN:
@@ -87,6 +90,15 @@ class GQNCheckpoint:
     def _stat(self) -> tuple[int, int]:
         stat = self.path.stat()
         return stat.st_mtime_ns, stat.st_size
+
+
+def check_model_family(trained_on: str | None, family: str | None, what: str,
+                       shown_by: str = "the environment") -> None:
+    """Refuse a GQN (``what``) pretrained on ``trained_on`` scenes for ``family``'s, naming
+    both; None on either side (not known) passes."""
+    if family is not None and trained_on is not None and trained_on != family:
+        raise ValueError(f"{what} was pretrained on {trained_on} scenes; {shown_by} shows "
+                         f"{family} scenes: use a GQN of that family")
 
 
 def open_checkpoint(path: str | os.PathLike) -> GQNCheckpoint:
@@ -156,8 +168,10 @@ launchers (rl-baselines3-zoo's ``env_wrapper``) can configure them with strings.
 def resolve_gqn(model: GQNSource, family: str | None) -> GQN:
     """``model`` itself, or the GQN in a checkpoint path, or the shipped one of ``family``
     (:data:`SHIPPED`). A checkpoint is loaded once per process and content, however many
-    wrappers ask for it (the same object is shared, frozen, in eval mode)."""
+    wrappers ask for it (the same object is shared, frozen, in eval mode). A model or a
+    checkpoint of another scene family than ``family`` is refused, naming both."""
     if isinstance(model, GQN):
+        check_model_family(model.scene_family, family, "the GQN given")
         return model
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(f"a GQN wrapper takes a GQN, a checkpoint path or {SHIPPED!r}, got "

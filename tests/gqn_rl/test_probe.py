@@ -224,7 +224,7 @@ def test_cli_probe_writes_json_report_and_plots(tmp_path: Path) -> None:
     model = GQN(TINY_MODEL)
     checkpoint = tmp_path / "gqn.pt"
     save_checkpoint(checkpoint, model, __import__("torch").optim.Adam(model.parameters()), 0,
-                    TrainConfig(), rng={})
+                    TrainConfig(), rng={}, data={"scene": "arm"})
     out = tmp_path / "probe"
     assert main(["probe", "--checkpoint", str(checkpoint), "--data", str(data), "--out",
                  str(out), "--scenes", "40", "--no-mlp", "--no-cnn", "--no-progress"]) == 0

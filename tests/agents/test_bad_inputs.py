@@ -1,0 +1,103 @@
+"""Bad inputs over the commands, as a new user on a fresh clone would give them: each ends in
+the right behaviour or in one line naming the file, field or cause, before any work, and
+never in a silently wrong result (the numbered cases of issue 50, one test or more each)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+import torch
+
+from agents.cli import main
+from gqn.checkpoint import load_checkpoint, load_model, save_checkpoint
+from gqn.config import GQNConfig, TrainConfig
+from gqn.model import GQN
+from gqn_rl.encoders import SHIPPED_CHECKPOINTS, open_checkpoint, resolve_checkpoint
+from gqn_rl.wrappers import GQNObservation
+from tests.agents.test_reliability import generate_arm, one_line_error
+
+SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints"
+TINY = GQNConfig(image_size=32, representation="pool", r_dim=8, h_dim=4, z_dim=2, L=1)
+
+
+def tiny_checkpoint(path: Path, scene: str | None) -> Path:
+    model = GQN(TINY)
+    save_checkpoint(path, model, torch.optim.Adam(model.parameters()), 0, TrainConfig(), rng={},
+                    data=None if scene is None else {"scene": scene})
+    return path
+
+
+# -- 8: every checkpoint records its scene family, and every reader checks it -----------------
+
+
+@pytest.mark.parametrize("family", ["arm", "arm_near", "rooms_free", "shepard_metzler_7"])
+def test_each_shipped_checkpoint_records_its_family_and_its_card_its_digest(family: str) -> None:
+    path = SHIPPED / family / "checkpoint.pt"
+    handle = open_checkpoint(path)
+    assert handle.family == family
+    assert handle.sha256 in (SHIPPED / family / "MODEL_CARD.md").read_text()
+    if family in ("rooms_free", "shepard_metzler_7"):  # mended: no machine path in them
+        assert "path" not in load_checkpoint(path)["data"]
+
+
+def test_a_shepard_metzler_gqn_is_refused_on_the_arm(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    sm7 = SHIPPED / "shepard_metzler_7" / "checkpoint.pt"
+    one_line_error(capsys, ["benchmark", "--env", "gqn_rl/ArmReach-v0", "--encoder",
+                            "gqn-frozen", "--seeds", "1", "--steps", "300", "--checkpoint",
+                            str(sm7), "--out", str(tmp_path / "grid")],
+                   "pretrained on shepard_metzler_7 scenes", "arm scenes")
+    assert not (tmp_path / "grid").exists()
+
+
+def test_a_model_object_is_checked_like_a_path() -> None:
+    """README's snippet wrapped MentalRotation in the rooms_free GQN and it ran."""
+    rooms = load_model(SHIPPED / "rooms_free" / "checkpoint.pt")
+    assert rooms.scene_family == "rooms_free"
+    with pytest.raises(ValueError, match="the GQN given was pretrained on rooms_free scenes; "
+                                         "the environment shows shepard_metzler_7"):
+        GQNObservation(gym.make("gqn_rl/MentalRotation-v0"), rooms)
+    sm7 = load_model(SHIPPED / "shepard_metzler_7" / "checkpoint.pt")
+    assert GQNObservation(gym.make("gqn_rl/MentalRotation-v0", image_size=32), sm7).reset(seed=0)[0]["r"].size
+    fresh = GQN(sm7.config)  # a fresh model knows no family: any environment takes it
+    assert fresh.scene_family is None
+    GQNObservation(gym.make("gqn_rl/RoomNavigation-v0"), fresh)
+
+
+def test_a_checkpoint_without_a_family_is_refused_with_the_command_that_adds_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    old = tiny_checkpoint(tmp_path / "old.pt", None)
+    with pytest.raises(ValueError, match="does not record the scene family") as info:
+        resolve_checkpoint(old, "arm")
+    command = str(info.value).split("record it with ")[1].split()
+    assert command[:2] == ["gqn-rl", "export"] and "--scene" in command
+    assert resolve_checkpoint(old, None) is not None  # no family known: nothing to check
+    mended = tmp_path / "NEW.pt"
+    assert main([*command[1:-1], str(mended)]) == 0
+    assert resolve_checkpoint(mended, "arm").family == "arm"
+    assert "path" not in load_checkpoint(mended)["data"]
+    one_line_error(capsys, ["export", "--checkpoint", str(mended), "--scene", "rooms_free",
+                            "--out", str(tmp_path / "other.pt")],
+                   "pretrained on arm scenes, not rooms_free")
+    assert main(["export", "--checkpoint", str(mended), "--out", str(mended)]) == 0  # in place
+    one_line_error(capsys, ["export", "--checkpoint", str(old), "--out", str(old)],
+                   "it would replace a resumable checkpoint")
+    one_line_error(capsys, ["export", "--checkpoint", str(mended), "--out", str(tmp_path)],
+                   "is a directory")
+
+
+def test_probe_refuses_a_checkpoint_without_a_family_on_data_that_has_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    generate_arm(tmp_path / "arm")
+    one_line_error(capsys, ["probe", "--checkpoint", str(tiny_checkpoint(tmp_path / "old.pt",
+                                                                         None)),
+                            "--data", str(tmp_path / "arm"), "--out", str(tmp_path / "p")],
+                   "does not record the scene family", "--scene arm")
+    assert not (tmp_path / "p").exists()
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
