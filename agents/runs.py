@@ -88,8 +88,8 @@ class ResolvedRun:
     """Where the GQN comes from, in words (empty for encoders without one)."""
     fresh_gqn: Mapping[str, Any] | None = None
     """A fresh GQN's architecture (``GQNConfig`` as a dict; see
-    :func:`gqn_rl.encoders.fresh_config`); None for a checkpoint or no GQN. A ``run.json``
-    written before 2026-12-06 has none: its fresh GQN was ``cpu-small``."""
+    :func:`gqn_rl.encoders.fresh_config`); None for a checkpoint or no GQN. An older
+    ``run.json`` has none: its fresh GQN was ``cpu-small``."""
 
     @property
     def has_gqn(self) -> bool:

@@ -6,7 +6,7 @@ pretraining of the architecture could buy it; one summing the agent's view and t
 cameras (``gqn-ceiling-cameras``) what the GQN's fusion of views adds. The network is trained
 from a fresh initialisation on every view of every train scene of a dataset (5% of the scenes
 held out to stop it once their loss no longer falls), with the probe's readout on top
-(:mod:`gqn_rl.probe.readouts`), and scored by R² on the dataset's test scenes.
+(:mod:`gqn_rl.probe.ceilings`), and scored by R² on the dataset's test scenes.
 
 The checkpoint keeps the rest of the base GQN (its generator and inference core no longer
 match ``r``: use it as an encoder only), records its scene family, and holds under

@@ -20,7 +20,7 @@ FORBIDDEN_LIBRARIES = {
     "gqn": {"gymnasium", "mujoco", "stable_baselines3"},
     "envs": {"torch", "stable_baselines3"},
 }
-"""Third-party libraries a package must not depend on (DESIGN: gqn is torch + numpy, envs is
+"""Third-party libraries a package must not depend on (docs/design.md: gqn is torch + numpy, envs is
 mujoco + gymnasium + numpy)."""
 
 
