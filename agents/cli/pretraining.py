@@ -55,10 +55,16 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
+    from gqn.data import SceneDataset
     from gqn_rl.probe import REPORT_FILE, ProbeConfig, run_probe
 
     config = with_given(ProbeConfig(), scenes=args.scenes, seed=args.seed,
                          views_per_scene=args.views_per_scene)
+    if args.views_per_scene is not None:  # probe.json records what was measured
+        views = SceneDataset(args.data, args.split).views
+        if args.views_per_scene > views:
+            raise ValueError(f"--views-per-scene {args.views_per_scene}: {args.data} has "
+                             f"{views} views per scene")
     config = dataclasses.replace(config, mlp=not args.no_mlp, cnn=not args.no_cnn)
     results = run_probe(args.checkpoint, args.data, args.out, config, split=args.split,
                         progress=not args.no_progress)

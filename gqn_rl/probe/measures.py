@@ -182,6 +182,9 @@ def architecture_ceilings(dataset: SceneDataset, architectures: dict[str, GQNCon
     on ``dataset``'s scenes from one view, and when ``views`` > 1 each architecture again from
     that many views summed (whether its ``r`` adds up over views). Keys: ``config``,
     ``scenes``, ``state`` (target -> column -> R²), ``state_interval``, ``ceiling_curves``."""
+    if views > dataset.views:
+        raise ValueError(f"--views {views}: {dataset.path} has {dataset.views} views per scene")
+    config = config.for_views(dataset.views)
     scenes = load_scenes(dataset, config)
     if scenes.targets is None:
         raise ValueError(f"{dataset.path}: the {dataset.split} split has no ground truth, so "
@@ -305,6 +308,7 @@ def probe(model: GQN, dataset: SceneDataset, config: ProbeConfig = ProbeConfig()
     ``context_count``, ``embedding``; ``_points`` holds the 2-D embeddings for the plots.
     """
     model.config.check_image_size(dataset.image_size, f"{dataset.path}")
+    config = config.for_views(dataset.views)  # what is measured is what probe.json records
     model = model.eval()
     scenes = load_scenes(dataset, config)
     targets = 0 if scenes.targets is None else len(scenes.targets)

@@ -3,6 +3,7 @@ scene family's own declaration) and per-view representations."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +55,12 @@ class ProbeConfig:
     """Bootstrap resamples of the test scenes behind each R²'s 95% interval (0: none)."""
     seed: int = 0
     """Seed of the split, the fresh encoder, the readouts and the latent samples."""
+
+    def for_views(self, views: int) -> ProbeConfig:
+        """This config as it is measured on scenes of ``views`` views: ``views_per_scene``
+        at most ``views`` and ``context_views`` at most ``views - 1``."""
+        return dataclasses.replace(self, views_per_scene=min(self.views_per_scene, views),
+                                   context_views=max(1, min(self.context_views, views - 1)))
 
     def __post_init__(self) -> None:
         for name in ("scenes", "views_per_scene", "context_views", "prediction_scenes",

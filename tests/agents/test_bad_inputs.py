@@ -101,3 +101,22 @@ def test_probe_refuses_a_checkpoint_without_a_family_on_data_that_has_one(
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+# -- 7: the probe's arguments are checked against the data ---------------------------------
+
+
+def test_probe_refuses_more_views_per_scene_than_the_data_has(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from gqn_rl.probe import ProbeConfig
+
+    generate_arm(tmp_path / "arm")  # 3 views
+    arm = SHIPPED / "arm" / "checkpoint.pt"
+    one_line_error(capsys, ["probe", "--checkpoint", str(arm), "--data", str(tmp_path / "arm"),
+                            "--out", str(tmp_path / "p"), "--views-per-scene", "99"],
+                   "--views-per-scene 99", "3 views per scene")
+    one_line_error(capsys, ["ceiling", "--data", str(tmp_path / "arm"), "--out",
+                            str(tmp_path / "p"), "--views", "9"], "--views 9", "3 views")
+    assert not (tmp_path / "p").exists()
+    measured = ProbeConfig(views_per_scene=4, context_views=5).for_views(3)  # the defaults
+    assert (measured.views_per_scene, measured.context_views) == (3, 2)  # recorded as measured
