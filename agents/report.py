@@ -281,7 +281,7 @@ def _section(root: Path, env: str, track: str, demos: int,
         if not (np.isfinite(low) and np.isfinite(high)):
             lines += [f"(Normalised scores need `{REFERENCE}` and `{ORACLE}` runs.)", ""]
         return lines + _camera_shift(encoders)
-    lines += _perfect_reference(estimates)
+    lines += _perfect_reference(estimates) + _ceiling_places(estimates)
     curves = _curves(root, env, {e: r for e, r in encoders.items()
                                  if e not in (REFERENCE, "scripted")}, low, high)
     if curves:
@@ -307,6 +307,36 @@ def _perfect_reference(estimates: dict[str, tuple[float, float, float] | None]) 
     return [f"{source} the task reaches {perfect[0]:.1f} of the oracle's 100 in this budget: "
             "that much is the task's difficulty. Each encoder's normalised score as a share of "
             f"the perfect encoder's: {shares or 'none'}.", ""]
+
+
+CEILINGS = {"gqn-ceiling": "", "gqn-ceiling-cameras": "cameras"}
+"""The downstream ceilings (the frozen GQN on its architecture's supervised network), by the
+word that names the GQN kinds each is the ceiling of (``cameras``: the kinds that sum the
+context cameras' views; the empty word: the others)."""
+
+
+def _ceiling_places(estimates: dict[str, tuple[float, float, float] | None]) -> list[str]:
+    """Each GQN kind's place between ``pixels-aug`` (0) and its downstream ceiling (1): how
+    much of what this architecture could buy the agent its pretraining bought (when the grid
+    has both)."""
+    base = estimates.get(BASELINE)
+    lines = []
+    for ceiling, word in CEILINGS.items():
+        top = estimates.get(ceiling)
+        if base is None or top is None:
+            continue
+        kinds = [e for e in estimates if e.startswith("gqn-") and e not in CEILINGS
+                 and (word in e if word else not any(w and w in e for w in CEILINGS.values()))
+                 and estimates[e] is not None]
+        gap = top[0] - base[0]
+        if gap <= 0:
+            lines += [f"`{ceiling}` ({top[0]:.1f}) is not above `{BASELINE}` ({base[0]:.1f}): "
+                      "no GQN kind's place between them is defined.", ""]
+            continue
+        places = ", ".join(f"`{e}` {(estimates[e][0] - base[0]) / gap:.2f}" for e in kinds)
+        lines += [f"Place between `{BASELINE}` (0, {base[0]:.1f}) and the downstream ceiling "
+                  f"`{ceiling}` (1, {top[0]:.1f}), by IQM: {places or 'no GQN kind'}.", ""]
+    return lines
 
 
 def _efficiency(root: Path, slug: str, env: str, curves: dict[str, tuple],
