@@ -240,25 +240,33 @@ def train_ceiling(data: Path | str, architecture: GQNConfig,
 def save_ceiling(path: Path | str, ceiling: Ceiling, base: GQNCheckpoint | None,
                  architecture: GQNConfig, seed: int = 0) -> None:
     """Write a weights-only GQN checkpoint (as ``gqn-rl export`` writes) holding ``ceiling``'s
-    representation network; the rest of the GQN is ``base``'s (or a fresh one's, seeded)."""
+    representation network; the rest of the GQN is ``base``'s (or a fresh one's, seeded).
+    Saved beside its base (the same file in the same folder, as under ``checkpoints/``), it
+    holds the representation network alone and names the base by its SHA-256 (0.5 MB for
+    ``tower`` instead of 4.5)."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"--save-checkpoint {path} is a directory: name the file to write")
-    if base is not None:
-        model = base.new_model()
+    representation = {f"representation.{k}": v
+                      for k, v in ceiling.representation.state_dict().items()}
+    beside = base is not None and (path.parent / base.path.name).resolve() == base.path
+    if beside:
+        weights = representation
     else:
-        with torch.random.fork_rng():
-            torch.manual_seed(derive_seed(seed, "ceiling-base"))
-            model = GQN(architecture)
-    model.representation.load_state_dict(ceiling.representation.state_dict())
+        if base is not None:
+            model = base.new_model()
+        else:
+            with torch.random.fork_rng():
+                torch.manual_seed(derive_seed(seed, "ceiling-base"))
+                model = GQN(architecture)
+        weights = {**model.state_dict(), **representation}
     state = {
         "format": CHECKPOINT_FORMAT, "package_version": gqn.__version__,
         "model_config": dataclasses.asdict(architecture),
         "train_config": dataclasses.asdict(TrainConfig()),
-        "model": model.state_dict(), "optimizer": None, "step": 0, "rng": None, "metrics": {},
-        "data": {"scene": ceiling.record["data"]["scene"],
-                 "base": None if base is None else {"path": base.path.name,
-                                                    "sha256": base.sha256}},
+        "model": weights, "optimizer": None, "step": 0, "rng": None, "metrics": {},
+        "data": {"scene": ceiling.record["data"]["scene"]},
+        "base": {"file": base.path.name, "sha256": base.sha256} if beside else None,
         "ceiling": ceiling.record,
     }
     buffer = io.BytesIO()

@@ -114,9 +114,22 @@ def _read(path: Path, mtime_ns: int, size: int) -> tuple[GQNCheckpoint, dict]:
     """A checkpoint's handle and its state, from one read of the file."""
     content = path.read_bytes()
     state = load_checkpoint(path, content=content)
+    if state.get("base"):
+        state["model"] = {**_base_weights(path, state["base"]), **state["model"]}
     handle = GQNCheckpoint(path, hashlib.sha256(content).hexdigest(), state["model_config"],
                            (state.get("data") or {}).get("scene"))
     return handle, state
+
+
+def _base_weights(path: Path, base: dict) -> dict:
+    """The weights that checkpoint ``path`` completes (a downstream ceiling saved beside its
+    base GQN holds only its representation network): those of the file ``base["file"]``
+    beside it, whose SHA-256 must be ``base["sha256"]``."""
+    beside = path.parent / base["file"]
+    if beside.is_file() and hashlib.sha256(beside.read_bytes()).hexdigest() == base["sha256"]:
+        return load_checkpoint(beside)["model"]
+    raise ValueError(f"{path} holds a representation network only: it needs its base GQN "
+                     f"{beside} with SHA-256 {base['sha256'][:12]}... beside it")
 
 
 @functools.lru_cache(maxsize=8)

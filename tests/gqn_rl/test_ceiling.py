@@ -71,3 +71,28 @@ def test_cli_ceiling_save_checkpoint_writes_checkpoint_record_and_card(
     assert open_checkpoint(save).config == TINY_MODEL
     assert "| wall_colour |" in (out / "MODEL_CARD.md").read_text()
     assert (out / "ceiling_curve.png").is_file() and "wall_colour" in capsys.readouterr().out
+
+
+def test_a_ceiling_saved_beside_its_base_holds_its_representation_only(tmp_path: Path) -> None:
+    data = write_arm_like_dataset(tmp_path / "data")
+    ceiling = train_ceiling(data, TINY_MODEL, CeilingConfig(epochs=2, patience=2, test_scenes=20))
+    shipped = tmp_path / "shipped"
+    save_ceiling(shipped / "checkpoint.pt", ceiling, None, TINY_MODEL, seed=3)  # a base GQN
+    base = open_checkpoint(shipped / "checkpoint.pt")
+    save_ceiling(shipped / "ceiling.pt", ceiling, base, TINY_MODEL)
+    save_ceiling(tmp_path / "whole.pt", ceiling, base, TINY_MODEL)
+    slim = load_checkpoint(shipped / "ceiling.pt")
+    assert set(slim["model"]) == {k for k in base.new_model().state_dict()
+                                  if k.startswith("representation.")}
+    assert (shipped / "ceiling.pt").stat().st_size < (tmp_path / "whole.pt").stat().st_size
+    for path in (shipped / "ceiling.pt", tmp_path / "whole.pt"):
+        model, reference = open_checkpoint(path).new_model(), base.new_model()
+        for key, value in model.state_dict().items():
+            expected = (ceiling.representation.state_dict()[key.removeprefix("representation.")]
+                        if key.startswith("representation.") else reference.state_dict()[key])
+            torch.testing.assert_close(value, expected)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "ceiling.pt").write_bytes((shipped / "ceiling.pt").read_bytes())
+    with pytest.raises(ValueError, match="holds a representation network only: it needs its base"):
+        open_checkpoint(alone / "ceiling.pt")
