@@ -42,7 +42,7 @@ import numpy as np
 from agents.building import env_factory, wrap_env
 from agents.callbacks import training_seconds
 from agents.episodes import reference_policy, run_episodes, summarize
-from agents.executors import EXECUTORS, CellFailed, run_local, run_on_ray
+from agents.executors import EXECUTORS, CellFailed, check_address, run_local, run_on_ray
 from agents.grid import (
     CAMERA_SHIFT_ENVS,
     CAMERA_SHIFTS,
@@ -111,6 +111,32 @@ def check_grid_checkpoints(root: Path, config: BenchmarkConfig) -> None:
                 f"{'(not recorded)' if found is None else found[:12] + '...'}, this grid asks "
                 f"for {str(expected[cell.env])[:12]}... ({config.checkpoint or 'the shipped one'}):"
                 " a directory holds one checkpoint's grid; choose another --out")
+
+
+def check_grid_budgets(root: Path, config: BenchmarkConfig) -> None:
+    """Refuse a grid directory whose RL runs (finished or interrupted) were made with
+    another budget than ``config``'s, naming the run and both budgets: a smaller grid
+    budget would be met by the longer runs, a larger one is taken only with ``extend``."""
+    for cell in config.cells():
+        if not cell.steps:
+            continue
+        out = cell.directory(root)
+        result = read_result(out / RESULT_FILE)
+        if result is not None:
+            found, source = result["cell"].get("steps"), out / RESULT_FILE
+        elif (out / RUN_FILE).is_file():
+            found, source = ResolvedRun.load(out / RUN_FILE).config.steps, out / RUN_FILE
+        else:
+            continue
+        if found == cell.steps or (config.extend and found < cell.steps):
+            continue
+        if found > cell.steps:
+            raise ValueError(f"{source} was trained for {found} steps, more than this grid's "
+                             f"{cell.steps}: its runs cannot be cut to a smaller budget; "
+                             "choose another --out")
+        raise ValueError(f"{source} was made with a budget of {found} steps, this grid's is "
+                         f"{cell.steps}: pass --extend to continue its runs to {cell.steps}, "
+                         "or choose another --out")
 
 
 def _rl(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
@@ -212,12 +238,13 @@ def write_results_csv(root: Path) -> Path:
 
 def run_benchmark(config: BenchmarkConfig, root: Path, progress: bool = True,
                   shared: bool = False, executor: str = "local",
-                  address: str | None = None) -> Path:
+                  address: str | None = None, address_timeout: float = 30.0) -> Path:
     """Run every unfinished cell of the grid into ``root``; returns ``results.csv``'s path.
     An existing ``root`` that is not a grid is refused, unless ``shared`` (the caller keeps
     its own files there, as the demo keeps its data and GQN). ``executor``: ``local``
-    (``config.workers`` processes here) or ``ray`` (one task per cell on the Ray cluster at
-    ``address``, a local one when None; ``root`` must be on storage its nodes share).
+    (``config.workers`` processes here) or ``ray`` (one task per cell, ``config.workers`` at
+    once, on the Ray cluster at ``address``, a local one when None, refused when it does not
+    answer within ``address_timeout`` seconds; ``root`` must be on storage its nodes share).
 
     Raises RuntimeError after the grid when runs failed (each is named; the others finish).
     """
@@ -226,6 +253,8 @@ def run_benchmark(config: BenchmarkConfig, root: Path, progress: bool = True,
         raise ValueError(f"--executor must be one of {EXECUTORS}, got {executor!r}")
     if address is not None and executor != "ray":
         raise ValueError("--address is the Ray cluster of --executor ray")
+    if address is not None:
+        check_address(address, address_timeout)  # before anything is written
     if root.exists() and not root.is_dir():
         raise ValueError(f"--out {root} is a file: it takes a benchmark directory")
     if not shared:
@@ -233,7 +262,7 @@ def run_benchmark(config: BenchmarkConfig, root: Path, progress: bool = True,
     root.mkdir(parents=True, exist_ok=True)
     lock = lock_directory(root, LOCK_NAME)  # one grid per directory; released however it ends
     try:
-        return _run_grid(config, root, progress, executor, address)
+        return _run_grid(config, root, progress, executor, address, address_timeout)
     finally:
         lock.close()
 
@@ -253,9 +282,10 @@ def _check_grid_directory(root: Path) -> None:
 
 
 def _run_grid(config: BenchmarkConfig, root: Path, progress: bool, executor: str,
-              address: str | None) -> Path:
+              address: str | None, address_timeout: float = 30.0) -> Path:
     """:func:`run_benchmark` in a directory this process holds."""
     check_grid_checkpoints(root, config)
+    check_grid_budgets(root, config)
     cells = config.cells()
     finished = {c for c in cells if c.finished(root)}
     todo = [c for c in cells if c not in finished]
@@ -284,7 +314,7 @@ def _run_grid(config: BenchmarkConfig, root: Path, progress: bool, executor: str
     work = functools.partial(run_cell, root=root, config=config)
     with bar:
         if executor == "ray":
-            run_on_ray(todo, work, root, address, done)
+            run_on_ray(todo, work, root, address, done, config.workers, address_timeout)
         else:
             run_local(todo, work, workers, done)
     path = write_results_csv(root)

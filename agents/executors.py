@@ -122,27 +122,54 @@ def _can_write(root: str) -> str | None:
     return None
 
 
+def check_address(address: str, timeout: float) -> None:
+    """Refuse, within ``timeout`` seconds, a Ray ``address`` (``HOST:PORT``, or
+    ``ray://HOST:PORT``) where nothing answers: ``ray.init`` would wait for it for ever."""
+    if not timeout > 0:
+        raise ValueError(f"--address-timeout must be > 0 seconds, got {timeout}")
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" and other forms: Ray's own reading
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise ValueError(f"--address {address}: no Ray cluster answered within {timeout:g} s "
+                         f"({error.strerror or error}); --address-timeout sets the seconds"
+                         ) from None
+
+
 def run_on_ray(cells: Sequence[Any], work: Work, root: Path, address: str | None,
-               done: Done) -> None:
-    """The cells as Ray tasks of one CPU each, on the cluster at ``address`` (a local one when
-    None). ``root`` must be on storage every node shares: each node checks that it can write
-    there before any cell starts. A cell whose worker or node dies runs again
-    (:data:`RAY_RETRIES` times) and resumes from its checkpoints."""
+               done: Done, workers: int | None = None, timeout: float = 30.0) -> None:
+    """The cells as Ray tasks of one CPU each, at most ``workers`` at once (None: all), on
+    the cluster at ``address`` (a local one when None; one that does not answer within
+    ``timeout`` seconds is refused). ``root`` must be on storage every node shares: each node
+    checks that it can write there before any cell starts. A cell whose worker or node dies
+    runs again (:data:`RAY_RETRIES` times) and resumes from its checkpoints."""
     try:
         import ray
     except ImportError:
         raise ValueError("--executor ray needs Ray: pip install -e '.[cluster]'") from None
     started_here = not ray.is_initialized()
     if started_here:
+        if address is not None:
+            check_address(address, timeout)
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
     try:
         _check_shared(ray, str(Path(root).resolve()))
         task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(_on_ray_worker)
-        pending = {task.remote(work, cell): cell for cell in cells}
+        waiting, pending = list(cells), {}
+
+        def submit() -> None:  # keep at most ``workers`` cells in flight
+            while waiting and (workers is None or len(pending) < workers):
+                cell = waiting.pop(0)
+                pending[task.remote(work, cell)] = cell
+
+        submit()
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             cell = pending.pop(ready[0])
+            submit()
             try:
                 ray.get(ready[0])
             except Exception as error:  # noqa: BLE001 - a task's failure, reported by done

@@ -125,7 +125,8 @@ class BenchmarkConfig:
     demos: tuple[int, ...] = (10, 50, 200)
     """Demonstration counts of the bc track."""
     workers: int = 1
-    """Processes running cells at once (one torch thread each)."""
+    """Cells running at once, one torch thread each: local processes (at most the cores),
+    or with ``--executor ray`` Ray tasks in flight."""
     eval_every: int | None = None
     """RL steps between evaluations; None: a tenth of the budget, at least a rollout."""
     eval_episodes: int = 20
@@ -147,6 +148,11 @@ class BenchmarkConfig:
     """GQN checkpoint of the GQN encoders (not the fresh control); None: the shipped one of
     each environment's scene family. A directory holds one checkpoint's runs: finished runs
     are not redone for another."""
+    extend: bool = False
+    """Runs made with a smaller budget than this grid's continue to it (``--extend``);
+    without it a grid whose runs were made with another budget is refused, naming one, so
+    that a grid never mixes budgets unasked. A larger budget is always refused: the runs
+    trained past it."""
 
     def __post_init__(self) -> None:
         for encoder in self.encoders:

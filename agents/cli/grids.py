@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from agents.cli.args import key_value, positive_int
@@ -18,14 +19,19 @@ def _benchmark(args: argparse.Namespace) -> int:
     demos = BenchmarkConfig.demos if args.demos is None else tuple(args.demos)
     config = BenchmarkConfig(envs=tuple(args.env), encoders=tuple(args.encoder),
                              seeds=args.seeds, track=args.track, steps=args.steps, demos=demos,
-                             workers=args.workers, eval_every=args.eval_every,
+                             workers=args.workers or 1, eval_every=args.eval_every,
                              eval_episodes=args.eval_episodes,
                              final_episodes=args.final_episodes,
                              overrides=dict(args.hyperparams or []),
                              checkpoint=None if args.checkpoint is None else str(args.checkpoint),
-                             keep_buffers=not args.drop_buffers)
+                             keep_buffers=not args.drop_buffers, extend=args.extend)
+    if args.executor == "ray" and args.workers is None:  # the cluster's CPUs decide
+        config = dataclasses.replace(config, workers=max(1, len(config.cells())))
+    if args.address_timeout is not None and args.address is None:
+        raise ValueError("--address-timeout is the wait for --address")
     path = run_benchmark(config, args.out, progress=not args.no_progress,
-                         executor=args.executor, address=args.address)
+                         executor=args.executor, address=args.address,
+                         address_timeout=args.address_timeout or 30.0)
     print(f"wrote {path}; gqn-rl report {args.out} writes the report")
     return 0
 
@@ -83,8 +89,13 @@ def add(commands: argparse._SubParsersAction) -> None:
                    help="RL steps per run (default: each environment's recipe budget)")
     b.add_argument("--demos", type=positive_int, nargs="+",
                    help="demonstration counts of the bc track (default 10 50 200)")
-    b.add_argument("--workers", type=positive_int, default=1,
-                   help="processes, one torch thread each (default 1; at most the cores)")
+    b.add_argument("--workers", type=positive_int,
+                   help="runs at once, one torch thread each: local processes (default 1; at "
+                        "most the cores), or Ray tasks (default: every run, as the cluster's "
+                        "CPUs allow)")
+    b.add_argument("--extend", action="store_true",
+                   help="continue the runs of a grid made with a smaller budget to this one "
+                        "(without it, a grid whose runs have another budget is refused)")
     b.add_argument("--eval-every", type=positive_int,
                    help="RL steps between evaluations (default: a tenth of the budget)")
     b.add_argument("--eval-episodes", type=positive_int, default=20,
@@ -106,6 +117,8 @@ def add(commands: argparse._SubParsersAction) -> None:
                         "storage every node shares")
     b.add_argument("--address", help="with --executor ray: the cluster's address, e.g. "
                                      "127.0.0.1:6379 (default: start a local one)")
+    b.add_argument("--address-timeout", type=float, metavar="SECONDS",
+                   help="seconds to wait for --address to answer (default 30)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(run=_benchmark)
     r = commands.add_parser(

@@ -120,3 +120,82 @@ def test_probe_refuses_more_views_per_scene_than_the_data_has(
     assert not (tmp_path / "p").exists()
     measured = ProbeConfig(views_per_scene=4, context_views=5).for_views(3)  # the defaults
     assert (measured.views_per_scene, measured.context_views) == (3, 2)  # recorded as measured
+
+
+# -- 5, 6, 12: grids: budgets, workers on Ray, an address that does not answer ---------------
+
+ROTATION = "gqn_rl/MentalRotation-v0"  # true-state runs render nothing
+
+
+def test_a_grid_refuses_runs_of_another_budget_unless_told_to_extend_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A grid rerun with a smaller --steps resumed from the longer runs and left their rows
+    at the longer budget, without a word."""
+    import dataclasses
+
+    from agents.benchmark import check_grid_budgets
+    from agents.grid import BenchmarkConfig, Cell
+    from tests.agents.test_benchmark import write_result
+
+    write_result(tmp_path, Cell(ROTATION, "state", "rl", 0, steps=4096), -1.0)
+    grid = ["benchmark", "--env", ROTATION, "--encoder", "random", "state", "--seeds", "1",
+            "--out", str(tmp_path), "--no-progress"]
+    result = tmp_path / "runs" / "gqn_rl_MentalRotation-v0" / "state" / "rl" / "seed0"
+    one_line_error(capsys, [*grid, "--steps", "2048"], str(result / "result.json"),
+                   "trained for 4096 steps, more than this grid's 2048")
+    one_line_error(capsys, [*grid, "--steps", "8192"], "budget of 4096 steps", "--extend")
+    one_line_error(capsys, [*grid, "--steps", "2048", "--extend"], "cannot be cut")
+    config = BenchmarkConfig((ROTATION,), ("random", "state"), seeds=1, steps=8192)
+    check_grid_budgets(tmp_path, dataclasses.replace(config, extend=True))  # passes
+    check_grid_budgets(tmp_path, dataclasses.replace(config, steps=4096))  # the same budget
+    assert not (result.parents[2] / "random").exists()  # nothing ran
+
+
+def test_ray_runs_at_most_workers_cells_at_once(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """--executor ray --workers 1 ran two cells at once: every cell was submitted at once."""
+    import sys
+    import types
+
+    import agents.executors as executors
+
+    state = {"in_flight": 0, "most": 0}
+    fake = types.ModuleType("ray")
+    fake.is_initialized = lambda: True
+
+    def remote(**options):
+        def task(function):
+            def submit(*args):
+                state["in_flight"] += 1
+                state["most"] = max(state["most"], state["in_flight"])
+                return function(*args)  # the cell runs; its result is its reference
+            return types.SimpleNamespace(remote=submit)
+        return task
+
+    def wait(refs, num_returns):
+        state["in_flight"] -= 1
+        return refs[:1], refs[1:]
+
+    fake.remote, fake.wait, fake.get = remote, wait, lambda ref: ref
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setattr(executors, "_check_shared", lambda ray, root: None)
+    monkeypatch.setattr(executors, "_on_ray_worker", lambda work, cell: ("done", cell))
+    for workers, most in ((1, 1), (2, 2), (None, 5)):
+        ended = []
+        state["most"] = 0
+        executors.run_on_ray(list(range(5)), str, tmp_path, None,
+                             lambda cell, failure: ended.append(cell), workers)
+        assert sorted(ended) == list(range(5)) and state["most"] == most
+
+
+def test_a_ray_address_that_does_not_answer_is_a_time_out_naming_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--address 127.0.0.1:1 hung (still waiting after 166 s)."""
+    import time
+
+    start = time.monotonic()
+    one_line_error(capsys, ["benchmark", "--env", ROTATION, "--encoder", "random", "--seeds",
+                            "1", "--out", str(tmp_path / "grid"), "--executor", "ray",
+                            "--address", "127.0.0.1:1", "--address-timeout", "2"],
+                   "--address 127.0.0.1:1: no Ray cluster answered within 2 s")
+    assert time.monotonic() - start < 10 and not (tmp_path / "grid").exists()

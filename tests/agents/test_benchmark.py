@@ -96,9 +96,11 @@ def test_rl_grid_normalises_skips_finished_runs_and_resumes_an_interrupted_one(
     assert len(read_rows(fresh / "results.csv")) == 6
     assert not list(fresh.glob("runs/**/*.zip")), "a published run was trained again"
 
-    # a raised budget continues each finished run from its last resume point
+    # a raised budget continues each finished run from its last resume point, when asked to
+    with pytest.raises(ValueError, match="pass --extend"):
+        run_benchmark(dataclasses.replace(config, steps=3072), tmp_path, progress=False)
     capsys.readouterr()
-    run_benchmark(dataclasses.replace(config, steps=3072), tmp_path, progress=False)
+    run_benchmark(dataclasses.replace(config, steps=3072, extend=True), tmp_path, progress=False)
     assert re.findall(r"resuming from .* \((\d+) steps\)", capsys.readouterr().out) == [
         "2048", "2048"]
     extended = Cell(ROTATION, "state", "rl", 0, 0, 3072).directory(tmp_path)
