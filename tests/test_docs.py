@@ -23,8 +23,6 @@ their figures."""
 REFERENCE = [p for p in PAGES[:2] + sorted((ROOT / "docs").rglob("*.md"))
              if JOURNAL not in p.parents]
 """The reference pages: README, CONTRIBUTING and docs/ outside the journal."""
-SKIP: dict[str, str] = {}
-"""Pages whose writing is being rewritten, by path, with the reason (none)."""
 ISSUE = re.compile(r"\b(issue|item)s? #?\d", re.IGNORECASE)
 DATED_HEADING = re.compile(r"^#+ .*\b\d{4}-\d{2}-\d{2}\b")
 
@@ -68,13 +66,6 @@ def written_by_code(page: Path) -> bool:
     return page.read_text().startswith(GENERATED) or results in page.parent.parents
 
 
-def reference(page: Path) -> Path:
-    name = str(page.relative_to(ROOT))
-    if name in SKIP:
-        pytest.skip(SKIP[name])
-    return page
-
-
 def prose(page: Path) -> list[tuple[int, str]]:
     """The page's lines outside fenced code, with their numbers."""
     lines, fenced = [], False
@@ -102,13 +93,13 @@ def test_the_readme_is_short_with_its_main_parts_first() -> None:
                          ids=lambda p: str(p.relative_to(ROOT)))
 def test_reference_pages_have_no_line_over_200_characters(page: Path) -> None:
     long = [f"line {n} ({len(line)} characters)" for n, line in
-            enumerate(reference(page).read_text().splitlines(), 1) if len(line) > 200]
+            enumerate(page.read_text().splitlines(), 1) if len(line) > 200]
     assert not long, f"{page.relative_to(ROOT)}: " + "; ".join(long)
 
 
 @pytest.mark.parametrize("page", REFERENCE, ids=lambda p: str(p.relative_to(ROOT)))
 def test_reference_pages_name_no_issue_or_item_numbers(page: Path) -> None:
-    found = [f"line {n}: {ISSUE.search(line)[0]!r}" for n, line in prose(reference(page))
+    found = [f"line {n}: {ISSUE.search(line)[0]!r}" for n, line in prose(page)
              if ISSUE.search(line)]
     assert not found, (f"{page.relative_to(ROOT)} names numbers a reader cannot open (the "
                        "journal keeps them): " + "; ".join(found))
@@ -117,5 +108,5 @@ def test_reference_pages_name_no_issue_or_item_numbers(page: Path) -> None:
 @pytest.mark.parametrize("page", REFERENCE + sorted((ROOT / "checkpoints").rglob("*.md")),
                          ids=lambda p: str(p.relative_to(ROOT)))
 def test_headings_outside_the_journal_have_no_dates(page: Path) -> None:
-    dated = [line for _, line in prose(reference(page)) if DATED_HEADING.match(line)]
+    dated = [line for _, line in prose(page) if DATED_HEADING.match(line)]
     assert not dated, f"{page.relative_to(ROOT)}: dated headings {dated} (the journal keeps them)"
