@@ -44,7 +44,7 @@ ALGORITHMS: dict[str, dict[str, dict[str, Any]]] = {
         "default": _PPO,  # any other gymnasium id, e.g. Reacher-v5 through the camera adapter
     },
     "sac": {
-        # Tuned on the true state (docs/results.md): faster learning rate and target updates
+        # Tuned on the true state (docs/journal/2026-11-21-state-oracle.md): faster learning rate and target updates
         # and a shorter horizon than SB3's defaults, as rl-baselines3-zoo's reaching tasks.
         **dict.fromkeys(ARM_REACH, {**_SAC, "learning_rate": 1e-3, "gamma": 0.95, "tau": 0.02,
                                     "policy_kwargs": dict(net_arch=[256, 256]),
@@ -60,7 +60,7 @@ SAC_IMAGE = dict(batch_size=64, buffer_size=30_000)
 """SAC's changes for every kind that reads images (``reads_images``: pixels and GQN kinds
 alike), so that the agents an environment's grid compares make the same updates: a batch of
 64 instead of 256 (the CNN's cost), still one update per step (a smaller batch costs an agent
-no steps, fewer updates do: docs/results.md). The replay buffer keeps 30,000 transitions:
+no steps, fewer updates do: docs/journal/2026-12-05-grids.md). The replay buffer keeps 30,000 transitions:
 0.7 GB of 64x64 images instead of SB3's 100,000 (2.4 GB, pickled at every resume point). The
 kinds that read the true state keep the environment's tuned settings."""
 
@@ -69,7 +69,7 @@ SAC_IMAGE_ENCODER = dict(critic_encoder=True)
 pixels kinds, ``gqn-joint``, ``gqn-aux``): DrQ's one encoder, trained by the critic's loss and
 read by the actor without a gradient (:mod:`agents.sac`), not SB3's encoder each trained by
 its own network's loss. It makes an image agent's SAC step cheaper
-(docs/benchmarks.md#sac-training-steps-gqn-rl-speed-sac) and learns no worse (docs/results.md);
+(docs/benchmarks.md#sac-training-steps-gqn-rl-speed-sac) and learns no worse (docs/journal/2026-12-06-drq-budget-pilot.md);
 ``gqn-aux`` takes its auxiliary ELBO once an update instead of twice."""
 
 SAC_AUX_BATCH = 8
@@ -100,11 +100,11 @@ class Recipe:
     """``ppo`` or ``sac``."""
     steps: int
     """Environment steps of a run: sized so that the state oracle trains in at most 15
-    minutes on two CPU cores (docs/results.md)."""
+    minutes on two CPU cores (docs/journal/2026-11-21-state-oracle.md)."""
     image_steps: int | None = None
     """Environment steps of the runs of kinds that read images; None: ``steps``. Extended (at
     most 3x) where no image agent reached half the oracle's score within ``steps`` in the
-    grids of docs/results.md, so that the budget can tell encoders apart."""
+    grids of docs/results/, so that the budget can tell encoders apart."""
 
     def budget(self, reads_images: bool) -> int:
         """Steps of a run of a kind that reads images, or of one that does not."""

@@ -70,7 +70,8 @@ class ArmReachEnv(SceneEnv):
 
     ``max_episode_steps`` 100; ``info["is_success"]`` says whether the hand touches the
     target. The touch ends the episode and its bonus outweighs the distance term, so that an
-    agent learns to touch the target rather than hover near it (docs/results.md).
+    agent learns to touch the target rather than hover near it
+    (docs/journal/2026-11-21-state-oracle.md).
     """
 
     family = FAMILY
