@@ -44,8 +44,9 @@ ALGORITHMS: dict[str, dict[str, dict[str, Any]]] = {
         "default": _PPO,  # any other gymnasium id, e.g. Reacher-v5 through the camera adapter
     },
     "sac": {
-        # Tuned on the true state (docs/journal/2026-11-21-state-oracle.md): faster learning rate and target updates
-        # and a shorter horizon than SB3's defaults, as rl-baselines3-zoo's reaching tasks.
+        # Tuned on the true state (docs/journal/2026-11-21-state-oracle.md): faster learning
+        # rate and target updates and a shorter horizon than SB3's defaults, as
+        # rl-baselines3-zoo's reaching tasks.
         **dict.fromkeys(ARM_REACH, {**_SAC, "learning_rate": 1e-3, "gamma": 0.95, "tau": 0.02,
                                     "policy_kwargs": dict(net_arch=[256, 256]),
                                     "env_kwargs": _ARM_ENV}),
@@ -60,17 +61,19 @@ SAC_IMAGE = dict(batch_size=64, buffer_size=30_000)
 """SAC's changes for every kind that reads images (``reads_images``: pixels and GQN kinds
 alike), so that the agents an environment's grid compares make the same updates: a batch of
 64 instead of 256 (the CNN's cost), still one update per step (a smaller batch costs an agent
-no steps, fewer updates do: docs/journal/2026-12-05-grids.md). The replay buffer keeps 30,000 transitions:
-0.7 GB of 64x64 images instead of SB3's 100,000 (2.4 GB, pickled at every resume point). The
-kinds that read the true state keep the environment's tuned settings."""
+no steps, fewer updates do: docs/journal/2026-12-05-grids.md). The replay buffer keeps
+30,000 transitions: 0.7 GB of 64x64 images instead of SB3's 100,000 (2.4 GB, pickled at
+every resume point). The kinds that read the true state keep the environment's tuned
+settings."""
 
 SAC_IMAGE_ENCODER = dict(critic_encoder=True)
 """SAC's policy for every kind whose policy trains an image encoder (``trains_image_encoder``:
 pixels kinds, ``gqn-joint``, ``gqn-aux``): DrQ's one encoder, trained by the critic's loss and
 read by the actor without a gradient (:mod:`agents.sac`), not SB3's encoder each trained by
 its own network's loss. It makes an image agent's SAC step cheaper
-(docs/benchmarks.md#sac-training-steps-gqn-rl-speed-sac) and learns no worse (docs/journal/2026-12-06-drq-budget-pilot.md);
-``gqn-aux`` takes its auxiliary ELBO once an update instead of twice."""
+(docs/benchmarks.md#sac-training-steps-gqn-rl-speed-sac) and learns no worse
+(docs/journal/2026-12-06-drq-budget-pilot.md); ``gqn-aux`` takes its auxiliary ELBO once an
+update instead of twice."""
 
 SAC_AUX_BATCH = 8
 """Scenes of each SAC update's batch that a GQN kind's auxiliary ELBO is taken on (``gqn-aux``;
