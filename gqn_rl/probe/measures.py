@@ -225,29 +225,31 @@ def _squared_error(predicted: torch.Tensor, truth: torch.Tensor,
 def prediction_and_surprise(model: GQN, scenes: Scenes, rows: np.ndarray,
                              masks: np.ndarray | None, config: ProbeConfig
                              ) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """Query error against K (the last view is the query) next to the nearest-view copy, on
-    the whole image and on the object pixels of the query (``masks`` ``[N, H, W]``, if
-    known), and the surprise of the query given its own scene's K views and another scene's."""
+    """Query error against K (the last view is the query) next to two baselines, the copy of
+    the nearest context view and the plain mean of the K context views (per pixel), on the
+    whole image and on the object pixels of the query (``masks`` ``[N, H, W]``, if known),
+    and the surprise of the query given its own scene's K views and another scene's."""
     images = torch.as_tensor(scenes.images[rows]).permute(0, 1, 4, 2, 3)  # [N, V, 3, H, W]
     viewpoints = torch.as_tensor(scenes.viewpoints[rows])
     query_x, query_v = images[:, -1], viewpoints[:, -1]
     truth = query_x.float() / 255
     views = images.shape[1]
     mask = None if masks is None else torch.as_tensor(masks, dtype=torch.float32)
-    error: dict[str, list[float]] = {"K": [], "gqn": [], "nearest_view": [],
-                                     "gqn_objects": [], "nearest_view_objects": []}
+    baselines = ("gqn", "nearest_view", "mean_view")
+    error: dict[str, list[float]] = {"K": [], **{name: [] for name in baselines},
+                                     **{f"{name}_objects": [] for name in baselines}}
     with torch.random.fork_rng():
         torch.manual_seed(derive_seed(config.seed, "prediction"))
         for k in range(1, views):
             predicted = model.generate(images[:, :k], viewpoints[:, :k], query_v)
             nearest = _nearest_view(scenes.viewpoints[rows, :k], scenes.viewpoints[rows, -1])
             copied = images[torch.arange(len(rows)), torch.as_tensor(nearest)].float() / 255
+            mean = images[:, :k].float().mean(1) / 255                   # [N, 3, H, W]
             error["K"].append(k)
-            error["gqn"].append(_squared_error(predicted, truth))
-            error["nearest_view"].append(_squared_error(copied, truth))
-            if mask is not None:
-                error["gqn_objects"].append(_squared_error(predicted, truth, mask))
-                error["nearest_view_objects"].append(_squared_error(copied, truth, mask))
+            for name, image in zip(baselines, (predicted, copied, mean), strict=True):
+                error[name].append(_squared_error(image, truth))
+                if mask is not None:
+                    error[f"{name}_objects"].append(_squared_error(image, truth, mask))
         k = min(config.context_views, views - 1)
         r_own = model.represent(images[:, :k], viewpoints[:, :k])
         r_other = torch.roll(r_own, 1, dims=0)  # another scene's representation

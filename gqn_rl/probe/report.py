@@ -105,12 +105,15 @@ def _plot(results: dict[str, Any], points: dict[str, np.ndarray], out: Path) -> 
         figure, axes = plt.subplots(figsize=(5, 3.2), dpi=100)
         axes.plot(error["K"], error["gqn"], marker="o", label="GQN (prior sample)")
         axes.plot(error["K"], error["nearest_view"], marker="s", label="nearest context view")
+        axes.plot(error["K"], error["mean_view"], marker="^", label="mean of context views")
         if error["gqn_objects"]:
             axes.plot(error["K"], error["gqn_objects"], marker="o", ls="--", label="GQN, objects")
             axes.plot(error["K"], error["nearest_view_objects"], marker="s", ls="--",
                       label="nearest view, objects")
+            axes.plot(error["K"], error["mean_view_objects"], marker="^", ls="--",
+                      label="mean view, objects")
         axes.set(xlabel="context views K", ylabel="MSE per pixel", title="held-out view error")
-        axes.legend()
+        axes.legend(fontsize=7)
         save(figure, "prediction_error.png")
 
     if points:
@@ -189,15 +192,21 @@ def report_markdown(results: dict[str, Any]) -> str:
               "| K | " + " | ".join(str(k) for k in error["K"]) + " |",
               "| --- |" + " ---: |" * len(error["K"]),
               "| GQN | " + " | ".join(f"{e:.4f}" for e in error["gqn"]) + " |",
-              "| nearest view | " + " | ".join(f"{e:.4f}" for e in error["nearest_view"]) + " |"]
+              "| nearest view | " + " | ".join(f"{e:.4f}" for e in error["nearest_view"]) + " |",
+              "| mean of context views | " + " | ".join(f"{e:.4f}" for e in error["mean_view"])
+              + " |"]
     if error["gqn_objects"]:
         lines += ["| GQN, object pixels | " + " | ".join(f"{e:.4f}" for e in error["gqn_objects"])
                   + " |", "| nearest view, object pixels | "
-                  + " | ".join(f"{e:.4f}" for e in error["nearest_view_objects"]) + " |"]
+                  + " | ".join(f"{e:.4f}" for e in error["nearest_view_objects"]) + " |",
+                  "| mean of context views, object pixels | "
+                  + " | ".join(f"{e:.4f}" for e in error["mean_view_objects"]) + " |"]
     else:
         lines += ["", "(No object masks: the dataset was not rendered by gqn-rl.)"]
     lines += ["", "MSE per pixel and channel of the last view of each test scene, predicted "
-              "from its first K views.", "", "![prediction error](prediction_error.png)", ""]
+              "from its first K views (GQN: a sample from the prior), copied from the nearest "
+              "of them, or their plain mean per pixel.", "",
+              "![prediction error](prediction_error.png)", ""]
     s = results["surprise"]
     lines += ["## Surprise", "",
               f"KL(posterior || prior) of a held-out view given {s['K']} views of its own "

@@ -193,7 +193,9 @@ def test_probe_finds_the_planted_colour_and_not_the_noise(tmp_path: Path) -> Non
     assert low <= state["wall_colour"]["pixels 1 view, ridge"] <= high
     assert results["state_interval"]["hand_position"].keys() == state["hand_position"].keys()
     error = results["prediction_error"]
-    assert error["K"] == [1, 2, 3] and all(np.isfinite(error["gqn"]))
+    assert error["K"] == [1, 2, 3] and all(np.isfinite(error["gqn"] + error["mean_view"]))
+    assert error["mean_view"][0] == pytest.approx(error["nearest_view"][0])  # K = 1: the view
+    assert error["mean_view"][-1] < error["nearest_view"][-1]  # the mean averages the noise out
     assert results["surprise"]["own_scene_nats"] >= 0
     assert len(results["surprise"]["by_views_nats"]) == dataset.views  # K = 0 .. views - 1
     count = results["context_count"]  # planted: r is a sum, so it grows with the count
