@@ -10,7 +10,7 @@ have): those rows are left out of fitting and scoring.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -62,29 +62,74 @@ def bootstrap_r2(predicted: np.ndarray, target: np.ndarray, groups: np.ndarray, 
 
 
 def fit_ridge(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-              alphas: tuple[float, ...] = tuple(10.0 ** np.arange(-3, 6))) -> Predictor:
+              alphas: tuple[float, ...] = tuple(10.0 ** np.arange(-3, 6)),
+              groups: Sequence[slice] | None = None) -> Predictor:
     """Ridge regression on standardised features, ``alpha`` chosen by R² on the validation
-    set. One eigendecomposition (of ``X^T X`` or, when features outnumber rows, ``X X^T``)
-    serves every alpha."""
-    x_fit, y_fit = rows_with_target(x_fit, y_fit)
-    scaler = Standardiser.fit(x_fit)
-    x = scaler(x_fit).astype(np.float64)
-    y_mean = y_fit.mean(0)
-    y = y_fit - y_mean
-    primal = x.shape[1] <= x.shape[0]
-    gram = x.T @ x if primal else x @ x.T
-    eigenvalues, vectors = np.linalg.eigh(gram)
-    projected = vectors.T @ (x.T @ y if primal else y)          # [k, T]
+    set. ``groups`` splits the target's columns into targets (default: one target), each with
+    its own alpha and fitted on the rows where it is known; targets known on the same rows
+    share one eigendecomposition (of ``X^T X``, summed over chunks of rows, or, when features
+    outnumber rows, of ``X X^T``), which serves every alpha."""
+    groups = list(groups) if groups else [slice(0, y_fit.shape[1])]
+    known = [~np.isnan(y_fit[:, g]).any(axis=1) for g in groups]
+    shared: dict[bytes, list[int]] = {}
+    for i, rows in enumerate(known):
+        shared.setdefault(rows.tobytes(), []).append(i)
+    fitted = [_ridge_on_rows(x_fit, y_fit, x_val, y_val, known[members[0]],
+                             [groups[i] for i in members], alphas)
+              for members in shared.values()]
 
-    def weights(alpha: float) -> np.ndarray:                     # [D, T]
+    def predict(features: np.ndarray) -> np.ndarray:
+        out = np.empty((len(features), y_fit.shape[1]), np.float32)
+        for scaler, weights, mean, columns in fitted:
+            out[:, columns] = scaler(features) @ weights + mean
+        return out
+
+    return predict
+
+
+def _ridge_on_rows(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray,
+                   y_val: np.ndarray, rows: np.ndarray, groups: list[slice],
+                   alphas: tuple[float, ...]
+                   ) -> tuple[Standardiser, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`fit_ridge` of the targets ``groups`` on the fit ``rows`` (a mask): the features'
+    standardiser, weights ``[D, C]``, target means ``[C]`` and the C columns they fill."""
+    columns = np.concatenate([np.arange(y_fit.shape[1])[g] for g in groups])
+    if not rows.all():
+        x_fit, y_fit = x_fit[rows], y_fit[rows]
+    scaler = Standardiser.fit(x_fit)
+    y = y_fit[:, columns].astype(np.float64)
+    y_mean = y.mean(0)
+    y = y - y_mean
+    primal = x_fit.shape[1] <= x_fit.shape[0]
+    if primal:  # chunks: no float64 copy of a large x
+        gram = np.zeros((x_fit.shape[1],) * 2)
+        moment = np.zeros((x_fit.shape[1], len(columns)))
+        for start in range(0, len(x_fit), 4096):
+            chunk = scaler(x_fit[start:start + 4096]).astype(np.float64)
+            gram += chunk.T @ chunk
+            moment += chunk.T @ y[start:start + 4096]
+    else:
+        x = scaler(x_fit).astype(np.float64)
+        gram, moment = x @ x.T, y
+    eigenvalues, vectors = np.linalg.eigh(gram)
+    projected = vectors.T @ moment                               # [k, C]
+
+    def weights(alpha: float) -> np.ndarray:                     # [D, C]
         solved = vectors @ (projected / (eigenvalues + alpha)[:, None])
         return solved if primal else x.T @ solved
 
     x_check = scaler(x_val)
-    scored = [(r2_score(x_check @ weights(a) + y_mean, y_val), a) for a in alphas]
-    best = max(scored, key=lambda s: -np.inf if np.isnan(s[0]) else s[0])[1]
-    w = weights(best).astype(np.float32)
-    return lambda features: scaler(features) @ w + y_mean
+    fits = [weights(a) for a in alphas]
+    chosen, start = [], 0
+    for g in groups:                      # each target its alpha, by R² on the validation set
+        width = len(range(y_fit.shape[1])[g])
+        own = slice(start, start + width)
+        start += width
+        scored = [r2_score(x_check @ w[:, own] + y_mean[own], y_val[:, g]) for w in fits]
+        best = int(np.argmax([-np.inf if np.isnan(s) else s for s in scored]))
+        chosen.append(fits[best][:, own])
+    w = np.concatenate(chosen, axis=1).astype(np.float32)
+    return scaler, w, y_mean.astype(np.float32), columns
 
 
 def fit_mlp(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
