@@ -59,7 +59,8 @@ def _probe(args: argparse.Namespace) -> int:
     from gqn_rl.probe import REPORT_FILE, ProbeConfig, run_probe
 
     config = with_given(ProbeConfig(), scenes=args.scenes, seed=args.seed,
-                         views_per_scene=args.views_per_scene)
+                         views_per_scene=args.views_per_scene,
+                         readout_scenes=args.readout_scenes)
     if args.views_per_scene is not None:  # probe.json records what was measured
         views = SceneDataset(args.data, args.split).views
         if args.views_per_scene > views:
@@ -180,9 +181,15 @@ def _add_probe(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", type=Path, required=True, help="GQN checkpoint")
     p.add_argument("--data", type=Path, required=True, help="dataset directory")
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--scenes", type=positive_int, help="scenes probed (default 1000)")
+    p.add_argument("--scenes", type=positive_int,
+                   help="scenes probed: the readouts' test scenes (default 1000)")
+    p.add_argument("--readout-scenes", type=positive_int,
+                   help="train-split scenes the state readouts and ceilings learn from, 5%% "
+                        "held out (default 3000; without a train split they learn from the "
+                        "probed scenes, split 60/20/20)")
     p.add_argument("--views-per-scene", type=positive_int,
-                   help="views of each scene used as one-view samples (default 4)")
+                   help="views of each scene used as one-view samples, learning and scoring "
+                        "(default: all)")
     p.add_argument("--split", default="test", help="dataset split (default test)")
     p.add_argument("--seed", type=non_negative_int, help="seed (default 0)")
     p.add_argument("--no-mlp", action="store_true", help="ridge probes only")

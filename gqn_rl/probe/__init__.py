@@ -3,17 +3,20 @@ measured in the same run (docs/design.md, tier 1 of judging a representation), a
 ``gqn-rl ceiling`` (tier 0: what a representation network could hold at best, before
 pretraining).
 
-On scenes of a dataset's test split (split by scene into fit, validation and test parts):
+On scenes of a dataset's test split:
 
 - **State probes**: ridge and MLP readouts from ``r`` of one view and of K views (summed
-  over random K-subsets of each scene's views, as many samples per scene as one view has) to the
-  family's ground truth (each :class:`envs.scenes.SceneFamily` declares its
-  ``probe_targets``), R² on the test scenes; baselines: the same architecture freshly
-  initialised, raw pixels with the viewpoint, and two ceilings, a CNN and the GQN's own
-  representation network, each supervised end to end until it stops improving.
+  over random K-subsets of each scene's views, V / K of them per scene) to the family's ground
+  truth (each :class:`envs.scenes.SceneFamily` declares its ``probe_targets``), R² on the
+  probed scenes; baselines: the same architecture freshly initialised, raw pixels with the
+  viewpoint, and two ceilings, a CNN and the GQN's own representation network, each
+  supervised end to end until it stops improving. All of them learn from the same data: every
+  view of up to 3,000 scenes of the dataset's train split, or, without one, the probed
+  scenes' fit and validation parts (:func:`~gqn_rl.probe.scenes.readout_data`).
 - **Prediction error** of a held-out view against the number of context views, next to
-  copying the nearest context view, on the whole image and on the objects' pixels
-  (:mod:`gqn_rl.foreground`; datasets rendered by ``gqn-rl data generate``).
+  copying the nearest context view and to the plain mean of the context views, on the whole
+  image and on the objects' pixels (:mod:`gqn_rl.foreground`; datasets rendered by
+  ``gqn-rl data generate``).
 - **Surprise**: KL(posterior || prior) of a view given its own scene's ``r`` and another's.
 - **Context count**: a linear classifier of how many views were summed into ``r``.
 - **Embedding**: per-view ``r`` of a few scenes in 2-D (PCA), with the silhouette by scene.

@@ -4,6 +4,7 @@ held-out view error, surprise, context count and embedding; :func:`probe` runs t
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from gqn.seeding import derive_rng, derive_seed
 from gqn_rl.foreground import foreground_masks
 from gqn_rl.probe.ceilings import fit_architecture, fit_architecture_views, fit_cnn
 from gqn_rl.probe.readouts import (
+    Predictor,
     fit_linear_classifier,
     fit_mlp,
     fit_ridge,
@@ -23,8 +25,10 @@ from gqn_rl.probe.readouts import (
     silhouette_score,
 )
 from gqn_rl.probe.scenes import (
+    PARTS,
     Intervals,
     ProbeConfig,
+    ReadoutData,
     Scenes,
     Source,
     fresh_like,
@@ -33,59 +37,107 @@ from gqn_rl.probe.scenes import (
     one_view_source,
     per_view_representations,
     r2_with_interval,
+    readout_data,
     summed_views_source,
 )
 
+Readout = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[slice]], Predictor]
+"""Fits a readout of each target on ``(x_fit, y_fit, x_val, y_val, groups)`` (every target
+side by side, ``groups`` their columns) and returns its predictor of them all."""
 
-def score(scenes: Scenes, sources: dict[str, Source], readouts: dict[str, Any],
-           config: ProbeConfig, bar: tqdm | None = None
-           ) -> tuple[dict[str, dict[str, float]], Intervals]:
+
+def score(data: ReadoutData, sources: dict[str, Source], readouts: dict[str, Readout],
+          config: ProbeConfig, bar: tqdm | None = None
+          ) -> tuple[dict[str, dict[str, float]], Intervals]:
     """R² on the test scenes, per target, of every readout fitted on every feature source,
     ``{target: {"<source>, <readout>": R²}}``, and their intervals."""
-    fit, val, test = (scenes.parts[p] for p in ("fit", "val", "test"))
-    results: dict[str, dict[str, float]] = {}
-    intervals: Intervals = {}
-    for target, y in scenes.targets.items():
-        results[target], intervals[target] = {}, {}
-        for source, (features, targets) in sources.items():
-            x_fit, x_val, x_test = features(fit), features(val), features(test)
-            y_fit, y_val, y_test = targets(y, fit), targets(y, val), targets(y, test)
-            for readout, fit_readout in readouts.items():
-                predict = fit_readout(x_fit, y_fit, x_val, y_val)
-                key = f"{source}, {readout}"
+    columns = data.test.target_columns()
+    results: dict[str, dict[str, float]] = {target: {} for target in columns}
+    intervals: Intervals = {target: {} for target in columns}
+    for source, samples in sources.items():
+        (x_fit, y_fit), (x_val, y_val) = samples("fit"), samples("val")
+        fitted = {name: fit(x_fit, y_fit, x_val, y_val, list(columns.values()))
+                  for name, fit in readouts.items()}
+        del x_fit, y_fit, x_val, y_val  # a source's samples can take a gigabyte
+        x_test, y_test = samples("test")
+        for name, predict in fitted.items():
+            predicted, key = predict(x_test), f"{source}, {name}"
+            for target, c in columns.items():
                 results[target][key], interval = r2_with_interval(
-                    predict(x_test), y_test, len(test), config)
+                    predicted[:, c], y_test[:, c], len(data.test_rows), config)
                 if interval:
                     intervals[target][key] = interval
-            if bar is not None:
-                bar.update(1)
+        if bar is not None:
+            bar.update(1)
     return results, intervals
 
 
-def _state_probes(dataset: SceneDataset, scenes: Scenes, r: dict[str, np.ndarray],
-                  architecture: GQNConfig, config: ProbeConfig, bar: tqdm
+def ridge(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+          groups: list[slice]) -> Predictor:
+    """The ridge readout: each target its own alpha, one decomposition for them all."""
+    return fit_ridge(x_fit, y_fit, x_val, y_val, groups=groups)
+
+
+def mlp(seed: int) -> Readout:
+    """The MLP readout: one network per target, each stopped on its own validation loss."""
+    def fit(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+            groups: list[slice]) -> Predictor:
+        fitted = [(g, fit_mlp(x_fit, y_fit[:, g], x_val, y_val[:, g], seed=seed))
+                  for g in groups]
+
+        def predict(features: np.ndarray) -> np.ndarray:
+            out = np.empty((len(features), y_fit.shape[1]), np.float32)
+            for g, predict_one in fitted:
+                out[:, g] = predict_one(features)
+            return out
+
+        return predict
+
+    return fit
+
+
+PerView = tuple[np.ndarray, np.ndarray]
+"""Per-view features ``[N, V, D]`` of the readouts' learning scenes and of the probed scenes
+(the same array when the readouts learn from the probed scenes)."""
+
+
+def _state_probes(data: ReadoutData, r: dict[str, PerView], architecture: GQNConfig,
+                  config: ProbeConfig, bar: tqdm
                   ) -> tuple[dict[str, dict[str, float]], Intervals, dict[str, list[float]]]:
     """R² per target of every readout and feature source, and of the two ceilings, with their
     intervals and the ceilings' validation curves."""
-    k = min(config.context_views, scenes.images.shape[1] - 1)
+    k = min(config.context_views, data.test.images.shape[1] - 1)
 
-    def pixels(rows: np.ndarray, views: int) -> np.ndarray:   # [n, views, H W 3 + 7]
-        images = scenes.images[rows, :views].reshape(len(rows), views, -1) / 255.0
-        return np.concatenate([images, scenes.viewpoints[rows, :views]], axis=-1)
+    def pixels(scenes: Scenes, rows: np.ndarray, views: int) -> np.ndarray:
+        images = scenes.images[rows, :views].reshape(len(rows), views, -1)  # [n, views, H W 3]
+        return np.concatenate([images.astype(np.float32) / 255,
+                               scenes.viewpoints[rows, :views]], axis=-1)   # [.., H W 3 + 7]
 
-    sources = {f"{name} 1 view": one_view_source(
-        scenes, lambda rows, views, f=features: f[rows, :views], config)
-        for name, features in r.items()}
-    sources.update({f"{name} {k} views": summed_views_source(scenes, features, k, config)
-                    for name, features in r.items()})
-    sources["pixels 1 view"] = one_view_source(scenes, pixels, config)
-    readouts: dict[str, Any] = {"ridge": fit_ridge}
+    def per_view(pair: PerView) -> Callable[[Scenes], np.ndarray]:
+        return lambda scenes: pair[0] if scenes is data.learn else pair[1]
+
+    def one_view_of(pair: PerView) -> Source:
+        features = per_view(pair)
+        return one_view_source(data, lambda scenes, rows, views: features(scenes)[rows, :views])
+
+    sources = {f"{name} 1 view": one_view_of(pair) for name, pair in r.items()}
+    sources.update({f"{name} {k} views": summed_views_source(data, per_view(pair), k,
+                                                             config.seed)
+                    for name, pair in r.items()})
+    readouts: dict[str, Readout] = {"ridge": ridge}
     if config.mlp:
-        readouts["mlp"] = lambda *data: fit_mlp(*data, seed=config.seed)
-    results, intervals = score(scenes, sources, readouts, config, bar)
+        readouts["mlp"] = mlp(config.seed)
+    results, intervals = score(data, sources, readouts, config, bar)
+    pixel_readouts = {"ridge": ridge}  # an MLP on 3,000 x 11 images: too slow, the CNN's job
+    if config.mlp and not data.from_train:
+        pixel_readouts["mlp"] = readouts["mlp"]
+    pixel_results, pixel_intervals = score(
+        data, {"pixels 1 view": one_view_source(data, pixels)}, pixel_readouts, config, bar)
+    for target in results:
+        results[target].update(pixel_results[target])
+        intervals[target].update(pixel_intervals[target])
     ceilings = {CNN_CEILING: None, ARCHITECTURE_CEILING: architecture}
-    curves = (_ceilings(dataset, scenes, ceilings, config, results, intervals, bar)
-              if config.cnn else {})
+    curves = _ceilings(data, ceilings, config, results, intervals, bar) if config.cnn else {}
     bar.update(1)
     return results, intervals, curves
 
@@ -97,80 +149,56 @@ CEILINGS = {CNN_CEILING: "the pixels' ceiling: a CNN supervised on the targets",
 """The state probes' two ceilings, by column name."""
 
 
-def _ceiling_scenes(dataset: SceneDataset, scenes: Scenes, config: ProbeConfig) -> Scenes:
-    """The scenes the ceilings learn from: ``config.ceiling_scenes`` of the dataset's train
-    split (90% fit, 5% validation) when the probed split is another and that gives more fit
-    scenes, else the probe's own fit and validation scenes. A ceiling needs many distinct
-    scenes: fitted on the probe's few hundred, it learns each scene's colours by heart and its
-    validation loss rises within a few epochs (docs/encoders.md#the-one-view-ceilings-read-low)."""
-    if dataset.split == "train":
-        return scenes
-    try:
-        train = SceneDataset(dataset.path, "train")
-    except ValueError:  # no train split: the probe's own scenes
-        return scenes
-    if 0.9 * min(len(train), config.ceiling_scenes) <= len(scenes.parts["fit"]):
-        return scenes
-    return load_scenes(train, dataclasses.replace(
-        config, scenes=config.ceiling_scenes, fit_fraction=0.9, val_fraction=0.05))
-
-
-def _ceilings(dataset: SceneDataset, scenes: Scenes,
-              architectures: dict[str, GQNConfig | None], config: ProbeConfig,
-              results: dict[str, dict[str, float]], intervals: Intervals,
+def _ceilings(data: ReadoutData, architectures: dict[str, GQNConfig | None],
+              config: ProbeConfig, results: dict[str, dict[str, float]], intervals: Intervals,
               bar: tqdm | None = None,
               multi_view: dict[str, tuple[GQNConfig, int]] | None = None
               ) -> dict[str, list[float]]:
     """Fit one ceiling per entry of ``architectures`` (column name -> the GQN config whose
-    representation network to supervise, or None for the CNN) on the first
-    ``views_per_scene`` views of :func:`_ceiling_scenes`, and one per entry of ``multi_view``
-    (column name -> config and K) on random K-view subsets of those scenes, summed; all
-    targets at once, each until its validation loss stops improving; add their R² per target
-    on the probe's test scenes to ``results`` and ``intervals``; return their validation
-    curves."""
-    names = list(scenes.targets)
-    widths = np.cumsum([0] + [scenes.targets[t].shape[1] for t in names])
-    views = min(config.views_per_scene, scenes.images.shape[1])
+    representation network to supervise, or None for the CNN) on the first ``data.views``
+    views of the readouts' learning scenes, and one per entry of ``multi_view`` (column name
+    -> config and K) on random K-view subsets of those scenes, summed; all targets at once,
+    each until its validation loss stops improving; add their R² per target on the readouts'
+    test scenes to ``results`` and ``intervals``; return their validation curves."""
+    columns = data.test.target_columns()
+    views = data.views
 
-    def targets(source: Scenes) -> np.ndarray:
-        return np.concatenate([source.targets[t] for t in names], 1)        # [S, T]
-
-    def samples(source: Scenes, rows: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Images ``[n views, H, W, 3]``, viewpoints and targets of the scenes ``rows``."""
-        return (source.images[rows, :views].reshape(-1, *source.images.shape[2:]),
-                one_view(source.viewpoints, rows, views),
-                np.repeat(targets(source)[rows], views, 0))
+    def samples(part: str) -> tuple[np.ndarray, ...]:
+        """Images ``[n views, H, W, 3]``, viewpoints and targets of the part's scenes."""
+        scenes, rows = data.part(part)
+        return (scenes.images[rows, :views].reshape(-1, *scenes.images.shape[2:]),
+                one_view(scenes.viewpoints, rows, views),
+                np.repeat(scenes.target_matrix()[rows], views, 0))
 
     def record(key: str, predicted: np.ndarray, truth: np.ndarray) -> None:
-        for i, target in enumerate(names):
-            columns = slice(widths[i], widths[i + 1])
+        for target, c in columns.items():
             results.setdefault(target, {})[key], interval = r2_with_interval(
-                predicted[:, columns], truth[:, columns], len(scenes.parts["test"]), config)
+                predicted[:, c], truth[:, c], len(data.test_rows), config)
             if interval:
                 intervals.setdefault(target, {})[key] = interval
         if bar is not None:
             bar.update(1)
 
-    learn = _ceiling_scenes(dataset, scenes, config)
-    data = {"fit": samples(learn, learn.parts["fit"]), "val": samples(learn, learn.parts["val"]),
-            "test": samples(scenes, scenes.parts["test"])}
+    fit, val, test = (samples(p) for p in PARTS)
     training = dict(epochs=config.ceiling_epochs, patience=config.ceiling_patience,
                     seed=config.seed)
     curves = {}
     for key, architecture in architectures.items():
-        readout = (fit_cnn(*data["fit"], *data["val"], **training) if architecture is None else
-                   fit_architecture(architecture, *data["fit"], *data["val"], **training))
+        readout = (fit_cnn(*fit, *val, **training) if architecture is None else
+                   fit_architecture(architecture, *fit, *val, **training))
         curves[key] = readout.curve
-        record(key, readout.predict(*data["test"][:2]), data["test"][2])
-    test = scenes.parts["test"]
+        record(key, readout.predict(*test[:2]), test[2])
+    learn = data.learn
     for key, (architecture, k) in (multi_view or {}).items():
+        per_scene = data.summed_samples(k)
         readout = fit_architecture_views(
-            architecture, k, learn.images, learn.viewpoints, targets(learn),
-            learn.parts["fit"], learn.parts["val"], samples=views, **training)
+            architecture, k, learn.images, learn.viewpoints, learn.target_matrix(),
+            learn.parts["fit"], learn.parts["val"], samples=per_scene, **training)
         curves[key] = readout.curve
-        predicted = readout.predict(scenes.images, scenes.viewpoints, test,
+        predicted = readout.predict(data.test.images, data.test.viewpoints, data.test_rows,
                                     derive_seed(config.seed, "ceiling-test-views"))
-        record(key, predicted, np.repeat(targets(scenes)[test], views, 0))
+        record(key, predicted, np.repeat(data.test.target_matrix()[data.test_rows],
+                                         per_scene, 0))
     return curves
 
 
@@ -179,9 +207,10 @@ def architecture_ceilings(dataset: SceneDataset, architectures: dict[str, GQNCon
                           views: int = 1) -> dict[str, Any]:
     """The ceilings alone, for choosing a representation network before pretraining one
     (``gqn-rl ceiling``): the CNN and each of ``architectures`` (name -> config) supervised
-    on ``dataset``'s scenes from one view, and when ``views`` > 1 each architecture again from
-    that many views summed (whether its ``r`` adds up over views). Keys: ``config``,
-    ``scenes``, ``state`` (target -> column -> R²), ``state_interval``, ``ceiling_curves``."""
+    on the scenes the probe's readouts learn from (:func:`readout_data`) from one view, and
+    when ``views`` > 1 each architecture again from that many views summed (whether its
+    ``r`` adds up over views). Keys: ``config``, ``scenes``, ``readout_data``, ``state``
+    (target -> column -> R²), ``state_interval``, ``ceiling_curves``."""
     if views > dataset.views:
         raise ValueError(f"--views {views}: {dataset.path} has {dataset.views} views per scene")
     config = config.for_views(dataset.views)
@@ -189,6 +218,7 @@ def architecture_ceilings(dataset: SceneDataset, architectures: dict[str, GQNCon
     if scenes.targets is None:
         raise ValueError(f"{dataset.path}: the {dataset.split} split has no ground truth, so "
                          "there is nothing to supervise")
+    data = readout_data(dataset, scenes, config)
     columns: dict[str, GQNConfig | None] = {CNN_CEILING: None}
     columns.update({f"supervised {name} 1 view": architecture
                     for name, architecture in architectures.items()})
@@ -198,10 +228,10 @@ def architecture_ceilings(dataset: SceneDataset, architectures: dict[str, GQNCon
     intervals: Intervals = {}
     with tqdm(total=len(columns) + len(multi_view), desc="ceilings", disable=not progress,
               unit="fit") as bar:
-        curves = _ceilings(dataset, scenes, columns, config, results, intervals, bar,
-                           multi_view)
+        curves = _ceilings(data, columns, config, results, intervals, bar, multi_view)
     return {"config": dataclasses.asdict(config),
-            "scenes": {p: int(len(rows)) for p, rows in scenes.parts.items()},
+            "scenes": {p: int(len(data.part(p)[1])) for p in PARTS},
+            "readout_data": data.record(views if views > 1 else None),
             "architectures": {name: dataclasses.asdict(c) for name, c in architectures.items()},
             "state": results, "state_interval": intervals, "ceiling_curves": curves}
 
@@ -287,10 +317,9 @@ def _context_count(r: dict[str, np.ndarray], scenes: Scenes, config: ProbeConfig
     return out
 
 
-def _embedding(r: dict[str, np.ndarray], scenes: Scenes, config: ProbeConfig
+def _embedding(r: dict[str, np.ndarray], scenes: Scenes, rows: np.ndarray
                ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Silhouette by scene of per-view ``r`` and its 2-D PCA, for a few test scenes."""
-    rows = scenes.parts["test"][:config.embedding_scenes]
+    """Silhouette by scene of per-view ``r`` and its 2-D PCA, for the scenes ``rows``."""
     labels = np.repeat(np.arange(len(rows)), scenes.images.shape[1])
     scores, points = {}, {}
     for name, features in r.items():
@@ -304,40 +333,57 @@ def probe(model: GQN, dataset: SceneDataset, config: ProbeConfig = ProbeConfig()
           progress: bool = True) -> dict[str, Any]:
     """Every measurement on ``dataset`` (a split), with its baselines; a JSON-able dict.
 
-    Keys: ``config``, ``scenes`` (fit / val / test counts), ``state`` (target -> readout ->
-    R², or None without truth), ``state_interval`` (the same keys -> 95% bootstrap interval
-    over test scenes), ``prediction_error`` (K, gqn, nearest_view), ``surprise``,
+    The state readouts and the ceilings learn from the dataset's train split when it has one
+    (:func:`readout_data`) and are scored on the probed scenes. Keys: ``config``, ``scenes``
+    (the readouts' fit / val / test scene counts), ``readout_data`` (what they learnt from),
+    ``state`` (target -> readout -> R², or None without truth), ``state_interval`` (the same
+    keys -> 95% bootstrap interval over test scenes), ``prediction_error`` (K, gqn,
+    nearest_view, mean_view, and each on the objects' pixels), ``surprise``,
     ``context_count``, ``embedding``; ``_points`` holds the 2-D embeddings for the plots.
     """
     model.config.check_image_size(dataset.image_size, f"{dataset.path}")
     config = config.for_views(dataset.views)  # what is measured is what probe.json records
     model = model.eval()
     scenes = load_scenes(dataset, config)
-    targets = 0 if scenes.targets is None else len(scenes.targets)
+    data = (ReadoutData.own(scenes, config, "no ground truth") if scenes.targets is None
+            else readout_data(dataset, scenes, config))
+    k = min(config.context_views, dataset.views - 1)
+    targets = scenes.targets is not None
     sources = 5  # gqn and fresh, each of 1 and K views; pixels
-    bar = tqdm(total=2 + sources * targets + 2 * config.cnn + 4, desc="probe",
+    encoders = (("gqn", model), ("fresh", fresh_like(model, config.seed)))
+    bar = tqdm(total=len(encoders) * (1 + (targets and data.from_train))
+               + targets * (sources + 2 * config.cnn + 1) + 3, desc="probe",
                disable=not progress, unit="stage")
     r = {}
-    for name, encoder in (("gqn", model), ("fresh", fresh_like(model, config.seed))):
+    for name, encoder in encoders:
         r[name] = per_view_representations(encoder, scenes.images, scenes.viewpoints)
         bar.update(1)
-    state, intervals, curves = (None, None, {}) if scenes.targets is None else _state_probes(
-        dataset, scenes, r, model.config, config, bar)
-    rows = scenes.parts["test"][:config.prediction_scenes]
+    state, intervals, curves = None, None, {}
+    if targets:
+        pairs = {}
+        for name, encoder in encoders:
+            learn = r[name]
+            if data.from_train:
+                learn = per_view_representations(encoder, data.learn.images,
+                                                 data.learn.viewpoints)
+                bar.update(1)
+            pairs[name] = (learn, r[name])
+        state, intervals, curves = _state_probes(data, pairs, model.config, config, bar)
+        del pairs  # the train scenes' r: a gigabyte or more
+    rows = data.test_rows[:config.prediction_scenes]
     masks = foreground_masks(dataset, rows)
     error, surprise = prediction_and_surprise(
         model, scenes, rows, None if masks is None else masks[:, -1], config)
     bar.update(1)
     count = _context_count(r, scenes, config)
     bar.update(1)
-    embedding, points = _embedding(r, scenes, config)
+    embedding, points = _embedding(r, scenes, data.test_rows[:config.embedding_scenes])
     bar.update(1)
     bar.close()
     return {"config": dataclasses.asdict(config),
-            "scenes": {p: int(len(rows)) for p, rows in scenes.parts.items()},
+            "scenes": {p: int(len(data.part(p)[1])) for p in PARTS},
+            "readout_data": data.record(k) if targets else None,
             "state": state, "state_interval": intervals, "ceiling_curves": curves,
             "prediction_error": error,
             "surprise": surprise,
             "context_count": count, "embedding": embedding, "_points": points}
-
-

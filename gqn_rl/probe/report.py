@@ -65,11 +65,9 @@ def run_ceilings(data: Path, out: Path, representations: list[str], base: GQNCon
     write_json(out / CEILING_FILE, results)
     _plot(results, {}, out)
     lines = [f"# Ceilings of representation networks on `{data}` ({split} split)", "",
-             f"Scored on {results['scenes']['test']} test scenes; the networks learn from "
-             f"{config.ceiling_scenes} scenes of the train split where it has more than the "
-             f"{results['scenes']['fit']} fit scenes of this split (90% fit, 5% validation); "
-             f"seed {config.seed}; {results['date']}, "
-             f"{results['seconds']} s. Each column is a network supervised end to end from one "
+             f"{_learnt_from(results['readout_data'], 'The networks')} Seed {config.seed}; "
+             f"{results['date']}, {results['seconds']} s. Each column is a network supervised "
+             "end to end from one "
              "view (and its viewpoint) to the scene's targets: what any GQN built on it could "
              "at best put into `r`."
              + (f" The `{views} views` columns sum the network's `r` over {views} random "
@@ -164,9 +162,9 @@ def _state_lines(results: dict[str, Any]) -> list[str]:
               for t in results["state"]]
     lines += ["", "![state probes](state_probes.png)", ""]
     if results.get("ceiling_curves"):
-        lines += ["## Ceilings", "", "Each supervised on every view of the fit scenes (all "
-                  "targets at once, standardised), stopped once its validation loss went "
-                  f"{results['config']['ceiling_patience']} epochs without improving:", ""]
+        lines += ["## Ceilings", "", "Each supervised on the readouts' learning scenes and "
+                  "views (all targets at once, standardised), stopped once its validation loss "
+                  f"went {results['config']['ceiling_patience']} epochs without improving:", ""]
         other = "that representation network, fresh, supervised with the MLP readout"
         lines += [f"- `{name}` ({CEILINGS.get(name, other)}): {len(curve)} epochs, best "
                   f"validation loss {min(curve):.3f} at epoch {int(np.argmin(curve)) + 1}"
@@ -175,15 +173,41 @@ def _state_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _learnt_from(data: dict[str, Any], learners: str) -> str:
+    """What the readouts (or ``learners``) learnt from and were scored on, scenes x views."""
+    views = data["views"]
+    if data["learnt_from"] == "train split":
+        text = (f"{learners} learn from {data['fit_scenes']:,} scenes x {views} views of the "
+                f"dataset's train split ({data['val_scenes']:,} more held out to choose ridge's "
+                "alpha or stop training) and are scored on "
+                f"{data['test_scenes']:,} probed scenes x {views} views.")
+    else:
+        text = (f"{learners} learn from the probed split's own scenes ({data['learnt_from']}): "
+                f"fit / val / test {data['fit_scenes']:,} / {data['val_scenes']:,} / "
+                f"{data['test_scenes']:,} scenes x {views} views.")
+    if "summed_views" in data:
+        text += (f" From {data['summed_views']} views: {data['summed_samples']} random sums of "
+                 f"{data['summed_views']} views of each scene, learning and scoring.")
+    return text
+
+
 def report_markdown(results: dict[str, Any]) -> str:
     """``report.md`` of a probe's figures."""
     lines = [f"# Probe of `{results.get('checkpoint', 'a GQN')}`", "",
-             f"Data `{results.get('data')}` ({results.get('split')} split): scenes fit / val / "
-             f"test {results['scenes']['fit']} / {results['scenes']['val']} / "
-             f"{results['scenes']['test']}; seed {results['config']['seed']}; "
-             f"{results.get('date', '')}, {results.get('seconds', '?')} s. `fresh` is the same "
-             "architecture freshly initialised; `pixels` raw pixels with the viewpoint.", ""]
+             f"Data `{results.get('data')}` ({results.get('split')} split); seed "
+             f"{results['config']['seed']}; {results.get('date', '')}, "
+             f"{results.get('seconds', '?')} s. `fresh` is the same architecture freshly "
+             "initialised; `pixels` raw pixels with the viewpoint.", ""]
     if results["state"]:
+        config = results["config"]
+        pixels = (" Raw pixels are read by ridge only (an MLP on them is slow; the supervised "
+                  "CNN is the pixels' reading)."
+                  if config["mlp"] and results["readout_data"]["learnt_from"] == "train split"
+                  else "")
+        ceilings = (" The ceilings learn from the same scenes and views."
+                    if results.get("ceiling_curves") else "")
+        lines += [_learnt_from(results["readout_data"], "The state readouts")
+                  + " Ridge and the MLP learn each target alone." + pixels + ceilings, ""]
         lines += _state_lines(results)
     else:
         lines += ["No ground truth in this dataset: no state probes.", ""]

@@ -25,23 +25,32 @@ class ProbeConfig:
     """What ``gqn-rl probe`` measures and on how much data."""
 
     scenes: int = 1000
-    """Test-split scenes probed (all of them when the split has fewer)."""
+    """Scenes of the probed split (all of them when it has fewer): the state readouts' test
+    scenes, and the scenes of every other measurement."""
+    readout_scenes: int = 3000
+    """Scenes of the dataset's train split the state readouts and the ceilings learn from,
+    ``readout_val_fraction`` of them held out (all of them when it has fewer). Without a train
+    split, or when the probed split is the train split, they learn from the probed scenes,
+    split into fit, validation and test parts."""
+    readout_val_fraction: float = 0.05
+    """Fraction of the train scenes held out to choose ridge's alpha and stop the networks."""
     fit_fraction: float = 0.6
-    """Fraction of the scenes the readouts are fitted on."""
+    """Fraction of the probed scenes the readouts are fitted on without a train split (and
+    the context count always)."""
     val_fraction: float = 0.2
-    """Fraction used to choose ridge's alpha and stop the MLP and CNN; the rest is scored."""
-    views_per_scene: int = 4
-    """Views of each scene used as one-view samples."""
+    """Fraction of the probed scenes that chooses ridge's alpha and stops the networks
+    without a train split; the rest is scored."""
+    views_per_scene: int | None = None
+    """Views of each scene used as one-view samples, in learning and in scoring (None: all);
+    the K-view readouts take ``views_per_scene / K`` (rounded up) random K-view sums of each."""
     context_views: int = 5
     """K of the K-view state probe and of the surprise (at most views - 1)."""
     mlp: bool = True
-    """Fit MLP probes besides ridge."""
+    """Fit MLP probes besides ridge (on raw pixels only when the readouts learn from the
+    probed scenes: on a train split's images the supervised CNN is the pixels' reading)."""
     cnn: bool = True
     """Fit the two ceilings: a CNN, and the GQN's own representation network, each supervised
     end to end on the targets from one view."""
-    ceiling_scenes: int = 3000
-    """Scenes of the dataset's train split the ceilings learn from (when the probed split is
-    another): a ceiling needs many distinct scenes."""
     ceiling_epochs: int = 200
     """Most epochs of each ceiling; they stop earlier once ``ceiling_patience`` epochs pass
     without a better validation loss (their curves are reported)."""
@@ -58,15 +67,16 @@ class ProbeConfig:
 
     def for_views(self, views: int) -> ProbeConfig:
         """This config as it is measured on scenes of ``views`` views: ``views_per_scene``
-        at most ``views`` and ``context_views`` at most ``views - 1``."""
-        return dataclasses.replace(self, views_per_scene=min(self.views_per_scene, views),
+        at most ``views`` (all of them for None) and ``context_views`` at most ``views - 1``."""
+        chosen = views if self.views_per_scene is None else min(self.views_per_scene, views)
+        return dataclasses.replace(self, views_per_scene=chosen,
                                    context_views=max(1, min(self.context_views, views - 1)))
 
     def __post_init__(self) -> None:
-        for name in ("scenes", "views_per_scene", "context_views", "prediction_scenes",
-                     "embedding_scenes", "ceiling_scenes", "ceiling_epochs",
+        for name in ("scenes", "readout_scenes", "views_per_scene", "context_views",
+                     "prediction_scenes", "embedding_scenes", "ceiling_epochs",
                      "ceiling_patience"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"ProbeConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.resamples < 0:
             raise ValueError(f"ProbeConfig.resamples must be >= 0, got {self.resamples}")
@@ -74,6 +84,9 @@ class ProbeConfig:
                 and self.fit_fraction + self.val_fraction < 1):
             raise ValueError("ProbeConfig.fit_fraction and val_fraction must be positive and "
                              f"sum to less than 1, got {self.fit_fraction}, {self.val_fraction}")
+        if not 0 < self.readout_val_fraction < 1:
+            raise ValueError("ProbeConfig.readout_val_fraction must be in (0, 1), got "
+                             f"{self.readout_val_fraction}")
 
 
 def state_targets(truth: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -89,7 +102,8 @@ def state_targets(truth: dict[str, Any]) -> dict[str, np.ndarray]:
 
 @dataclass
 class Scenes:
-    """The probed scenes in memory and their split into fit, validation and test parts."""
+    """Scenes in memory and their split into parts (``fit``, ``val`` and, for the probed
+    scenes, ``test``)."""
 
     images: np.ndarray
     """uint8 ``[N, V, H, W, 3]``."""
@@ -98,19 +112,21 @@ class Scenes:
     targets: dict[str, np.ndarray] | None
     """Per target ``[N, T]``; None when the dataset has no truth."""
     parts: dict[str, np.ndarray]
-    """Scene indices of ``fit``, ``val`` and ``test``."""
+    """Scene indices of each part."""
+
+    def target_matrix(self) -> np.ndarray:
+        """Every target side by side, ``[N, sum of T]``, in the order of ``targets``."""
+        return np.concatenate(list(self.targets.values()), axis=1)
+
+    def target_columns(self) -> dict[str, slice]:
+        """Each target's columns in :meth:`target_matrix`."""
+        ends = np.cumsum([t.shape[1] for t in self.targets.values()])
+        return {name: slice(int(end - t.shape[1]), int(end))
+                for (name, t), end in zip(self.targets.items(), ends, strict=True)}
 
 
-def load_scenes(dataset: SceneDataset, config: ProbeConfig) -> Scenes:
-    if config.scenes < 10:
-        raise ValueError(f"--scenes {config.scenes}: probing needs at least 10 scenes")
-    n = min(config.scenes, len(dataset))
-    if n < 10:
-        raise ValueError(f"{dataset.path}: the {dataset.split} split has {len(dataset)} scenes; "
-                         "probing needs at least 10")
-    if n < config.scenes:
-        print(f"probing all {n} scenes of {dataset.path}'s {dataset.split} split "
-              f"({config.scenes} asked)", file=sys.stderr)
+def _read(dataset: SceneDataset, n: int) -> Scenes:
+    """The first ``n`` scenes of ``dataset``, without parts."""
     if dataset.views < 2:
         raise ValueError(f"{dataset.path}: probing needs at least 2 views per scene")
     images, poses = zip(*(dataset.scene(i) for i in range(n)), strict=True)
@@ -120,13 +136,124 @@ def load_scenes(dataset: SceneDataset, config: ProbeConfig) -> Scenes:
         per_scene = [state_targets(t) for t in truths]
         targets = {k: np.stack([s[k] for s in per_scene]).astype(np.float32)
                    for k in per_scene[0]}
+    viewpoints = pose_to_viewpoint(torch.as_tensor(np.stack(poses))).numpy()
+    return Scenes(np.stack(images), viewpoints.astype(np.float32), targets, {})
+
+
+def load_scenes(dataset: SceneDataset, config: ProbeConfig) -> Scenes:
+    """``config.scenes`` scenes of ``dataset`` (the probed split), split by scene into fit,
+    validation and test parts."""
+    if config.scenes < 10:
+        raise ValueError(f"--scenes {config.scenes}: probing needs at least 10 scenes")
+    n = min(config.scenes, len(dataset))
+    if n < 10:
+        raise ValueError(f"{dataset.path}: the {dataset.split} split has {len(dataset)} scenes; "
+                         "probing needs at least 10")
+    if n < config.scenes:
+        print(f"probing all {n} scenes of {dataset.path}'s {dataset.split} split "
+              f"({config.scenes} asked)", file=sys.stderr)
+    scenes = _read(dataset, n)
     order = derive_rng(config.seed, "probe-split").permutation(n)
     n_fit = max(1, round(config.fit_fraction * n))
     n_val = max(1, round(config.val_fraction * n))
-    parts = {"fit": order[:n_fit], "val": order[n_fit:n_fit + n_val],
-             "test": order[n_fit + n_val:]}
-    viewpoints = pose_to_viewpoint(torch.as_tensor(np.stack(poses))).numpy()
-    return Scenes(np.stack(images), viewpoints.astype(np.float32), targets, parts)
+    scenes.parts = {"fit": order[:n_fit], "val": order[n_fit:n_fit + n_val],
+                    "test": order[n_fit + n_val:]}
+    return scenes
+
+
+PARTS = ("fit", "val", "test")
+"""The readouts' parts: they learn from ``fit``, choose or stop on ``val``, are scored on
+``test``."""
+
+
+@dataclass
+class ReadoutData:
+    """What the state readouts and the ceilings learn from (the ``fit`` and ``val`` parts of
+    ``learn``) and are scored on (the scenes ``test_rows`` of ``test``), and how many views of
+    each scene they take."""
+
+    learn: Scenes
+    """Scenes with ``fit`` and ``val`` parts: the dataset's train scenes, or the probed ones."""
+    test: Scenes
+    """The probed scenes."""
+    test_rows: np.ndarray
+    """The probed scenes scored: all of them, or their ``test`` part when the readouts learn
+    from their other parts."""
+    views: int
+    """The first ``views`` views of each scene are one-view samples, in learning and scoring."""
+    learnt_from: str
+    """``"train split"``, or why the readouts learn from the probed split instead."""
+
+    @property
+    def from_train(self) -> bool:
+        return self.learn is not self.test
+
+    def part(self, name: str) -> tuple[Scenes, np.ndarray]:
+        """The scenes and scene indices of the part ``fit``, ``val`` or ``test``."""
+        if name == "test":
+            return self.test, self.test_rows
+        return self.learn, self.learn.parts[name]
+
+    def summed_samples(self, k: int) -> int:
+        """Random ``k``-view sums of each scene: ``views / k`` rounded up, so that they show
+        each view about once."""
+        return -(-self.views // k)
+
+    def record(self, k: int | None) -> dict[str, Any]:
+        """The readouts' data, for ``probe.json``: scenes of each part, views of each, and
+        with ``k`` the K-view readouts' views and samples of each scene."""
+        record = {"learnt_from": self.learnt_from,
+                  **{f"{p}_scenes": int(len(self.part(p)[1])) for p in PARTS},
+                  "views": self.views}
+        if k is not None:
+            record.update(summed_views=k, summed_samples=self.summed_samples(k))
+        return record
+
+    @classmethod
+    def own(cls, scenes: Scenes, config: ProbeConfig, why: str) -> ReadoutData:
+        """Readouts that learn from the probed scenes' fit and validation parts and are
+        scored on their test part (``why``: the reason, for the report)."""
+        return cls(scenes, scenes, scenes.parts["test"], _views(scenes, config), why)
+
+
+def _views(scenes: Scenes, config: ProbeConfig) -> int:
+    views = scenes.images.shape[1]
+    return views if config.views_per_scene is None else min(config.views_per_scene, views)
+
+
+def readout_data(dataset: SceneDataset, scenes: Scenes, config: ProbeConfig) -> ReadoutData:
+    """The readouts learn from ``config.readout_scenes`` scenes of the dataset's train split
+    (every view, or ``views_per_scene``; ``readout_val_fraction`` of the scenes held out) and
+    are scored on every probed scene; without a usable train split, or when the probed split
+    is the train split, from the probed scenes (``scenes``) as :meth:`ReadoutData.own`."""
+    if dataset.split == "train":
+        return ReadoutData.own(scenes, config, "the probed split is the train split")
+    try:
+        train = SceneDataset(dataset.path, "train")
+    except ValueError as error:
+        return ReadoutData.own(scenes, config, f"no usable train split ({error})")
+    if len(train) < 10:
+        return ReadoutData.own(scenes, config,
+                               f"the train split has {len(train)} scenes (10 needed)")
+    if train.truth(0) is None:
+        return ReadoutData.own(scenes, config, "the train split has no ground truth")
+    n = min(config.readout_scenes, len(train))
+    if n < config.readout_scenes:
+        print(f"the readouts learn from all {n} scenes of {dataset.path}'s train split "
+              f"({config.readout_scenes} asked)", file=sys.stderr)
+    learn = _read(train, n)
+    if learn.targets is None:
+        return ReadoutData.own(scenes, config, "the train split has no ground truth")
+    if scenes.targets is not None and (
+            {k: v.shape[1] for k, v in learn.targets.items()}
+            != {k: v.shape[1] for k, v in scenes.targets.items()}):
+        raise ValueError(f"{dataset.path}: the train split's targets differ from the "
+                         f"{dataset.split} split's")
+    order = derive_rng(config.seed, "readout-split").permutation(n)
+    n_val = max(1, round(config.readout_val_fraction * n))
+    learn.parts = {"fit": order[n_val:], "val": order[:n_val]}
+    return ReadoutData(learn, scenes, np.arange(len(scenes.images)), _views(scenes, config),
+                       "train split")
 
 
 @torch.no_grad()
@@ -136,9 +263,13 @@ def per_view_representations(model: GQN, images: np.ndarray, viewpoints: np.ndar
     ``[N, V, D]`` (``D = r_dim h w``). ``r`` of several views is the sum of theirs."""
     x = torch.as_tensor(images.reshape(-1, *images.shape[2:])).permute(0, 3, 1, 2)
     v = torch.as_tensor(viewpoints.reshape(-1, viewpoints.shape[-1]))
-    out = [model.represent(x[i:i + batch, None], v[i:i + batch, None]).flatten(1)
-           for i in range(0, len(x), batch)]
-    return torch.cat(out).numpy().reshape(*images.shape[:2], -1)
+    out = None  # filled in place: no second copy of a large [N V, D]
+    for i in range(0, len(x), batch):
+        r = model.represent(x[i:i + batch, None], v[i:i + batch, None]).flatten(1).numpy()
+        if out is None:
+            out = np.empty((len(x), r.shape[1]), np.float32)
+        out[i:i + len(r)] = r
+    return out.reshape(*images.shape[:2], -1)
 
 
 def one_view(features: np.ndarray, rows: np.ndarray, views: int) -> np.ndarray:
@@ -146,33 +277,46 @@ def one_view(features: np.ndarray, rows: np.ndarray, views: int) -> np.ndarray:
     return features[rows, :views].reshape(-1, features.shape[-1])
 
 
-Source = tuple[Callable[[np.ndarray], np.ndarray],
-               Callable[[np.ndarray, np.ndarray], np.ndarray]]
-"""Features of the scenes ``rows`` ``[n, D]``, and the targets ``y`` of those scenes laid out
-to match (one sample per view or per scene)."""
+Source = Callable[[str], tuple[np.ndarray, np.ndarray]]
+"""The samples of one part (``fit``, ``val`` or ``test``) of the readouts' data: features
+``[n, D]`` and every target side by side ``[n, T]`` (:meth:`Scenes.target_matrix`), each
+scene's samples together, in the part's scene order."""
 
 
-def one_view_source(scenes: Scenes, features: Callable[[np.ndarray, int], np.ndarray],
-                     config: ProbeConfig) -> Source:
-    """One sample per view: ``features(rows, views)`` gives ``[n, views, D]`` for the first
-    ``views_per_scene`` views of the scenes ``rows``."""
-    vps = min(config.views_per_scene, scenes.images.shape[1])
-    return (lambda rows: features(rows, vps).reshape(len(rows) * vps, -1),
-            lambda y, rows: np.repeat(y[rows], vps, axis=0))
+def one_view_source(data: ReadoutData,
+                    features: Callable[[Scenes, np.ndarray, int], np.ndarray]) -> Source:
+    """One sample per view: ``features(scenes, rows, views)`` gives ``[n, views, D]`` for the
+    first ``views`` views of the scenes ``rows`` of ``scenes``."""
+    def samples(part: str) -> tuple[np.ndarray, np.ndarray]:
+        scenes, rows = data.part(part)
+        x = features(scenes, rows, data.views)
+        return (x.reshape(len(rows) * data.views, -1),
+                np.repeat(scenes.target_matrix()[rows], data.views, axis=0))
+
+    return samples
 
 
-def summed_views_source(scenes: Scenes, features: np.ndarray, views: int,
-                        config: ProbeConfig) -> Source:
-    """``views_per_scene`` samples per scene, each the sum of ``features`` ``[N, V, D]`` over
-    ``views`` of the scene's V views drawn at random (fixed by the seed): as many samples as
-    the one-view source, so that a readout of summed ``r`` is not starved of them."""
-    rng = derive_rng(config.seed, "summed-views")
-    samples = min(config.views_per_scene, features.shape[1])
-    subsets = np.stack([[rng.permutation(features.shape[1])[:views] for _ in range(samples)]
-                        for _ in range(len(features))])               # [N, samples, views]
-    return (lambda rows: features[rows[:, None, None], subsets[rows]].sum(2)
-            .reshape(len(rows) * samples, -1),
-            lambda y, rows: np.repeat(y[rows], samples, axis=0))
+def summed_views_source(data: ReadoutData, per_view: Callable[[Scenes], np.ndarray],
+                        views: int, seed: int) -> Source:
+    """:meth:`ReadoutData.summed_samples` samples per scene, each the sum of the scene's
+    per-view features (``per_view(scenes)``, ``[N, V, D]``) over ``views`` of its V views
+    drawn at random (fixed by the seed and the part)."""
+    per_scene = data.summed_samples(views)
+
+    def samples(part: str) -> tuple[np.ndarray, np.ndarray]:
+        scenes, rows = data.part(part)
+        features = per_view(scenes)
+        rng = derive_rng(seed, f"summed-views-{part}")
+        subsets = rng.random((len(rows), per_scene, features.shape[1])).argsort(-1)[
+            ..., :views]                                               # [n, samples, views]
+        x = np.empty((len(rows), per_scene, features.shape[-1]), np.float32)
+        for i in range(0, len(rows), 256):   # [256, samples, views, D] at a time
+            chunk = slice(i, i + 256)
+            x[chunk] = features[rows[chunk, None, None], subsets[chunk]].sum(2)
+        return (x.reshape(len(rows) * per_scene, -1),
+                np.repeat(scenes.target_matrix()[rows], per_scene, axis=0))
+
+    return samples
 
 
 Intervals = dict[str, dict[str, tuple[float, float]]]

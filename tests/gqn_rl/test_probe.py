@@ -16,7 +16,7 @@ from gqn.checkpoint import save_checkpoint
 from gqn.config import TrainConfig
 from gqn.data import DatasetWriter, SceneDataset
 from gqn_rl.datagen import GenerateConfig, generate
-from gqn_rl.probe import ProbeConfig, probe, state_targets
+from gqn_rl.probe import ProbeConfig, probe, report_markdown, state_targets
 from gqn_rl.probe.readouts import (
     bootstrap_r2,
     fit_architecture,
@@ -155,22 +155,36 @@ def test_silhouette_matches_its_definition() -> None:
     assert silhouette_score(x, labels) == pytest.approx(np.mean(expected), abs=1e-9)
 
 
-def write_arm_like_dataset(path: Path, scenes: int = 60, views: int = 4, size: int = 16) -> Path:
+def write_arm_like_dataset(path: Path, scenes: int = 60, views: int = 4, size: int = 16,
+                           train: str = "same") -> Path:
     """Scenes in the ``arm`` truth format, seen by the same cameras, whose wall colour fills
-    the image (planted) while the hand position is noise nothing shows."""
+    the image (planted) while the hand position is noise nothing shows. The train split
+    (``train``) holds the same scenes (``"same"``), is left out (``"none"``), or holds
+    ``2 * scenes`` other scenes whose recorded wall colour is the opposite of the one they show
+    (``"backwards"``: a readout that learns from them reads the test scenes backwards)."""
     writer = DatasetWriter(path, image_size=size, views=views, meta={"scene": "arm-like"})
     rng = np.random.default_rng(1)
-    wall = rng.uniform(0.1, 0.9, (scenes, 3))
-    images = np.broadcast_to((wall * 255)[:, None, None, None, :], (scenes, views, size, size, 3))
-    images = np.clip(images + rng.integers(0, 8, images.shape), 0, 255).astype(np.uint8)
-    poses = np.broadcast_to(rng.uniform(-1, 1, (1, views, 5)), (scenes, views, 5))  # fixed
-    poses = poses.astype(np.float32)  # cameras, so r varies with the images only
-    truth = [{"family": "arm", "hand_position": rng.normal(size=3).tolist(),
-              "target_position": rng.normal(size=3).tolist(),
-              "joint_angles": rng.uniform(-3, 3, 4).tolist(), "wall_colour": wall[i].tolist(),
-              "floor_colour": rng.uniform(0, 1, 3).tolist()} for i in range(scenes)]
-    writer.write_shard("test", 0, images, poses, truth)
-    writer.write_shard("train", 0, images, poses, truth)
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:  # wall colours and images
+        wall = rng.uniform(0.1, 0.9, (n, 3))
+        images = np.broadcast_to((wall * 255)[:, None, None, None, :], (n, views, size, size, 3))
+        return wall, np.clip(images + rng.integers(0, 8, images.shape), 0, 255).astype(np.uint8)
+
+    def truths(wall: np.ndarray) -> list[dict]:
+        return [{"family": "arm", "hand_position": rng.normal(size=3).tolist(),
+                 "target_position": rng.normal(size=3).tolist(),
+                 "joint_angles": rng.uniform(-3, 3, 4).tolist(), "wall_colour": w.tolist(),
+                 "floor_colour": rng.uniform(0, 1, 3).tolist()} for w in wall]
+
+    wall, images = draw(scenes)
+    poses = rng.uniform(-1, 1, (1, views, 5)).astype(np.float32)  # fixed cameras, so r
+    truth = truths(wall)                                           # varies with the images only
+    writer.write_shard("test", 0, images, np.repeat(poses, scenes, 0), truth)
+    if train == "same":
+        writer.write_shard("train", 0, images, np.repeat(poses, scenes, 0), truth)
+    elif train == "backwards":
+        wall, images = draw(2 * scenes)
+        writer.write_shard("train", 0, images, np.repeat(poses, 2 * scenes, 0), truths(1 - wall))
     return path
 
 
@@ -180,8 +194,11 @@ TINY_PROBE = ProbeConfig(scenes=60, views_per_scene=2, context_views=2, predicti
 
 
 def test_probe_finds_the_planted_colour_and_not_the_noise(tmp_path: Path) -> None:
-    dataset = SceneDataset(write_arm_like_dataset(tmp_path / "data"), "test")
+    """Without train scenes the readouts learn from the probed scenes' fit part."""
+    dataset = SceneDataset(write_arm_like_dataset(tmp_path / "data", train="none"), "test")
     results = probe(GQN(TINY_MODEL), dataset, TINY_PROBE, progress=False)
+    assert results["scenes"] == {"fit": 36, "val": 12, "test": 12}
+    assert results["readout_data"]["learnt_from"] == "the train split has 0 scenes (10 needed)"
     state = results["state"]
     assert set(state) == {"hand_position", "target_position", "joint_angles", "wall_colour",
                           "floor_colour"}
@@ -201,6 +218,29 @@ def test_probe_finds_the_planted_colour_and_not_the_noise(tmp_path: Path) -> Non
     count = results["context_count"]  # planted: r is a sum, so it grows with the count
     assert count["chance"] == pytest.approx(1 / 3) and count["gqn_accuracy"] > 0.6
     assert -1 <= results["embedding"]["gqn_silhouette"] <= 1
+
+
+def test_readouts_and_ceilings_learn_from_the_train_split(tmp_path: Path) -> None:
+    """The train scenes record the opposite wall colour to the one they show: readouts and
+    ceilings that learn from them read the probed test scenes backwards (R² far below 0)."""
+    data = write_arm_like_dataset(tmp_path / "data", scenes=40, train="backwards")
+    config = ProbeConfig(readout_scenes=60, context_views=2, prediction_scenes=8,
+                         embedding_scenes=4, ceiling_patience=3, resamples=0)
+    results = probe(GQN(TINY_MODEL), SceneDataset(data, "test"), config, progress=False)
+    assert results["scenes"] == {"fit": 57, "val": 3, "test": 40}  # 5% of 60 held out
+    assert results["readout_data"] == {
+        "learnt_from": "train split", "fit_scenes": 57, "val_scenes": 3, "test_scenes": 40,
+        "views": 4, "summed_views": 2, "summed_samples": 2}  # every view; 4 / 2 sums a scene
+    wall = results["state"]["wall_colour"]
+    assert wall["pixels 1 view, ridge"] < -1 and "pixels 1 view, mlp" not in wall
+    for column in ("gqn 1 view, ridge", "gqn 1 view, mlp", "fresh 2 views, ridge",
+                   "supervised CNN 1 view", "supervised architecture 1 view"):
+        assert wall[column] < 0, (column, wall[column])
+    report = report_markdown(results)
+    assert "learn from 57 scenes x 4 views of the dataset's train split" in report
+    assert "scored on 40 probed scenes x 4 views" in report
+    assert "The ceilings learn from the same scenes and views." in report
+    assert "| mean of context views |" in report
 
 
 def test_state_targets_of_every_family() -> None:
@@ -231,7 +271,7 @@ def test_cli_probe_writes_json_report_and_plots(tmp_path: Path) -> None:
     assert main(["probe", "--checkpoint", str(checkpoint), "--data", str(data), "--out",
                  str(out), "--scenes", "40", "--no-mlp", "--no-cnn", "--no-progress"]) == 0
     results = json.loads((out / "probe.json").read_text())
-    assert results["scenes"] == {"fit": 24, "val": 8, "test": 8}
+    assert results["scenes"] == {"fit": 57, "val": 3, "test": 40}  # learnt from 60 train scenes
     report = (out / "report.md").read_text()
     assert "## State probes" in report and "wall_colour" in report
     for name in ("state_probes.png", "prediction_error.png", "embedding.png"):
@@ -309,21 +349,23 @@ def test_pretraining_logs_quick_probes_without_changing_the_run(tmp_path: Path) 
     train = TrainConfig(steps=4, batch_size=4, log_every=1, eval_every=2, eval_batches=1,
                         checkpoint_every=2)
     quick = QuickProbe(SceneDataset(data, "test"), TINY_PROBE)
+    assert not quick.data.from_train  # cheap: the probed split's own scenes
     probed = pretrain(data, tmp_path / "a", TINY_MODEL, train, progress=False, probe=quick)
     plain = pretrain(data, tmp_path / "b", TINY_MODEL, train, progress=False)
     assert [h["loss"] for h in probed.history] == [h["loss"] for h in plain.history]
     lines = [json.loads(line) for line in (tmp_path / "a" / METRICS_NAME).read_text().splitlines()]
     logged = [line for line in lines if "probe/r2_wall_colour" in line]
     assert [line["step"] for line in logged] == [2, 4]
-    assert {"probe/mse_gqn_K1", "probe/surprise_other_scene"} <= set(logged[0])
+    assert {"probe/mse_gqn_K1", "probe/mse_mean_view_K1", "probe/surprise_other_scene"
+            } <= set(logged[0])
 
 
-@pytest.mark.slow  # 5 s; the ceiling itself: test_architecture_ceiling_finds_where_a_dot_is...
+@pytest.mark.slow  # 40 s beside other jobs; the ceiling itself: test_architecture_ceiling_...
 def test_cli_ceiling_writes_each_architecture_and_the_cnn(tmp_path: Path, capsys) -> None:
-    data = write_arm_like_dataset(tmp_path / "data")
+    data = write_arm_like_dataset(tmp_path / "data", scenes=120)  # 6 validation scenes
     out = tmp_path / "ceiling"
     assert main(["ceiling", "--data", str(data), "--out", str(out), "--representation", "pool",
-                 "world", "--scenes", "60", "--patience", "2", "--views", "3",
+                 "world", "--scenes", "120", "--patience", "2", "--views", "3",
                  "--no-progress"]) == 0
     results = json.loads((out / "ceiling.json").read_text())
     columns = {"supervised CNN 1 view", "supervised pool 1 view", "supervised world 1 view",
