@@ -24,7 +24,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from agents.benchmark import run_benchmark
+from agents.benchmark import check_grid_budgets, check_grid_checkpoints, run_benchmark
 from agents.grid import BenchmarkConfig
 from agents.report import write_report
 from agents.train import evaluate
@@ -78,12 +78,14 @@ class DemoConfig:
     seed: int = 0
     """Seed of the dataset and of pretraining."""
 
-    def benchmark(self, checkpoint: Path) -> BenchmarkConfig:
-        """The agents' grid: on :data:`ENV`, with the GQN in ``checkpoint``, no camera shift."""
+    def benchmark(self, checkpoint: Path | None) -> BenchmarkConfig:
+        """The agents' grid: on :data:`ENV`, with the GQN in ``checkpoint`` (None: the
+        shipped one, or a fresh one where none is shipped), no camera shift."""
         grid_fields = {f.name for f in dataclasses.fields(BenchmarkConfig)}
         shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                   if f.name in grid_fields}
-        return BenchmarkConfig(envs=(ENV,), camera_shift=False, checkpoint=str(checkpoint),
+        return BenchmarkConfig(envs=(ENV,), camera_shift=False,
+                               checkpoint=None if checkpoint is None else str(checkpoint),
                                **shared)
 
 
@@ -98,6 +100,7 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), progress: bool = True
     if checkpoint is None and not config.pretrain:
         print(f"no GQN checkpoint is shipped for {FAMILY}: the demo pretrains one", flush=True)
     size = preset.model.image_size if pretraining else open_checkpoint(checkpoint).config.image_size
+    check_demo_folder(out, config, pretraining)
     print(f"== render {FAMILY} scenes", flush=True)
     data = generate(GenerateConfig(scene=FAMILY, size=size, seed=config.seed,
                                    scenes=config.scenes if pretraining else SAMPLE_SCENES),
@@ -134,6 +137,26 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), progress: bool = True
     text = report.read_text() + "\n".join(extras)
     atomic_write(report, lambda f: f.write(text.encode()))
     return report
+
+
+def check_demo_folder(out: Path, config: DemoConfig, pretraining: bool) -> None:
+    """Refuse, before anything renders or trains, a demo folder this call could not finish:
+    agents made with another GQN than this call's (a GQN pretrained here, or the shipped
+    one), or with another budget, naming the run."""
+    own = out / "gqn" / "checkpoint.pt"
+    if not (out / "runs").is_dir():
+        return
+    if pretraining and not own.is_file():
+        made = sorted(out.glob("runs/*/gqn-*/*/seed*/run.json"))
+        if made:
+            raise ValueError(f"{out} holds a demo whose GQN agents used another GQN ({made[0]})"
+                             ": --pretrain would train a new one for them; choose another "
+                             "folder")
+    checkpoint = own if pretraining and own.is_file() else shipped_checkpoint(FAMILY)
+    grid = config.benchmark(checkpoint)
+    if checkpoint is not None:  # else the GQN is pretrained below, for runs that have none
+        check_grid_checkpoints(out, grid)
+    check_grid_budgets(out, grid)
 
 
 def sample_grid(checkpoint: Path, data: Path, path: Path, scenes: int = 6,

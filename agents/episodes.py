@@ -87,4 +87,5 @@ def save_gif(frames: list[np.ndarray], path: Path, fps: int = 10, scale: int = 1
         raise ValueError(f"no frames to write to {path}")
     video = np.stack(frames).repeat(scale, axis=1).repeat(scale, axis=2)
     encoded = iio.imwrite("<bytes>", video, extension=".gif", duration=1000 / fps, loop=0)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(Path(path), lambda f: f.write(encoded))

@@ -103,7 +103,10 @@ class ResolvedRun:
     @classmethod
     def load(cls, path: Path) -> ResolvedRun:
         """The run saved in ``path`` (a ``run.json``)."""
-        saved = json.loads(Path(path).read_text())
+        try:
+            saved = json.loads(Path(path).read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from None
         fields = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(saved, dict) or not fields - {"fresh_gqn"} <= set(saved) <= fields:
             raise ValueError(f"{path}: not a run.json of this gqn-rl version (expected the "

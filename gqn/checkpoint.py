@@ -20,7 +20,7 @@ import torch
 
 import gqn
 from gqn.config import GQNConfig, TrainConfig, config_diff, config_from_dict
-from gqn.fileio import atomic_write
+from gqn.fileio import atomic_write, check_output
 from gqn.model import GQN
 
 CHECKPOINT_FORMAT = "gqn-rl-checkpoint-v1"
@@ -109,8 +109,7 @@ def export_weights(src: Path, dst: Path, scene: str | None = None) -> None:
     if dst.exists() and dst.resolve() == src.resolve() and state["optimizer"] is not None:
         raise ValueError(f"--out {dst} is the checkpoint being exported: write the weights to "
                          "another file (it would replace a resumable checkpoint)")
-    if dst.is_dir():
-        raise ValueError(f"--out {dst} is a directory: it takes a file name")
+    check_output(dst, "--out", "file")
     data = {k: v for k, v in (state.get("data") or {}).items() if k != "path"}
     if scene is not None:
         if data.get("scene") not in (None, scene):

@@ -235,7 +235,17 @@ def _write_metrics(path: Path, lines: list[dict[str, float]]) -> None:
 def _read_metrics(path: Path, up_to_step: int) -> list[dict[str, float]]:
     if not path.is_file():
         return []
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = []
+    for number, text in enumerate(path.read_text().splitlines(), 1):
+        if not text.strip():
+            continue
+        try:
+            line = json.loads(text)
+            int(line["step"])
+        except (ValueError, TypeError, KeyError) as error:  # JSONDecodeError is a ValueError
+            raise ValueError(f"{path}: line {number} is not a metrics line ({error!r}); the "
+                             "checkpoint holds the run: move the file away to resume") from None
+        lines.append(line)
     return [line for line in lines if line["step"] <= up_to_step]
 
 

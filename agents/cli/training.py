@@ -12,7 +12,10 @@ def _episode(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
     from agents.episodes import reference_policy, run_episodes, save_gif, summarize
+    from gqn.fileio import check_output
 
+    if args.out is not None:  # before any episode is played
+        check_output(args.out, "--out", "file")
     env = gym.make(args.env, image_size=args.image_size, render_mode="rgb_array")
     env.action_space.seed(args.seed)
     policy = reference_policy(env, args.policy)
@@ -66,7 +69,10 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from agents.train import evaluate
+    from gqn.fileio import check_output
 
+    if args.gif is not None:  # before any episode is played
+        check_output(args.gif, "--gif", "file")
     report = evaluate(args.run_dir, args.episodes, args.gif)
     print(f"{report['env']} {report['encoder']} {report['algo']}, {report['train_steps']} steps: "
           f"return {report['mean_return']:.2f} +- {report['std_return']:.2f}, success "

@@ -15,7 +15,7 @@ from agents.cli import main
 from gqn.checkpoint import load_checkpoint, load_model, save_checkpoint
 from gqn.config import GQNConfig, TrainConfig
 from gqn.model import GQN
-from gqn_rl.encoders import SHIPPED_CHECKPOINTS, open_checkpoint, resolve_checkpoint
+from gqn_rl.encoders import open_checkpoint, resolve_checkpoint
 from gqn_rl.wrappers import GQNObservation
 from tests.agents.test_reliability import generate_arm, one_line_error
 
@@ -61,7 +61,8 @@ def test_a_model_object_is_checked_like_a_path() -> None:
                                          "the environment shows shepard_metzler_7"):
         GQNObservation(gym.make("gqn_rl/MentalRotation-v0"), rooms)
     sm7 = load_model(SHIPPED / "shepard_metzler_7" / "checkpoint.pt")
-    assert GQNObservation(gym.make("gqn_rl/MentalRotation-v0", image_size=32), sm7).reset(seed=0)[0]["r"].size
+    wrapped = GQNObservation(gym.make("gqn_rl/MentalRotation-v0", image_size=32), sm7)
+    assert wrapped.reset(seed=0)[0]["r"].size
     fresh = GQN(sm7.config)  # a fresh model knows no family: any environment takes it
     assert fresh.scene_family is None
     GQNObservation(gym.make("gqn_rl/RoomNavigation-v0"), fresh)
@@ -184,7 +185,7 @@ def test_ray_runs_at_most_workers_cells_at_once(tmp_path: Path,
         ended = []
         state["most"] = 0
         executors.run_on_ray(list(range(5)), str, tmp_path, None,
-                             lambda cell, failure: ended.append(cell), workers)
+                             lambda cell, failure, ended=ended: ended.append(cell), workers)
         assert sorted(ended) == list(range(5)) and state["most"] == most
 
 
@@ -199,3 +200,102 @@ def test_a_ray_address_that_does_not_answer_is_a_time_out_naming_it(
                             "--address", "127.0.0.1:1", "--address-timeout", "2"],
                    "--address 127.0.0.1:1: no Ray cluster answered within 2 s")
     assert time.monotonic() - start < 10 and not (tmp_path / "grid").exists()
+
+
+# -- 13: demo --pretrain against an existing demo folder -----------------------------------
+
+
+def test_demo_refuses_a_folder_it_could_not_finish_before_rendering(tmp_path: Path) -> None:
+    """demo --pretrain over an existing demo folder failed after rendering and pretraining
+    (about ten minutes), leaving data behind."""
+    from agents.demo import ENV, DemoConfig, run_demo
+    from agents.grid import Cell
+    from tests.agents.test_benchmark import write_result
+
+    run = Cell(ENV, "gqn-frozen", "rl", 0, steps=2048).directory(tmp_path) / "run.json"
+    run.parent.mkdir(parents=True)
+    run.write_text("{}")  # a run of the shipped GQN
+    with pytest.raises(ValueError, match="--pretrain would train a new one"):
+        run_demo(tmp_path, DemoConfig(steps=2048, pretrain=True), progress=False)
+    run.unlink()
+    write_result(tmp_path, Cell(ENV, "state", "rl", 0, steps=4096), -1.0)
+    with pytest.raises(ValueError, match="trained for 4096 steps, more than this grid's 2048"):
+        run_demo(tmp_path, DemoConfig(steps=2048, pretrain=True), progress=False)
+    assert {p.name for p in tmp_path.iterdir()} == {"runs"}  # nothing rendered
+
+
+# -- 14, 16, 17, 18: errors that name the file and the cause, checks before work ------------
+
+
+def test_a_full_disk_is_named_with_the_file(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import shutil
+
+    import gqn.fileio
+    from gqn.fileio import atomic_write
+
+    def full(descriptor: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(gqn.fileio.os, "fsync", full)
+    err = one_line_error(capsys, ["data", "generate", "--scene", "arm", "--out",
+                                  str(tmp_path / "d"), "--scenes", "2", "--image-size", "16",
+                                  "--workers", "1", "--no-progress"],
+                         "No space left on device", str(tmp_path / "d"))
+    assert "cannot write" in err
+    monkeypatch.undo()
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(gqn.fileio.shutil, "disk_usage", lambda path: usage._replace(free=0))
+
+    def short_write(f) -> None:  # numpy's tofile on a full disk: no errno
+        raise OSError("7864320 requested and 2088832 written")
+
+    with pytest.raises(OSError, match=r"cannot write .*x\.npy: No space left on device \(78"):
+        atomic_write(tmp_path / "x.npy", short_write)
+    assert list(tmp_path.glob("x.npy*")) == []
+
+
+def test_malformed_json_records_are_named(tmp_path: Path, capsys: pytest.CaptureFixture
+                                          ) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text('{"config": {"env": ')
+    (run / "final_model.zip").write_bytes(b"")
+    one_line_error(capsys, ["evaluate", str(run)], str(run / "run.json"), "not valid JSON")
+    import gqn.train
+
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl: line 2 is not a metrics line"):
+        gqn.train._read_metrics(run / "metrics.jsonl", 10)
+
+
+@pytest.mark.parametrize("where", ["{file}/sub/x.gif", "{tmp}"])
+def test_episode_checks_its_out_before_playing(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               where: str) -> None:
+    import agents.episodes
+
+    (tmp_path / "notes.txt").write_text("a file")
+    out = where.format(file=tmp_path / "notes.txt", tmp=tmp_path)
+    monkeypatch.setattr(agents.episodes, "run_episodes", lambda *a, **k: pytest.fail("played"))
+    one_line_error(capsys, ["episode", "--env", "gqn_rl/ArmReach-v0", "--out", out], "--out")
+
+
+def test_episode_makes_the_folders_of_its_out(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "sub" / "x.gif"
+    assert main(["episode", "--env", "gqn_rl/MentalRotation-v0", "--image-size", "32",
+                 "--out", str(out)]) == 0
+    assert out.stat().st_size > 0
+
+
+def test_only_rank_0_prints_under_ddp(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import gqn.train
+
+    for rank, printed in ((1, ""), (0, "step 3: checkpoint")):
+        result = gqn.train.PretrainResult(3, [], tmp_path / "checkpoint.pt", rank)
+        monkeypatch.setattr(gqn.train, "pretrain", lambda *a, result=result, **k: result)
+        assert main(["pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "run"),
+                     "--no-probe"]) == 0
+        assert capsys.readouterr().out.startswith(printed)

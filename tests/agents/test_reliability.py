@@ -116,9 +116,15 @@ def test_a_changed_gqn_checkpoint_is_refused_by_evaluate_and_resume(
 
 def test_export_refuses_to_replace_its_input(tmp_path: Path,
                                              capsys: pytest.CaptureFixture) -> None:
-    checkpoint = tmp_path / "checkpoint.pt"
-    shutil.copy(Path(__file__).resolve().parents[2] / "checkpoints/arm/checkpoint.pt",
-                checkpoint)
+    import torch
+
+    from gqn import GQN, GQNConfig, TrainConfig
+    from gqn.checkpoint import save_checkpoint
+
+    checkpoint = tmp_path / "checkpoint.pt"  # resumable: it has optimiser state
+    model = GQN(GQNConfig(image_size=16, representation="pool", r_dim=8, h_dim=4, z_dim=2, L=1))
+    save_checkpoint(checkpoint, model, torch.optim.Adam(model.parameters()), 0, TrainConfig(),
+                    rng={}, data={"scene": "arm"})
     before = checkpoint.read_bytes()
     one_line_error(capsys, ["export", "--checkpoint", str(checkpoint), "--out",
                             str(tmp_path / "." / "checkpoint.pt")], "--out")
