@@ -345,8 +345,8 @@ def probe(model: GQN, dataset: SceneDataset, config: ProbeConfig = ProbeConfig()
     config = config.for_views(dataset.views)  # what is measured is what probe.json records
     model = model.eval()
     scenes = load_scenes(dataset, config)
-    data = (ReadoutData.own(scenes, config, "no ground truth") if scenes.targets is None
-            else readout_data(dataset, scenes, config))
+    data = (readout_data(dataset, scenes, config) if scenes.targets is not None
+            else ReadoutData.own(scenes, config, "the probed split has no ground truth"))
     k = min(config.context_views, dataset.views - 1)
     targets = scenes.targets is not None
     sources = 5  # gqn and fresh, each of 1 and K views; pixels

@@ -182,9 +182,9 @@ def _learnt_from(data: dict[str, Any], learners: str) -> str:
                 "alpha or stop training) and are scored on "
                 f"{data['test_scenes']:,} probed scenes x {views} views.")
     else:
-        text = (f"{learners} learn from the probed split's own scenes ({data['learnt_from']}): "
-                f"fit / val / test {data['fit_scenes']:,} / {data['val_scenes']:,} / "
-                f"{data['test_scenes']:,} scenes x {views} views.")
+        text = (f"{learners} learn from the probed split's own scenes, as "
+                f"{data['learnt_from']}: fit / val / test {data['fit_scenes']:,} / "
+                f"{data['val_scenes']:,} / {data['test_scenes']:,} scenes x {views} views.")
     if "summed_views" in data:
         text += (f" From {data['summed_views']} views: {data['summed_samples']} random sums of "
                  f"{data['summed_views']} views of each scene, learning and scoring.")

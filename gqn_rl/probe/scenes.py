@@ -231,10 +231,10 @@ def readout_data(dataset: SceneDataset, scenes: Scenes, config: ProbeConfig) -> 
     try:
         train = SceneDataset(dataset.path, "train")
     except ValueError as error:
-        return ReadoutData.own(scenes, config, f"no usable train split ({error})")
+        return ReadoutData.own(scenes, config, f"the dataset has no usable train split: {error}")
     if len(train) < 10:
         return ReadoutData.own(scenes, config,
-                               f"the train split has {len(train)} scenes (10 needed)")
+                               f"the train split has {len(train)} scenes, fewer than 10")
     if train.truth(0) is None:
         return ReadoutData.own(scenes, config, "the train split has no ground truth")
     n = min(config.readout_scenes, len(train))

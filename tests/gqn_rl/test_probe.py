@@ -198,7 +198,7 @@ def test_probe_finds_the_planted_colour_and_not_the_noise(tmp_path: Path) -> Non
     dataset = SceneDataset(write_arm_like_dataset(tmp_path / "data", train="none"), "test")
     results = probe(GQN(TINY_MODEL), dataset, TINY_PROBE, progress=False)
     assert results["scenes"] == {"fit": 36, "val": 12, "test": 12}
-    assert results["readout_data"]["learnt_from"] == "the train split has 0 scenes (10 needed)"
+    assert results["readout_data"]["learnt_from"] == "the train split has 0 scenes, fewer than 10"
     state = results["state"]
     assert set(state) == {"hand_position", "target_position", "joint_angles", "wall_colour",
                           "floor_colour"}
