@@ -67,8 +67,12 @@ class CeilingConfig:
     """Fraction of the train scenes held out to stop the training."""
     epochs: int = 100
     """Most epochs; training stops earlier after ``patience`` epochs without improvement."""
-    patience: int = 5
-    """Epochs without a lower validation loss after which training stops."""
+    patience: int = 4
+    """Epochs without a lower validation loss after which the learning rate drops tenfold
+    (from the best weights), or training stops once it has dropped ``lr_drops`` times."""
+    lr_drops: int = 2
+    """Tenfold drops of the learning rate on a plateau before training stops: a constant
+    rate leaves the validation loss wandering round its floor."""
     batch_size: int = 128
     lr: float = 1e-3
     precision: str = "fp32"
@@ -77,6 +81,8 @@ class CeilingConfig:
     """Seed of the weights, the split and the view subsets."""
 
     def __post_init__(self) -> None:
+        if self.lr_drops < 0:
+            raise ValueError(f"ceiling lr_drops must be >= 0, got {self.lr_drops}")
         for name in ("views", "test_scenes", "epochs", "patience", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ceiling {name} must be >= 1, got {getattr(self, name)}")
@@ -208,7 +214,7 @@ def train_ceiling(data: Path | str, architecture: GQNConfig,
         _samples(learn, learn.parts["val"], config.views, config.seed + 1, fixed=True),
         _per_sample(learn, learn.parts["val"], config.views),
         epochs=config.epochs, patience=config.patience, batch_size=config.batch_size,
-        lr=config.lr, seed=config.seed, on_epoch=on_epoch)
+        lr=config.lr, seed=config.seed, on_epoch=on_epoch, lr_drops=config.lr_drops)
     predicted = fitted.predict(_samples(test, test.parts["test"], config.views,
                                         derive_seed(config.seed, "ceiling-test"), fixed=True))
     truth = _per_sample(test, test.parts["test"], config.views)
@@ -352,7 +358,8 @@ def model_card(record: dict[str, Any], path: Path, architecture: GQNConfig) -> s
         f"{data['test_scenes']} test scenes, every view",
         f"- **Training**: Adam {config['lr']}, batch {config['batch_size']}, "
         f"{config['precision']}; {record['epochs']} epochs, best at {record['best_epoch']} "
-        f"(patience {config['patience']}); {record['seconds'] / 60:.1f} minutes on "
+        f"(patience {config['patience']}, learning rate / 10 on a plateau "
+        f"{config.get('lr_drops', 0)} times); {record['seconds'] / 60:.1f} minutes on "
         f"{record['machine']}; {record.get('date', '')}",
         f"- **Curve**: {', '.join(f'{v:.4f}' for v in record['curve'])}", "",
         "| target | test R² | 95% interval |", "| --- | ---: | --- |", *rows, ""])

@@ -147,7 +147,8 @@ def _add_ceiling(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", help="dataset split (default test)")
     p.add_argument("--patience", type=positive_int,
                    help="epochs without improvement before a fit stops (default 10; with "
-                        "--save-checkpoint 5)")
+                        "--save-checkpoint 4, after which the learning rate drops tenfold, "
+                        "twice, before it stops)")
     p.add_argument("--views", type=positive_int, default=1,
                    help="also supervise each network from this many views, its r summed as "
                         "the GQN sums it (default 1: one view only); with --save-checkpoint "

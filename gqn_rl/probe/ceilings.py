@@ -126,7 +126,8 @@ class _ViewSubsets:
 def _fit_supervised(model: nn.Module, inputs_fit: Any, y_fit: np.ndarray, inputs_val: Any,
                     y_val: np.ndarray, *, epochs: int, patience: int, batch_size: int,
                     lr: float, seed: int,
-                    on_epoch: Callable[[int, float], None] | None = None) -> ImageReadout:
+                    on_epoch: Callable[[int, float], None] | None = None,
+                    lr_drops: int = 0) -> ImageReadout:
     """Train ``model`` on row-indexable inputs and standardised targets ``[N, T]`` (NaN
     entries left out), early-stopped on the validation set; its predictions come back in the
     targets' units from inputs of the same kind."""
@@ -137,7 +138,8 @@ def _fit_supervised(model: nn.Module, inputs_fit: Any, y_fit: np.ndarray, inputs
 
     curve = train_early_stopped(model, inputs_fit, tensor(y_fit), inputs_val, tensor(y_val),
                                  epochs=epochs, patience=patience, batch_size=batch_size,
-                                 lr=lr, seed=seed, loss_fn=_masked_mse, on_epoch=on_epoch)
+                                 lr=lr, seed=seed, loss_fn=_masked_mse, on_epoch=on_epoch,
+                                 lr_drops=lr_drops)
 
     def predict(inputs: Any) -> np.ndarray:
         with torch.no_grad():

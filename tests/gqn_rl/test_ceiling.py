@@ -96,3 +96,20 @@ def test_a_ceiling_saved_beside_its_base_holds_its_representation_only(tmp_path:
     (alone / "ceiling.pt").write_bytes((shipped / "ceiling.pt").read_bytes())
     with pytest.raises(ValueError, match="holds a representation network only: it needs its base"):
         open_checkpoint(alone / "ceiling.pt")
+
+
+def test_early_stopping_drops_the_learning_rate_on_a_plateau_before_it_stops() -> None:
+    from gqn_rl.probe.fitting import train_early_stopped
+
+    rng = np.random.default_rng(0)
+    x = torch.as_tensor(rng.normal(size=(200, 4)), dtype=torch.float32)
+    y = x[:, :1] + 0.3 * torch.as_tensor(rng.normal(size=(200, 1)), dtype=torch.float32)
+
+    def fit(drops: int) -> list[float]:
+        model = torch.nn.Linear(4, 1)
+        return train_early_stopped(model, x[:150], y[:150], x[150:], y[150:], epochs=200,
+                                   patience=2, batch_size=8, lr=0.3, seed=0,
+                                   loss_fn=torch.nn.functional.mse_loss, lr_drops=drops)
+
+    plain, dropped = fit(0), fit(2)
+    assert len(dropped) > len(plain) and min(dropped) < min(plain)
