@@ -196,23 +196,75 @@ def results(root: Path) -> list[dict[str, Any]]:
     return [result for result in found if result is not None]
 
 
-def rows(found: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``results.csv``'s rows of ``found`` results, with normalised scores."""
-    def key(r: dict[str, Any], encoder: str) -> tuple:
-        c = r["cell"]
-        return (c["env"], c["track"], encoder, c["demos"] if encoder == ORACLE else 0)
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """What normalised scores stand on in one (environment, track, demos): the random
+    policy's and the state oracle's mean returns (over their runs), each with the standard
+    deviation of its episode returns (pooled over its runs)."""
 
-    means: dict[tuple, list[float]] = {}
+    random: float
+    oracle: float
+    random_spread: float
+    oracle_spread: float
+
+    @property
+    def undefined(self) -> str | None:
+        """Why the scale cannot stand, or None: the oracle must beat the random policy by more
+        than their spreads (``mean +- std`` of each must not overlap), else a small gap
+        divides every score and blows it up (an oracle 0.03 above random put pixels at 404)."""
+        gap = self.oracle - self.random
+        if gap <= self.random_spread + self.oracle_spread:
+            return (f"the `{ORACLE}` runs' mean return {self.oracle:.3g} (+- "
+                    f"{self.oracle_spread:.2g}) is not clear of the `{REFERENCE}` policy's "
+                    f"{self.random:.3g} (+- {self.random_spread:.2g}): a budget too short, "
+                    "or a grid read while it runs")
+        return None
+
+
+def _spread(runs: Sequence[dict[str, Any]]) -> float:
+    """Standard deviation of the episode returns of ``runs`` (their ``std_return`` pooled by
+    ``episodes``); for results that record neither, that of the runs' means."""
+    counts = [r.get("episodes") for r in runs]
+    stds = [r.get("std_return") for r in runs]
+    means = np.array([r["mean_return"] for r in runs], dtype=np.float64)
+    if all(isinstance(n, int) and n > 0 for n in counts) and all(
+            isinstance(s, (int, float)) for s in stds):
+        n = np.array(counts, dtype=np.float64)
+        within = np.sum(n * np.array(stds, dtype=np.float64) ** 2)
+        between = np.sum(n * (means - np.average(means, weights=n)) ** 2)
+        return float(np.sqrt((within + between) / n.sum()))
+    return float(means.std()) if len(means) > 1 else 0.0
+
+
+def scales(found: Sequence[dict[str, Any]]) -> dict[tuple[str, str, int], Scale]:
+    """The :class:`Scale` of each (env, track, demos) of ``found`` results that has both a
+    random policy's runs and the oracle's (the random policy's are the track's, demos 0)."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in found:
-        means.setdefault(key(r, r["cell"]["encoder"]), []).append(r["mean_return"])
+        c = r["cell"]
+        groups.setdefault((c["env"], c["track"], c["encoder"], c["demos"]), []).append(r)
+    out = {}
+    for (env, track, encoder, demos), oracle in groups.items():
+        random = groups.get((env, track, REFERENCE, 0))
+        if encoder == ORACLE and random:
+            out[env, track, demos] = Scale(
+                float(np.mean([r["mean_return"] for r in random])),
+                float(np.mean([r["mean_return"] for r in oracle])), _spread(random),
+                _spread(oracle))
+    return out
+
+
+def rows(found: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``results.csv``'s rows of ``found`` results, with normalised scores (None where the
+    :class:`Scale` is missing or undefined)."""
+    scale_of = scales(found)
     table = []
     for r in found:
         c = r["cell"]
-        low = means.get(key(r, REFERENCE))
-        high = means.get((c["env"], c["track"], ORACLE, c["demos"]))
-        score = None  # undefined unless the oracle is above the random policy
-        if low and high and np.mean(high) > np.mean(low):
-            score = normalized_score(r["mean_return"], np.mean(low), np.mean(high))
+        scale = scale_of.get((c["env"], c["track"], c["demos"]))
+        score = None
+        if scale is not None and scale.undefined is None:
+            score = normalized_score(r["mean_return"], scale.random, scale.oracle)
         table.append({"env": c["env"], "encoder": c["encoder"], "track": c["track"],
                       "demos": c["demos"], "seed": c["seed"], "algo": r.get("algo", ""),
                       "steps": r.get("train_steps", c["steps"]), "return": r["mean_return"],
@@ -223,15 +275,17 @@ def rows(found: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return table
 
 
-def write_results_csv(root: Path) -> Path:
-    """Rebuild ``root/results.csv`` from the finished runs (atomically)."""
+def write_results_csv(root: Path, table: Sequence[dict[str, Any]] | None = None,
+                      path: Path | None = None) -> Path:
+    """Rebuild ``root/results.csv`` (or ``path``) from the finished runs (or their ``table``
+    of :func:`rows`), atomically; returns its path."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
     writer.writeheader()
-    for row in rows(results(root)):
+    for row in rows(results(root)) if table is None else table:
         writer.writerow({k: "" if v is None else (f"{v:.4g}" if isinstance(v, float) else v)
                          for k, v in row.items()})
-    path = Path(root) / RESULTS_CSV
+    path = Path(root) / RESULTS_CSV if path is None else Path(path)
     atomic_write(path, lambda f: f.write(buffer.getvalue().encode()))
     return path
 

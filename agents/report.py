@@ -18,11 +18,21 @@ from typing import Any
 import matplotlib
 import numpy as np
 
-from agents.benchmark import ORACLE, REFERENCE, RESULTS_CSV, normalized_score, results, rows
+from agents.benchmark import (
+    ORACLE,
+    REFERENCE,
+    RESULTS_CSV,
+    Scale,
+    normalized_score,
+    results,
+    rows,
+    scales,
+    write_results_csv,
+)
 from agents.callbacks import WALL_FILE
 from agents.grid import CAMERA_SHIFTS, RESULT_FILE, Cell
 from agents.references import BASELINE, ceiling_places, perfect_reference
-from gqn.fileio import atomic_write
+from gqn.fileio import atomic_write, check_output
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -180,15 +190,19 @@ def compose_report(root: Path) -> Report:
         lines += ["GQN checkpoints of the gqn-* runs (SHA-256): " + "; ".join(
             f"{env} `{digest[:16]}`" for env, digest in digests) + ".", ""]
     sections = {}
+    scale_of = scales(found)
     for (env, track, demos), encoders in sorted(_groups(table).items()):  # demos by number
         title = f"{env}, {track}" + (f", {demos} demonstrations" if demos else "")
-        sections[env, track, demos] = _section(root, env, track, demos, encoders)
+        sections[env, track, demos] = _section(root, env, track, demos, encoders,
+                                               scale_of.get((env, track, demos)))
         lines += [f"## {title}", "", *sections[env, track, demos]]
     return Report(root, found, table, sections, lines)
 
 
 def save_report(report: Report) -> Path:
-    """``report.md`` of ``report``, in its grid directory."""
+    """``report.md`` of ``report``, in its grid directory, and ``results.csv`` rebuilt from
+    the same runs (a run deleted since the grid wrote it, or a corrupt file, is not kept)."""
+    write_results_csv(report.root, report.table)
     path = report.root / REPORT_FILE
     atomic_write(path, lambda f: f.write("\n".join(report.lines).encode()))
     return path
@@ -199,30 +213,40 @@ def write_report(root: Path) -> Path:
     return save_report(compose_report(root))
 
 
-UNDEFINED_SCORE = (f"Normalised scores, and the steps to 50% and 80% of the oracle's score, "
-                   f"are undefined (oracle not above random): the `{ORACLE}` runs' mean return "
-                   f"does not exceed the `{REFERENCE}` policy's (a budget too short, or a grid "
-                   "read while it runs).")
+UNDEFINED_SCORE = ("Normalised scores, and the steps to 50% and 80% of the oracle's score, "
+                   "are undefined (oracle not clear of random)")
+"""The start of a report's line where a scale is undefined; its reason follows."""
 
 LIGHT_RECORDS = (RESULT_FILE, "eval/evaluations.npz", WALL_FILE)
 """Each finished run's files that ``gqn-rl report`` reads and ``gqn-rl benchmark`` needs to
 skip the run (its models, replay buffers and TensorBoard logs stay behind)."""
 
 
-def publish(root: Path, dest: Path) -> list[Path]:
-    """Copy a grid's report (``report.md``, ``results.csv``, PNGs) and each finished run's
-    :data:`LIGHT_RECORDS` from ``root`` to ``dest``, in the same layout, each file atomically;
-    returns the files written. A copy of ``dest`` is a grid directory that ``gqn-rl
-    benchmark --out`` resumes (finished runs skipped) and ``gqn-rl report`` reads."""
+def check_publish(root: Path, dest: Path) -> None:
+    """Refuse a ``--publish`` destination before anything is written: the grid directory
+    itself, a file, or a folder that cannot be written."""
     root, dest = Path(root), Path(dest)
     if dest.resolve() == root.resolve():
         raise ValueError(f"--publish {dest} is the grid directory itself")
-    if dest.exists() and not dest.is_dir():
-        raise ValueError(f"--publish {dest} is a file: it takes a directory")
-    files = [root / REPORT_FILE, root / RESULTS_CSV, *sorted(root.glob("*.png"))]
-    for result in sorted(root.glob(f"runs/*/*/*/seed*/{RESULT_FILE}")):
-        files += [result.parent / name for name in LIGHT_RECORDS]
-    written = []
+    check_output(dest, "--publish")
+
+
+def publish(root: Path, dest: Path, report: Report | None = None) -> list[Path]:
+    """Copy a grid's report (``report.md``, PNGs) and each finished run's
+    :data:`LIGHT_RECORDS` from ``root`` to ``dest``, in the same layout, each file atomically,
+    with a ``results.csv`` of the runs it copies (those of ``report``, when given: the ones
+    ``report.md`` counts); returns the files written. A copy of ``dest`` is a grid directory
+    that ``gqn-rl benchmark --out`` resumes (finished runs skipped) and ``gqn-rl report``
+    reads."""
+    root, dest = Path(root), Path(dest)
+    check_publish(root, dest)
+    found = results(root) if report is None else report.found
+    files = [root / REPORT_FILE, *sorted(root.glob("*.png"))]
+    for result in found:
+        run = Cell(**result["cell"]).directory(root)
+        files += [run / name for name in LIGHT_RECORDS]
+    dest.mkdir(parents=True, exist_ok=True)
+    written = [write_results_csv(root, rows(found), dest / RESULTS_CSV)]
     for source in files:
         if source.is_file():
             target = dest / source.relative_to(root)
@@ -234,10 +258,9 @@ def publish(root: Path, dest: Path) -> list[Path]:
 
 
 def _section(root: Path, env: str, track: str, demos: int,
-             encoders: dict[str, list[dict[str, Any]]]) -> list[str]:
-    low = np.mean([r["return"] for r in encoders.get(REFERENCE, [])] or [np.nan])
-    high = np.mean([r["return"] for r in encoders.get(ORACLE, [])] or [np.nan])
-    normalise = bool(np.isfinite(low) and np.isfinite(high) and high > low)
+             encoders: dict[str, list[dict[str, Any]]], scale: Scale | None) -> list[str]:
+    low, high = (np.nan, np.nan) if scale is None else (scale.random, scale.oracle)
+    normalise = scale is not None and scale.undefined is None
     scores = {e: normalized_score(np.array([r["return"] for r in runs]), low, high)
               if normalise else np.zeros(0) for e, runs in encoders.items()}
     lines = ["| encoder | runs | return (mean) | success, IQM [95% CI] "
@@ -254,8 +277,8 @@ def _section(root: Path, env: str, track: str, demos: int,
             f"{_fmt(estimates[encoder]) if estimates[encoder] else 'n/a'} | {versus} | "
             f"{np.mean([r['wall_s'] for r in runs]):.0f} |")
     lines.append("")
-    if not normalise and np.isfinite(low) and np.isfinite(high):
-        lines += [UNDEFINED_SCORE, ""]
+    if scale is not None and not normalise:
+        lines += [f"{UNDEFINED_SCORE}: {scale.undefined}.", ""]
     slug = _slug(env, track, demos or "")
     shown = {e: v for e, v in estimates.items() if v is not None}
     if shown:
@@ -274,7 +297,7 @@ def _section(root: Path, env: str, track: str, demos: int,
     if track != "rl":
         return lines
     if not normalise:
-        if not (np.isfinite(low) and np.isfinite(high)):
+        if scale is None:
             lines += [f"(Normalised scores need `{REFERENCE}` and `{ORACLE}` runs.)", ""]
         return lines + _camera_shift(encoders)
     lines += perfect_reference(estimates) + ceiling_places(estimates)

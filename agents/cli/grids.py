@@ -38,15 +38,17 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from agents.pages import Pages, write_pages
-    from agents.report import compose_report, publish, save_report
+    from agents.report import check_publish, compose_report, publish, save_report
 
     if (args.machine or args.grid_command) and not args.pages:
         raise ValueError("--machine and --grid-command describe the grid on its pages: add "
                          "--pages")
+    if args.publish:
+        check_publish(args.out, args.publish)  # before report.md is written
     report = compose_report(args.out)
     print(f"wrote {save_report(report)}")
     if args.publish:
-        written = publish(args.out, args.publish)
+        written = publish(args.out, args.publish, report)  # the runs report.md counts
         print(f"published {len(written)} files to {args.publish}")
     if args.pages:
         pages = Pages(args.pages, args.publish or args.out, args.machine, args.grid_command,

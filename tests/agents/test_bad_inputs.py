@@ -299,3 +299,61 @@ def test_only_rank_0_prints_under_ddp(tmp_path: Path, capsys: pytest.CaptureFixt
         assert main(["pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "run"),
                      "--no-probe"]) == 0
         assert capsys.readouterr().out.startswith(printed)
+
+
+# -- 3, 4: reports that match their runs, scores that do not explode ------------------------
+
+
+def test_scores_are_undefined_when_the_oracle_is_within_random_s_spread(tmp_path: Path) -> None:
+    """demo --steps 2048 --seeds 1 gave state -2.097 against random -2.128, then pixels 404.4
+    and scripted 28572.0, and filled the steps-to-50% table."""
+    from agents.benchmark import results, rows, scales
+    from agents.grid import Cell
+    from agents.report import write_report
+    from tests.agents.test_benchmark import write_result
+
+    spread = {"episodes": 50, "std_return": 0.5}
+    write_result(tmp_path, Cell(ROTATION, "random", "rl", 0), -2.128, **spread)
+    write_result(tmp_path, Cell(ROTATION, "scripted", "rl", 0), 6.0, **spread)
+    write_result(tmp_path, Cell(ROTATION, "state", "rl", 0, steps=2048), -2.097, **spread)
+    write_result(tmp_path, Cell(ROTATION, "pixels", "rl", 0, steps=2048), -2.0, **spread)
+    scale = scales(results(tmp_path))[ROTATION, "rl", 0]
+    assert "not clear of the `random` policy's -2.13 (+- 0.5)" in scale.undefined
+    assert all(r["normalized_score"] is None for r in rows(results(tmp_path)))
+    text = write_report(tmp_path).read_text()
+    assert "undefined (oracle not clear of random)" in text and "| steps to 50%" not in text
+    write_result(tmp_path, Cell(ROTATION, "state", "rl", 0, steps=2048), 4.0, **spread)
+    scored = {r["encoder"]: r["normalized_score"] for r in rows(results(tmp_path))}
+    assert scored["state"] == pytest.approx(100) and scored["random"] == pytest.approx(0)
+
+
+def test_report_and_publish_rebuild_results_csv_from_the_runs(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """After a run directory was deleted, report.md said 7 runs and the published
+    results.csv held 8 rows; a corrupt results.csv was published as it was."""
+    import csv
+    import shutil
+
+    from agents.grid import Cell
+    from tests.agents.test_benchmark import write_result
+
+    grid = tmp_path / "grid"
+    for seed in range(2):
+        write_result(grid, Cell(ROTATION, "random", "rl", seed), -1.0)
+        write_result(grid, Cell(ROTATION, "state", "rl", seed, steps=64), 5.0)
+    assert main(["report", str(grid)]) == 0
+    shutil.rmtree(Cell(ROTATION, "state", "rl", 1, steps=64).directory(grid))
+    (grid / "results.csv").write_text("garbage,,,\n")
+    (tmp_path / "file").write_text("not a folder")
+    before = (grid / "report.md").read_bytes()
+    one_line_error(capsys, ["report", str(grid), "--publish", str(tmp_path / "file")],
+                   "--publish", "is a file")
+    assert (grid / "report.md").read_bytes() == before  # refused before it was rewritten
+    published = tmp_path / "published"
+    assert main(["report", str(grid), "--publish", str(published)]) == 0
+    for folder in (grid, published):
+        with open(folder / "results.csv") as f:
+            table = list(csv.DictReader(f))
+        assert len(table) == 3 and {r["encoder"] for r in table} == {"random", "state"}
+        assert "3 runs" in (folder / "report.md").read_text()
+    assert len(list(published.glob("runs/*/*/*/seed*/result.json"))) == 3
