@@ -31,7 +31,8 @@ def _benchmark(args: argparse.Namespace) -> int:
         raise ValueError("--address-timeout is the wait for --address")
     path = run_benchmark(config, args.out, progress=not args.no_progress,
                          executor=args.executor, address=args.address,
-                         address_timeout=args.address_timeout or 30.0)
+                         address_timeout=30.0 if args.address_timeout is None
+                         else args.address_timeout)
     print(f"wrote {path}; gqn-rl report {args.out} writes the report")
     return 0
 

@@ -357,3 +357,142 @@ def test_report_and_publish_rebuild_results_csv_from_the_runs(
         assert len(table) == 3 and {r["encoder"] for r in table} == {"random", "state"}
         assert "3 runs" in (folder / "report.md").read_text()
     assert len(list(published.glob("runs/*/*/*/seed*/result.json"))) == 3
+
+
+# -- the drill: bad inputs over every command, each one line, no traceback, nothing written --
+
+
+@pytest.fixture(scope="module")
+def drill_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """What the drill's commands point at: a tiny arm dataset, the same left unfinished, a
+    grid with a finished run, a text file, random bytes and the shipped checkpoints."""
+    from agents.grid import Cell
+    from tests.agents.test_benchmark import write_result
+
+    root = tmp_path_factory.mktemp("drill")
+    generate_arm(root / "arm")
+    unfinished = root / "unfinished"
+    generate_arm(unfinished)
+    manifest = json.loads((unfinished / "manifest.json").read_text())
+    manifest["planned_shards"]["train"] += 1  # as if its writer was killed
+    (unfinished / "manifest.json").write_text(json.dumps(manifest))
+    write_result(root / "grid", Cell(ROTATION, "random", "rl", 0), -1.0)
+    (root / "notes.txt").write_text("not a checkpoint\n")
+    (root / "random.bin").write_bytes(bytes(range(256)) * 4)
+    return {"tmp": root, "arm": root / "arm", "unfinished": unfinished, "grid": root / "grid",
+            "text": root / "notes.txt", "binary": root / "random.bin",
+            "sm7": SHIPPED / "shepard_metzler_7" / "checkpoint.pt",
+            "armgqn": SHIPPED / "arm" / "checkpoint.pt"}
+
+
+PRETRAIN = ["pretrain", "--data", "{arm}", "--out", "{tmp}/new-run", "--no-progress",
+            "--no-probe"]
+TRAIN = ["train", "--env", "gqn_rl/ArmReach-v0", "--steps", "1024", "--out", "{tmp}/new-run"]
+GRID = ["benchmark", "--env", ROTATION, "--encoder", "random", "--seeds", "1", "--out",
+        "{tmp}/new-run"]
+DRILL = [
+    (["data", "generate", "--scene", "arm", "--out", "{tmp}/new-run", "--scenes", "2",
+      "--views", "1"], ["views must be >= 2"]),
+    (["data", "generate", "--scene", "arm", "--out", "{text}", "--scenes", "2"], ["{text}"]),
+    (["data", "generate", "--scene", "arm", "--out", "{arm}", "--scenes", "4",
+      "--test-scenes", "2", "--image-size", "32", "--views", "4", "--shard-size", "2"],
+     ["disagrees with this writer on views", "views changed from 3 to 4"]),
+    (["data", "generate", "--scene", "arm", "--out", "{arm}", "--scenes", "6",
+      "--test-scenes", "2", "--image-size", "32", "--views", "3", "--shard-size", "2"],
+     ["meta.scenes changed from 4 to 6"]),
+    (["data", "import-deepmind", "--src", "{tmp}/missing", "--out", "{tmp}/new-run"],
+     ["{tmp}/missing"]),
+    (["data", "masks", "{tmp}"], ["no dataset manifest at"]),
+    (["pretrain", "--data", "{tmp}", "--out", "{tmp}/new-run"], ["no dataset manifest at"]),
+    (["pretrain", "--data", "{unfinished}", "--out", "{tmp}/new-run"],
+     ["unfinished: 2 of the 3 shards of the train split"]),
+    ([*PRETRAIN[:4], "{text}", *PRETRAIN[5:]], ["--out {text} is a file"]),
+    ([*PRETRAIN, "--max-context", "3"], ["--max-context 3", "at most 2 context views"]),
+    ([*PRETRAIN, "--preset", "paper"], ["images are 32x32, the GQN reads 64x64"]),
+    ([*PRETRAIN, "--resume"], ["no checkpoint at"]),
+    ([*PRETRAIN, "--kl-weight", "0"], ["kl_weight must be > 0"]),
+    ([*PRETRAIN, "--sigma-end", "-1"], ["sigma_end must be > 0"]),
+    ([*PRETRAIN, "--object-weight", "2"], ["gqn-rl data masks"]),
+    ([*PRETRAIN, "--precision", "fp16"], ["fp16 needs a GPU"]),
+    ([*PRETRAIN, "--steps", "5", "--until", "9"], ["until must be in 1..steps=5"]),
+    (["export", "--checkpoint", "{text}", "--out", "{tmp}/x.pt"], ["not a gqn-rl checkpoint"]),
+    (["export", "--checkpoint", "{tmp}/none.pt", "--out", "{tmp}/x.pt"], ["no checkpoint at"]),
+    (["export", "--checkpoint", "{armgqn}", "--out", "{tmp}"], ["is a directory"]),
+    (["export", "--checkpoint", "{armgqn}", "--out", "{text}/x.pt"], ["is a file"]),
+    (["export", "--checkpoint", "{armgqn}", "--scene", "rooms_free", "--out", "{tmp}/x.pt"],
+     ["pretrained on arm scenes, not rooms_free"]),
+    (["probe", "--checkpoint", "{armgqn}", "--data", "{tmp}", "--out", "{tmp}/new-run"],
+     ["no dataset manifest at"]),
+    (["probe", "--checkpoint", "{armgqn}", "--data", "{arm}", "--out", "{text}"],
+     ["is a file"]),
+    (["probe", "--checkpoint", "{armgqn}", "--data", "{arm}", "--out", "{tmp}/new-run",
+      "--split", "valid"], ["unknown split 'valid'"]),
+    (["probe", "--checkpoint", "{sm7}", "--data", "{arm}", "--out", "{tmp}/new-run"],
+     ["pretrained on shepard_metzler_7 scenes"]),
+    (["probe", "--checkpoint", "{armgqn}", "--data", "{unfinished}", "--out",
+      "{tmp}/new-run"], ["unfinished"]),
+    (["ceiling", "--data", "{arm}", "--out", "{text}"], ["is a file"]),
+    (["ceiling", "--data", "{arm}", "--out", "{tmp}/new-run", "--split", "valid"],
+     ["unknown split 'valid'"]),
+    ([*TRAIN, "--encoder", "state", "--hyperparams", "n_envs=0"], ["n_envs"]),
+    ([*TRAIN, "--encoder", "state", "--resume"], ["nothing to resume"]),
+    ([*TRAIN, "--encoder", "gqn-frozen", "--checkpoint", "{sm7}"],
+     ["pretrained on shepard_metzler_7 scenes", "arm scenes"]),
+    ([*TRAIN, "--encoder", "gqn-frozen", "--checkpoint", "{sm7}", "--fresh-encoder"],
+     ["exclude each other"]),
+    ([*TRAIN, "--encoder", "gqn-frozen", "--intrinsic-bonus"], ["--intrinsic-bonus"]),
+    ([*TRAIN, "--encoder", "gqn-frozen", "--checkpoint", "{binary}"],
+     ["not a gqn-rl checkpoint"]),
+    (["evaluate", "{tmp}/missing"], ["not found", "finished gqn-rl train run"]),
+    (["evaluate", "{tmp}/missing", "--gif", "{tmp}"], ["--gif {tmp} is a directory"]),
+    ([*GRID[:2], "Pendulum-v1", *GRID[3:]], ["the benchmark has recipes for"]),
+    ([*GRID, "--track", "bc", "--steps", "10"], ["--steps sets the rl track's budget"]),
+    ([*GRID, "--demos", "3"], ["--demos sets the bc track"]),
+    ([*GRID, "--checkpoint", "{armgqn}"], ["none of the encoders"]),
+    ([*GRID[:-1], "{text}"], ["is a file"]),
+    ([*GRID, "--address", "127.0.0.1:6379"], ["--address is the Ray cluster"]),
+    ([*GRID, "--address-timeout", "3"], ["--address-timeout is the wait for --address"]),
+    ([*GRID, "--executor", "ray", "--address", "127.0.0.1:1", "--address-timeout", "0"],
+     ["--address-timeout must be > 0"]),
+    (["report", "{tmp}/new-run"], ["no finished benchmark runs"]),
+    (["report", "{grid}", "--publish", "{grid}"], ["is the grid directory itself"]),
+    (["report", "{grid}", "--publish", "{text}"], ["--publish {text} is a file"]),
+    (["episode", "--env", "gqn_rl/ArmReach-v0", "--out", "{text}/x.gif"], ["--out"]),
+    (["episode", "--env", "gqn_rl/ArmReach-v0", "--out", "{tmp}"], ["is a directory"]),
+]
+
+
+@pytest.mark.parametrize(("argv", "needles"), DRILL,
+                         ids=[f"{i:02d}-{' '.join(a[:2])}" for i, (a, _) in enumerate(DRILL)])
+def test_the_drill_s_bad_inputs_are_one_line_before_any_work(
+        drill_files: dict[str, Path], capsys: pytest.CaptureFixture, argv: list[str],
+        needles: list[str]) -> None:
+    def fill(text: str) -> str:
+        return text.format(**{k: str(v) for k, v in drill_files.items()})
+
+    before = sorted(p for p in drill_files["tmp"].rglob("*") if ".write-check" not in p.name)
+    one_line_error(capsys, [fill(a) for a in argv], *(fill(n) for n in needles))
+    assert not (drill_files["tmp"] / "new-run").exists()
+    assert sorted(drill_files["tmp"].rglob("*")) == before  # nothing written, nothing lost
+
+
+@pytest.mark.parametrize("argv", [
+    ["data", "generate", "--scene", "nope", "--out", "x", "--scenes", "2"],
+    ["data", "generate", "--scene", "arm", "--out", "x", "--scenes", "0"],
+    ["pretrain", "--data", "x", "--out", "y", "--precision", "fp8"],
+    ["pretrain", "--data", "x", "--out", "y", "--device", "tpu"],
+    ["export", "--checkpoint", "x", "--out", "y", "--scene", "nope"],
+    ["train", "--env", "gqn_rl/ArmReach-v0", "--encoder", "nope", "--steps", "8"],
+    ["benchmark", "--env", ROTATION, "--encoder", "random", "--seeds", "0", "--out", "x"],
+    ["benchmark", "--env", ROTATION, "--encoder", "random", "--seeds", "1", "--out", "x",
+     "--address-timeout", "soon"],
+])
+def test_the_drill_s_malformed_flags_are_argparse_s_usage_lines(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+        argv: list[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "error: argument" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
