@@ -11,7 +11,7 @@ held out to stop it once their loss no longer falls), with the probe's readout o
 The checkpoint keeps the rest of the base GQN (its generator and inference core no longer
 match ``r``: use it as an encoder only), records its scene family, and holds under
 ``ceiling`` the record of its training: the validation curve, the test R² per target, the
-data, the time, and the mean and spread of ``r`` over the train views.
+data and the time.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class Ceiling:
     """The supervised representation network, in eval mode."""
     record: dict[str, Any]
     """``curve`` (validation loss per epoch), ``r2`` and ``r2_interval`` per target, ``data``,
-    ``config``, ``seconds``, ``machine``, ``r_mean`` and ``r_std`` (lists over r's features)."""
+    ``config``, ``seconds`` and ``machine``."""
 
 
 class _Autocast(nn.Module):
@@ -158,25 +158,6 @@ def _per_sample(scenes: Scenes, rows: np.ndarray, views: int) -> np.ndarray:
     return np.repeat(_targets(scenes)[rows], _per_scene(scenes, views), 0)
 
 
-@torch.no_grad()
-def _r_statistics(representation: nn.Module, inputs: Any, rows: int = 256
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of one sample's ``r`` (flattened) over ``inputs``."""
-    total, squares, n = 0.0, 0.0, 0
-    for batch in torch.arange(len(inputs)).split(rows):
-        images, viewpoints = inputs[batch]
-        if images.dim() == 5:                      # [n, views, 3, H, W]: summed, as the GQN
-            r = representation(images.flatten(0, 1), viewpoints.flatten(0, 1))
-            r = r.unflatten(0, images.shape[:2]).sum(1)
-        else:
-            r = representation(images, viewpoints)
-        r = r.flatten(1).double()
-        total, squares, n = total + r.sum(0), squares + r.pow(2).sum(0), n + len(r)
-    mean = total / n
-    std = (squares / n - mean.pow(2)).clamp_min(0).sqrt()
-    return mean.float().numpy(), std.float().numpy()
-
-
 def train_ceiling(data: Path | str, architecture: GQNConfig,
                   config: CeilingConfig = CeilingConfig(), family: str | None = None,
                   on_epoch: Callable[[int, float], None] | None = None) -> Ceiling:
@@ -226,8 +207,6 @@ def train_ceiling(data: Path | str, architecture: GQNConfig,
             predicted[:, columns], truth[:, columns], len(test.images),
             ProbeConfig(seed=config.seed))
     representation = readout.representation.eval()
-    r_mean, r_std = _r_statistics(representation, _samples(
-        learn, learn.parts["fit"], config.views, config.seed, fixed=True))
     record = {
         "config": dataclasses.asdict(config), "curve": fitted.curve,
         "epochs": len(fitted.curve), "best_epoch": int(np.argmin(fitted.curve)) + 1,
@@ -238,7 +217,6 @@ def train_ceiling(data: Path | str, architecture: GQNConfig,
         "seconds": time.perf_counter() - started,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip()
                    + f", {torch.get_num_threads()} torch threads",
-        "r_mean": r_mean.tolist(), "r_std": r_std.tolist(),
     }
     return Ceiling(representation, record)
 
@@ -308,8 +286,7 @@ def make_ceiling_checkpoint(data: Path | str, out: Path | str, save: Path | str,
                           base=None if base is None else str(base.path))
     save_ceiling(save, ceiling, base, architecture, config.seed)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {k: v for k, v in ceiling.record.items() if k not in ("r_mean", "r_std")}
-    write_json(out / RECORD_FILE, summary)
+    write_json(out / RECORD_FILE, ceiling.record)
     _plot_curve(ceiling.record["curve"], out / CURVE_FILE)
     card = model_card(ceiling.record, save, architecture)
     atomic_write(out / CARD_FILE, lambda f: f.write(card.encode()))
