@@ -20,6 +20,7 @@ import torch
 
 import gqn
 from gqn.config import GQNConfig, TrainConfig, config_diff, config_from_dict
+from gqn.data import SceneDataset
 from gqn.fileio import atomic_write, check_output
 from gqn.model import GQN
 
@@ -139,3 +140,34 @@ def model_from_state(state: dict[str, Any]) -> GQN:
     model.load_state_dict(state["model"])
     model.scene_family = (state.get("data") or {}).get("scene")
     return model.eval()
+
+
+DATA_FIELDS = ("scene", "image_size", "views", "train_scenes", "test_scenes",
+               "manifest_sha256")
+"""What a checkpoint records of the dataset it trained on (its ``data``), in the order a
+resume compares them; no path, so a checkpoint names no machine."""
+
+
+def dataset_record(train_set: SceneDataset, test_set: SceneDataset) -> dict[str, Any]:
+    """The ``data`` record of a checkpoint trained on these splits (:data:`DATA_FIELDS`):
+    ``scene`` is the scene family (the manifest's ``meta.scene``; None when not recorded)."""
+    return {"scene": train_set.meta.get("scene"), "image_size": train_set.image_size,
+            "views": train_set.views, "train_scenes": len(train_set),
+            "test_scenes": len(test_set), "manifest_sha256": train_set.content_sha256}
+
+
+def check_same_data(recorded: dict[str, Any], current: dict[str, Any], data: Path,
+                    checkpoint: Path) -> None:
+    """Refuse to resume ``checkpoint`` on another dataset than it trained on, naming each
+    field of :data:`DATA_FIELDS` that differs (old -> new); fields a checkpoint did not
+    record (written before they were) are not compared."""
+    changed = [name for name in DATA_FIELDS
+               if recorded.get(name) is not None and recorded[name] != current.get(name)]
+    if len(changed) > 1 and "manifest_sha256" in changed:  # it differs when others do
+        changed.remove("manifest_sha256")
+    if changed:
+        changed = [f"{name}: the run's {recorded[name]!r}, the data's {current[name]!r}"
+                   for name in changed]
+        raise ValueError(f"--data {data} is not the dataset {checkpoint} trained on: "
+                         f"{'; '.join(changed)} (resume with its data, or train into another "
+                         "--out)")

@@ -83,7 +83,7 @@ class GQNConfig:
 
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "auto")
-"""Arithmetic of a GQN's forward passes (``gqn.train.autocast``): ``fp32`` on every device;
+"""Arithmetic of a GQN's forward passes (``gqn.precision.autocast``): ``fp32`` on every device;
 ``bf16`` autocast (refused where the device would emulate it); ``fp16`` autocast with a
 gradient scaler (GPU only); ``auto``: bf16 where the device computes it natively, else fp32."""
 

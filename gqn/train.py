@@ -1,5 +1,5 @@
 """GQN pretraining: Adam with the paper's annealing, checkpoints, resume, logging, DDP,
-precision.
+precision (:mod:`gqn.precision`).
 
 The same function runs on one process or under ``torchrun`` (DistributedDataParallel, gloo on
 CPU, nccl on GPU): each process samples ``batch_size / world_size`` scenes from its own seeded
@@ -11,7 +11,6 @@ per logged step) and ``tensorboard/`` (scalars under ``train/`` and ``eval/``, i
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -29,10 +28,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from gqn.checkpoint import load_checkpoint, save_checkpoint
+from gqn.checkpoint import check_same_data, dataset_record, load_checkpoint, save_checkpoint
 from gqn.config import (
     BOOKKEEPING,
-    PRECISIONS,
     PRESETS,
     GQNConfig,
     TrainConfig,
@@ -42,6 +40,7 @@ from gqn.data import Batch, SceneDataset
 from gqn.fileio import atomic_write, check_output
 from gqn.losses import gaussian_nll
 from gqn.model import GQN, GQNOutput
+from gqn.precision import autocast, resolved_precision
 from gqn.schedules import learning_rate, pixel_sigma
 from gqn.seeding import derive_rng, derive_seed
 
@@ -99,52 +98,6 @@ def _start_process(device: str | None) -> _Process:
             return _Process(rank, world_size, torch.device("cuda", local_rank))
         return _Process(rank, world_size, torch.device("cpu"))
     return _Process(device=torch.device(device or ("cuda" if cuda else "cpu")))
-
-
-def missing_bf16_support(device: torch.device | str = "cpu") -> str | None:
-    """None when ``device`` runs bf16 natively, else one line saying what it lacks."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return None if torch.cuda.is_bf16_supported() else (
-            f"{torch.cuda.get_device_name(device)} has no bf16 support")
-    if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
-        return None
-    return ("this CPU has neither AVX512-BF16 nor AMX, so bf16 would be emulated (slower than "
-            "fp32): use --precision fp32")
-
-
-def native_precision(device: torch.device | str = "cpu") -> str:
-    """``bf16`` where ``device`` computes it natively, else ``fp32``."""
-    return "fp32" if missing_bf16_support(device) else "bf16"
-
-
-def resolved_precision(device: torch.device | str, precision: str) -> str:
-    """``precision`` on ``device`` with ``auto`` settled (bf16 where native, else fp32);
-    ValueError naming what the device lacks for bf16 or fp16, or an unknown precision."""
-    device = torch.device(device)
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "auto":
-        return native_precision(device)
-    if precision == "bf16" and (missing := missing_bf16_support(device)):
-        raise ValueError(f"precision bf16: {missing}")
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("precision fp16 needs a GPU (a CPU would emulate fp16): use fp32, "
-                         "bf16 or auto")
-    return precision
-
-
-def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
-    """The forward pass's arithmetic on ``device``: nothing for ``fp32`` (fp32 on every
-    device), else bf16 or fp16 autocast (``auto``: bf16 where native, else fp32).
-
-    Raises ValueError when the device would emulate what is asked for."""
-    device = torch.device(device)
-    precision = resolved_precision(device, precision)
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def _autocast(process: _Process, config: TrainConfig) -> tuple[Any, torch.amp.GradScaler | None]:
@@ -247,37 +200,6 @@ def _read_metrics(path: Path, up_to_step: int) -> list[dict[str, float]]:
                              "checkpoint holds the run: move the file away to resume") from None
         lines.append(line)
     return [line for line in lines if line["step"] <= up_to_step]
-
-
-DATA_FIELDS = ("scene", "image_size", "views", "train_scenes", "test_scenes",
-               "manifest_sha256")
-"""What a checkpoint records of the dataset it trained on (its ``data``), in the order a
-resume compares them; no path, so a checkpoint names no machine."""
-
-
-def dataset_record(train_set: SceneDataset, test_set: SceneDataset) -> dict[str, Any]:
-    """The ``data`` record of a checkpoint trained on these splits (:data:`DATA_FIELDS`):
-    ``scene`` is the scene family (the manifest's ``meta.scene``; None when not recorded)."""
-    return {"scene": train_set.meta.get("scene"), "image_size": train_set.image_size,
-            "views": train_set.views, "train_scenes": len(train_set),
-            "test_scenes": len(test_set), "manifest_sha256": train_set.content_sha256}
-
-
-def check_same_data(recorded: dict[str, Any], current: dict[str, Any], data: Path,
-                    checkpoint: Path) -> None:
-    """Refuse to resume ``checkpoint`` on another dataset than it trained on, naming each
-    field of :data:`DATA_FIELDS` that differs (old -> new); fields a checkpoint did not
-    record (written before they were) are not compared."""
-    changed = [name for name in DATA_FIELDS
-               if recorded.get(name) is not None and recorded[name] != current.get(name)]
-    if len(changed) > 1 and "manifest_sha256" in changed:  # it differs when others do
-        changed.remove("manifest_sha256")
-    if changed:
-        changed = [f"{name}: the run's {recorded[name]!r}, the data's {current[name]!r}"
-                   for name in changed]
-        raise ValueError(f"--data {data} is not the dataset {checkpoint} trained on: "
-                         f"{'; '.join(changed)} (resume with its data, or train into another "
-                         "--out)")
 
 
 def starting_configs(out: Path | str, preset: str | None = None,

@@ -34,8 +34,8 @@ from gqn.checkpoint import CHECKPOINT_FORMAT
 from gqn.config import TrainConfig
 from gqn.data import SceneDataset
 from gqn.fileio import atomic_write, write_json
+from gqn.precision import autocast
 from gqn.seeding import derive_rng, derive_seed
-from gqn.train import autocast
 from gqn_rl.encoders import GQNCheckpoint
 from gqn_rl.probe.ceilings import (
     _architecture_readout,

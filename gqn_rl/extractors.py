@@ -24,7 +24,7 @@ from stable_baselines3.common.torch_layers import (
 
 from gqn import GQN, GQNConfig
 from gqn.config import PRECISIONS, config_from_dict
-from gqn.train import autocast, native_precision
+from gqn.precision import autocast, native_precision
 from gqn_rl.encoders import SceneEncoder, r_shape
 
 

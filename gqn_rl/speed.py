@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from envs.keys import IMAGE_SIZE
 from gqn import GQN, PRESETS, GQNConfig
-from gqn.train import autocast
+from gqn.precision import autocast
 
 
 def _best_seconds(step: Callable[[], None], repeats: int, warmup: int) -> float:

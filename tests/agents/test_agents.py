@@ -19,7 +19,7 @@ from agents.kinds import KINDS, get_kind
 from agents.runs import ResolvedRun, RunConfig, load_gqn, resolve_run
 from agents.train import evaluate, train
 from gqn import PRESETS, GQNConfig
-from gqn.train import missing_bf16_support
+from gqn.precision import missing_bf16_support
 from gqn_rl.encoders import fresh_config, open_checkpoint, shipped_checkpoint
 from gqn_rl.extractors import GQNExtractor, ScaledAdam, ShiftAugmentedExtractor, random_shift
 

@@ -11,21 +11,18 @@ import numpy as np
 import pytest
 import torch
 
+import gqn.config
 import gqn.model
+import gqn.precision
 import gqn.train
 from agents.cli import main
 from gqn import GQNConfig, TrainConfig
-from gqn.checkpoint import load_checkpoint, load_model
+from gqn.checkpoint import DATA_FIELDS, load_checkpoint, load_model
 from gqn.data import SceneDataset
 from gqn.model import GQN
+from gqn.precision import autocast, missing_bf16_support
 from gqn.schedules import learning_rate, pixel_sigma
-from gqn.train import (
-    NonFiniteLossError,
-    autocast,
-    missing_bf16_support,
-    pretrain,
-    training_loss,
-)
+from gqn.train import NonFiniteLossError, pretrain, training_loss
 from tests.gqn.conftest import write_synthetic_dataset
 
 MODEL = GQNConfig(image_size=16, representation="pool", r_dim=16, h_dim=8, z_dim=4, L=2,
@@ -221,17 +218,17 @@ def test_precision_is_one_knob_and_fp32_means_fp32_everywhere(monkeypatch: pytes
     """``TrainConfig.amp`` is gone: ``precision`` alone says the arithmetic, ``fp32`` on a
     GPU too; ``auto`` is bf16 where native, else fp32; fp16 is for GPUs."""
     assert "amp" not in {f.name for f in dataclasses.fields(TrainConfig)}
-    assert gqn.train.PRECISIONS == ("fp32", "bf16", "fp16", "auto")
-    monkeypatch.setattr(gqn.train, "missing_bf16_support", lambda device="cpu": None)
+    assert gqn.config.PRECISIONS == ("fp32", "bf16", "fp16", "auto")
+    monkeypatch.setattr(gqn.precision, "missing_bf16_support", lambda device="cpu": None)
     process = gqn.train._Process(device=torch.device("cuda", 0))
     context, scaler = gqn.train._autocast(process, TRAIN)  # fp32 on a GPU
     assert scaler is None and isinstance(context(), type(contextlib.nullcontext()))
-    assert gqn.train.resolved_precision("cuda", "auto") == "bf16"
-    assert gqn.train.resolved_precision("cuda", "fp16") == "fp16"
+    assert gqn.precision.resolved_precision("cuda", "auto") == "bf16"
+    assert gqn.precision.resolved_precision("cuda", "fp16") == "fp16"
     with pytest.raises(ValueError, match="fp16 needs a GPU"):
-        gqn.train.resolved_precision("cpu", "fp16")
-    monkeypatch.setattr(gqn.train, "missing_bf16_support", lambda device="cpu": "no bf16")
-    assert gqn.train.resolved_precision("cpu", "auto") == "fp32"
+        gqn.precision.resolved_precision("cpu", "fp16")
+    monkeypatch.setattr(gqn.precision, "missing_bf16_support", lambda device="cpu": "no bf16")
+    assert gqn.precision.resolved_precision("cpu", "auto") == "fp32"
 
 
 def test_a_checkpoint_written_with_amp_still_loads(dataset: Path, tmp_path: Path) -> None:
@@ -265,7 +262,7 @@ def test_resume_refuses_another_dataset_naming_the_field(dataset: Path, tmp_path
     pretrain(dataset, run, MODEL, TRAIN, until=2, progress=False)
     data = load_checkpoint(run / "checkpoint.pt")["data"]
     assert "path" not in data and data["scene"] == "synthetic"
-    assert set(data) == set(gqn.train.DATA_FIELDS)
+    assert set(data) == set(DATA_FIELDS)
     more = write_synthetic_dataset(tmp_path / "more", scenes=24)
     with pytest.raises(ValueError, match=r"train_scenes: the run's 16, the data's 24") as info:
         pretrain(more, run, MODEL, TRAIN, resume=True, progress=False)
