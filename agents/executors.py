@@ -106,8 +106,9 @@ def run_local(cells: Sequence[Any], work: Work, workers: int, done: Done) -> Non
 
 
 def _on_ray_worker(work: Work, cell: Any) -> None:
-    """A cell as a Ray task: one torch thread."""
-    _share_the_cores()
+    """A cell as a Ray task: one torch thread, in a worker that dies with its node's raylet
+    (its parent), so that a grid killed with its local Ray leaves no worker behind."""
+    one_thread(os.getppid())
     _traced(work, cell)
 
 

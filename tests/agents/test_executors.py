@@ -161,3 +161,54 @@ def test_a_worker_whose_parent_died_while_it_started_exits() -> None:
         worker.start()
         worker.join(60)
         assert worker.exitcode == code, parent
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (its children, theirs, ...)."""
+    found, frontier = set(), [pid]
+    while frontier:
+        children = subprocess.run(["pgrep", "-P", str(frontier.pop())], capture_output=True,
+                                  text=True).stdout.split()
+        fresh = {int(c) for c in children} - found
+        found |= fresh
+        frontier += fresh
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_ray_grid_leaves_no_ray_process_behind(stop: int, tmp_path: Path) -> None:
+    """A grid with its own local Ray (``--executor ray`` without ``--address``), stopped
+    mid-cell: no Ray worker running a cell outlives it by more than a few seconds, even after
+    SIGKILL, which no cleanup code hears (one went on for about a minute, able to write the
+    grid). After SIGTERM nothing of its Ray is left; after SIGKILL Ray's node agents
+    (dashboard, runtime env) and idle workers, which write nothing, take about a minute."""
+    pytest.importorskip("ray")
+    driver = subprocess.Popen(gqn_rl(*GRID, "--executor", "ray", "--out", str(tmp_path)),
+                              env={**os.environ, "OMP_NUM_THREADS": "1",
+                                   "RAY_USAGE_STATS_ENABLED": "0"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not any("_on_ray_worker" in _cmdline(p) for p in _descendants(driver.pid)):
+            assert driver.poll() is None and time.monotonic() < deadline, "no cell started"
+            time.sleep(0.2)
+        started = _descendants(driver.pid)
+        if stop == signal.SIGKILL:  # the workers running cells (idle ones write nothing)
+            started = {p for p in started if "_on_ray_worker" in _cmdline(p)}
+        driver.send_signal(stop)
+        driver.wait(timeout=60)
+        time.sleep(5)  # the processes shutdown stops may take a moment to go
+        alive = {p for p in started if Path(f"/proc/{p}").exists()
+                 and Path(f"/proc/{p}/stat").read_text().split()[2] != "Z"}
+        assert not alive, [_cmdline(p) for p in alive]
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
