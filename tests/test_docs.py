@@ -97,7 +97,8 @@ def test_reference_pages_have_no_line_over_200_characters(page: Path) -> None:
     assert not long, f"{page.relative_to(ROOT)}: " + "; ".join(long)
 
 
-@pytest.mark.parametrize("page", REFERENCE, ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("page", REFERENCE + sorted((ROOT / "checkpoints").rglob("*.md")),
+                         ids=lambda p: str(p.relative_to(ROOT)))
 def test_reference_pages_name_no_issue_or_item_numbers(page: Path) -> None:
     found = [f"line {n}: {ISSUE.search(line)[0]!r}" for n, line in prose(page)
              if ISSUE.search(line)]
