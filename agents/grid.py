@@ -21,6 +21,7 @@ from agents.kinds import KINDS, MEMORY_VIEWS, get_kind
 from agents.runs import RunConfig, check_budget, resolve_run
 from gqn_rl.ceiling import CEILING_NAMES
 from gqn_rl.encoders import shipped_checkpoint
+from gqn_rl.readers import READINGS
 
 TRACKS = ("rl", "bc")
 RESULT_FILE = "result.json"
@@ -54,6 +55,8 @@ VARIANTS: dict[str, Contender] = {
     "gqn-frozen-fresh": Contender("gqn-frozen", fresh=True),
     "gqn-frozen-cameras": Contender("gqn-frozen", overrides=CAMERAS),
     "gqn-ceiling": Contender("gqn-frozen", ceiling=1),
+    **{f"gqn-ceiling-{reading}": Contender("gqn-frozen", overrides={"reading": reading},
+                                           ceiling=1) for reading in READINGS[1:]},
     "gqn-ceiling-cameras": Contender("gqn-frozen", overrides=CAMERAS, ceiling=3),
     "gqn-inference-bonus": Contender("gqn-inference", intrinsic_bonus=True),
     "pixels-context-aug": Contender("pixels-context", overrides={"augment": "shift"}),

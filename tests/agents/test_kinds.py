@@ -94,6 +94,8 @@ def test_the_ceiling_camera_and_blurred_variants_and_how_they_resolve(tmp_path: 
     assert blurred.hyperparams["env_kwargs"] == {"obs_mode": "scene", "target_r2": 0.77,
                                                  "proprioception": True}
     assert get_contender("gqn-ceiling").ceiling == 1
+    assert get_contender("gqn-ceiling-keypoints").overrides == {"reading": "keypoints"}
+    assert get_contender("gqn-ceiling-trunk").ceiling == 1
     for bad in ("perfect-encoder-r2-1.5", "gqn-nope"):
         with pytest.raises(ValueError, match="perfect-encoder-r2-R"):
             get_contender(bad)
