@@ -11,6 +11,7 @@ resumed run keeps its learning curve and wall time.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import pickle
 import re
 from collections.abc import Mapping
@@ -177,9 +178,15 @@ def train(config: RunConfig, out: Path, resume: bool = False, progress: bool = T
         callbacks.append(IntrinsicRewardLog())
     remaining = run.config.steps - model.num_timesteps
     if remaining > 0:
-        model.learn(remaining, callback=callbacks, progress_bar=progress,
-                    reset_num_timesteps=model.num_timesteps == 0,
-                    tb_log_name=run.config.encoder)
+        try:
+            model.learn(remaining, callback=callbacks, progress_bar=progress,
+                        reset_num_timesteps=model.num_timesteps == 0,
+                        tb_log_name=run.config.encoder)
+        except OSError as error:  # SB3's and TensorBoard's writes name no file
+            if error.errno != errno.ENOSPC:
+                raise
+            raise OSError(error.errno, f"cannot write the run under {out}: No space left on "
+                                       "device (its last resume point stays)") from error
         resume_points.record_wall()
     final = out / "final_model.zip"
     atomic_write(final, model.save)

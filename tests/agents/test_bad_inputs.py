@@ -260,6 +260,24 @@ def test_a_full_disk_is_named_with_the_file(tmp_path: Path, capsys: pytest.Captu
     assert list(tmp_path.glob("x.npy*")) == []
 
 
+def test_a_full_disk_while_an_agent_trains_names_the_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SB3's and TensorBoard's own writes name no file: the run directory is named."""
+    import errno
+
+    from stable_baselines3 import PPO
+
+    def full(*args, **kwargs) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(PPO, "learn", full)
+    out = tmp_path / "run"
+    one_line_error(capsys, ["train", "--env", "gqn_rl/MentalRotation-v0", "--encoder", "state",
+                            "--algo", "ppo", "--steps", "1024", "--out", str(out),
+                            "--no-progress"],
+                   f"cannot write the run under {out}: No space left on device")
+
+
 def test_malformed_json_records_are_named(tmp_path: Path, capsys: pytest.CaptureFixture
                                           ) -> None:
     run = tmp_path / "run"
