@@ -81,7 +81,7 @@ def get_contender(name: str) -> Contender:
     if name in known:
         return known[name]
     blurred = BLURRED.fullmatch(name)
-    if blurred:
+    if blurred and 0 < float(blurred[1]) < 1:
         return Contender("perfect-encoder",
                          overrides={"env_kwargs": {"target_r2": float(blurred[1])}})
     raise ValueError(f"--encoder: unknown {name!r}; expected one of {list(known)}, or "
@@ -239,7 +239,13 @@ class BenchmarkConfig:
             return 0
         if self.steps is not None:
             return self.steps
-        return RECIPES[env_id].budget(get_kind(get_contender(encoder).kind).reads_images)
+        return recipe_budget(env_id, encoder)
+
+
+def recipe_budget(env_id: str, encoder: str) -> int:
+    """RL steps of a run of ``encoder`` in ``env_id`` by the environment's recipe (its image
+    budget for kinds that read images, :class:`agents.hyperparams.Recipe`)."""
+    return RECIPES[env_id].budget(get_kind(get_contender(encoder).kind).reads_images)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.grid import BenchmarkConfig, Cell, contenders
+from agents.grid import BenchmarkConfig, Cell, contenders, recipe_budget
 from agents.report import Report
 from gqn.fileio import atomic_write
 
@@ -82,7 +82,8 @@ def benchmark_command(report: Report, out: str) -> str:
     cells = [Cell(**r["cell"]) for r in report.found]
     order = list(contenders())
     envs = list(dict.fromkeys(c.env for c in cells))
-    kinds = sorted({c.encoder for c in cells}, key=order.index)
+    kinds = sorted({c.encoder for c in cells},  # names like perfect-encoder-r2-R last
+                   key=lambda e: (order.index(e) if e in order else len(order), e))
     track = cells[0].track
     words = ["gqn-rl benchmark", "--env", *envs, "--encoder", *kinds,
              "--seeds", str(max(c.seed for c in cells) + 1)]
@@ -90,10 +91,9 @@ def benchmark_command(report: Report, out: str) -> str:
         demos = sorted({c.demos for c in cells if c.demos})
         words += ["--track", "bc"] + (["--demos", *map(str, demos)] if demos else [])
     else:
-        config = BenchmarkConfig(tuple(envs), tuple(kinds), seeds=1)
         trained = [c for c in cells if c.steps]
         budgets = {c.steps for c in trained}
-        if len(budgets) == 1 and any(c.steps != config.budget(c.env, c.encoder)
+        if len(budgets) == 1 and any(c.steps != recipe_budget(c.env, c.encoder)
                                      for c in trained):
             words += ["--steps", str(budgets.pop())]
         periodic = _eval_episodes(report.root, report.found)

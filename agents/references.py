@@ -34,7 +34,7 @@ def perfect_reference(estimates: Estimates) -> list[str]:
             f"the perfect encoder's: {shares or 'none'}.", ""]
 
 
-CEILINGS = {"gqn-ceiling": "", "gqn-ceiling-cameras": "cameras"}
+DOWNSTREAM_CEILINGS = {"gqn-ceiling": "", "gqn-ceiling-cameras": "cameras"}
 """The downstream ceilings (the frozen GQN on its architecture's supervised network), by the
 word that names the GQN kinds each is the ceiling of (``cameras``: the kinds that sum the
 context cameras' views; the empty word: the others)."""
@@ -46,12 +46,13 @@ def ceiling_places(estimates: Estimates) -> list[str]:
     has both)."""
     base = estimates.get(BASELINE)
     lines = []
-    for ceiling, word in CEILINGS.items():
+    for ceiling, word in DOWNSTREAM_CEILINGS.items():
         top = estimates.get(ceiling)
         if base is None or top is None:
             continue
-        kinds = [e for e in estimates if e.startswith("gqn-") and e not in CEILINGS
-                 and (word in e if word else not any(w and w in e for w in CEILINGS.values()))
+        others = [w for w in DOWNSTREAM_CEILINGS.values() if w]
+        kinds = [e for e in estimates if e.startswith("gqn-") and not e.startswith("gqn-ceiling")
+                 and (word in e if word else not any(w in e for w in others))
                  and estimates[e] is not None]
         gap = top[0] - base[0]
         if gap <= 0:

@@ -57,7 +57,9 @@ def _naming(error: OSError, final: Path) -> OSError:
             cause = f"No space left on device ({cause}; {free} bytes free)"
     if error.errno == errno.ENOSPC:
         cause = "No space left on device"
-    return OSError(error.errno, f"cannot write {final}: {cause}")
+    named = OSError(f"cannot write {final}: {cause}")  # one line, without "[Errno N]"
+    named.errno = error.errno
+    return named
 
 
 def check_output(path: Path, flag: str = "--out", kind: str = "directory") -> Path:

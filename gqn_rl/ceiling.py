@@ -33,15 +33,15 @@ from gqn import GQN, GQNConfig
 from gqn.checkpoint import CHECKPOINT_FORMAT
 from gqn.config import TrainConfig
 from gqn.data import SceneDataset
-from gqn.fileio import atomic_write, write_json
+from gqn.fileio import atomic_write, check_output, write_json
 from gqn.precision import autocast
 from gqn.seeding import derive_rng, derive_seed
 from gqn_rl.encoders import GQNCheckpoint
 from gqn_rl.probe.ceilings import (
-    _architecture_readout,
-    _fit_supervised,
-    _image_rows,
-    _ViewSubsets,
+    ViewSubsets,
+    architecture_readout,
+    fit_supervised,
+    image_rows,
 )
 from gqn_rl.probe.fitting import seeded
 from gqn_rl.probe.scenes import ProbeConfig, Scenes, load_scenes, r2_with_interval
@@ -131,10 +131,6 @@ def _scenes(dataset: SceneDataset, limit: int | None, val_fraction: float, seed:
     return scenes
 
 
-def _targets(scenes: Scenes) -> np.ndarray:
-    return np.concatenate(list(scenes.targets.values()), 1).astype(np.float32)      # [S, T]
-
-
 def _per_scene(scenes: Scenes, views: int) -> int:
     """Samples of each scene an epoch: as many as its views can fill (``V / views``, rounded
     up), so that an epoch shows every view about once whatever ``views``."""
@@ -147,15 +143,15 @@ def _samples(scenes: Scenes, rows: np.ndarray, views: int, seed: int, fixed: boo
     (new ones at every epoch unless ``fixed``)."""
     if views == 1:
         images, viewpoints = scenes.images[rows], scenes.viewpoints[rows]
-        return _image_rows(images.reshape(-1, *images.shape[2:]),
+        return image_rows(images.reshape(-1, *images.shape[2:]),
                            viewpoints.reshape(-1, viewpoints.shape[-1]))
-    return _ViewSubsets(scenes.images, scenes.viewpoints,
+    return ViewSubsets(scenes.images, scenes.viewpoints,
                         np.repeat(rows, _per_scene(scenes, views)), views, seed, fixed)
 
 
 def _per_sample(scenes: Scenes, rows: np.ndarray, views: int) -> np.ndarray:
     """Targets laid out as :func:`_samples` lays out the inputs: ``[len(rows) n, T]``."""
-    return np.repeat(_targets(scenes)[rows], _per_scene(scenes, views), 0)
+    return np.repeat(scenes.target_matrix()[rows], _per_scene(scenes, views), 0)
 
 
 def _processor() -> str:
@@ -197,9 +193,9 @@ def train_ceiling(data: Path | str, architecture: GQNConfig,
     test = load_scenes(test_set, ProbeConfig(scenes=min(config.test_scenes, len(test_set)),
                                              seed=config.seed))
     test.parts = {"test": np.arange(len(test.images))}
-    outputs = _targets(learn).shape[1]
-    readout = seeded(config.seed, lambda: _architecture_readout(architecture, outputs))
-    fitted = _fit_supervised(
+    outputs = learn.target_matrix().shape[1]
+    readout = seeded(config.seed, lambda: architecture_readout(architecture, outputs))
+    fitted = fit_supervised(
         _Autocast(readout, config.precision),
         _samples(learn, learn.parts["fit"], config.views, config.seed, fixed=False),
         _per_sample(learn, learn.parts["fit"], config.views),
@@ -210,10 +206,8 @@ def train_ceiling(data: Path | str, architecture: GQNConfig,
     predicted = fitted.predict(_samples(test, test.parts["test"], config.views,
                                         derive_seed(config.seed, "ceiling-test"), fixed=True))
     truth = _per_sample(test, test.parts["test"], config.views)
-    r2, intervals, start = {}, {}, 0
-    for target, values in test.targets.items():
-        columns = slice(start, start + values.shape[1])
-        start += values.shape[1]
+    r2, intervals = {}, {}
+    for target, columns in test.target_columns().items():
         r2[target], intervals[target] = r2_with_interval(
             predicted[:, columns], truth[:, columns], len(test.images),
             ProbeConfig(seed=config.seed))
@@ -233,8 +227,8 @@ def train_ceiling(data: Path | str, architecture: GQNConfig,
 
 def _without_denormals(tensor: torch.Tensor) -> torch.Tensor:
     """``tensor`` with its subnormal entries set to zero. Weight decay drives the weights of
-    channels the supervision leaves unused into the subnormal range (a fifth of the arm_near
-    ceiling's), and a CPU computes with subnormals tens of times slower."""
+    channels the supervision leaves unused into the subnormal range, and a CPU computes with
+    subnormals tens of times slower (checkpoints/arm_near/CEILING.md)."""
     if not tensor.is_floating_point():
         return tensor
     return torch.where(tensor.abs() < torch.finfo(tensor.dtype).tiny, 0.0, tensor)
@@ -245,8 +239,8 @@ def save_ceiling(path: Path | str, ceiling: Ceiling, base: GQNCheckpoint | None,
     """Write a weights-only GQN checkpoint (as ``gqn-rl export`` writes) holding ``ceiling``'s
     representation network; the rest of the GQN is ``base``'s (or a fresh one's, seeded).
     Saved beside its base (the same file in the same folder, as under ``checkpoints/``), it
-    holds the representation network alone and names the base by its SHA-256 (0.5 MB for
-    ``tower`` instead of 4.5)."""
+    holds the representation network alone and names the base by its SHA-256, a tenth of the
+    file for ``tower``."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"--save-checkpoint {path} is a directory: name the file to write")
@@ -278,7 +272,9 @@ def save_ceiling(path: Path | str, ceiling: Ceiling, base: GQNCheckpoint | None,
     atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
-RECORD_FILE, CURVE_FILE, CARD_FILE = "ceiling.json", "ceiling_curve.png", "MODEL_CARD.md"
+RECORD_FILE, CURVE_FILE, CARD_FILE = "ceiling.json", "ceiling_curve.png", "CEILING.md"
+"""The files of ``--out``: the record, the curve, and a draft card (``CEILING.md``, as it ships
+beside a family's pretrained GQN and its ``MODEL_CARD.md``)."""
 
 
 def make_ceiling_checkpoint(data: Path | str, out: Path | str, save: Path | str,
@@ -288,11 +284,8 @@ def make_ceiling_checkpoint(data: Path | str, out: Path | str, save: Path | str,
     """``gqn-rl ceiling --save-checkpoint``: train a ceiling of ``architecture`` (``base``'s
     when given) on ``data``, write it to ``save`` and its record, curve and a draft model
     card to ``out``."""
-    out, save = Path(out), Path(save)
-    if out.is_file():
-        raise ValueError(f"--out {out} is a file: --out takes a directory")
-    if save.is_dir():
-        raise ValueError(f"--save-checkpoint {save} is a directory: name the file to write")
+    out = check_output(Path(out))
+    save = check_output(Path(save), "--save-checkpoint", "file")
     family = None if base is None else base.family
 
     def report(epoch: int, loss: float) -> None:
@@ -340,7 +333,8 @@ def model_card(record: dict[str, Any], path: Path, architecture: GQNConfig) -> s
         f"# `{path.name}`: the downstream ceiling of `{architecture.representation}` on "
         f"`{data['scene']}` ({views} view{'s' if views > 1 else ''})", "",
         "A GQN whose representation network was trained supervised on the scene family's "
-        "truth (hand, target, joints, colours), from a fresh initialisation: what a perfect "
+        f"truth ({', '.join(t.replace('_', ' ') for t in record['r2'])}), from a fresh "
+        "initialisation: what a perfect "
         "pretraining of this architecture could put into `r`. Use it as a frozen encoder "
         "only (the benchmark's `gqn-ceiling` kinds); its generator is the base GQN's and does "
         "not match `r`.", "",

@@ -64,6 +64,9 @@ class RReader(BaseFeaturesExtractor):
         if space is None or space.shape != (r_dim * h * w,):
             raise ValueError(f"RReader reads a flat {R!r} of {r_dim}x{h}x{w} = {r_dim * h * w}"
                              f" numbers; the observation has {space}")
+        if reading == "keypoints" and min(h, w) < 2:
+            raise ValueError(f"the keypoints reading needs a map; this r is {r_dim}x{h}x{w} "
+                             "(a vector): use trunk or flatten")
         others = {k: gym.spaces.flatdim(s) for k, s in observation_space.spaces.items() if k != R}
         width = features if reading == "trunk" else 2 * keypoints
         super().__init__(observation_space, width + sum(others.values()))

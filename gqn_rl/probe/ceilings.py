@@ -91,7 +91,7 @@ class _ArchitectureReadout(nn.Module):
         return self.head(r.reshape(n, k, -1).sum(1))
 
 
-class _ViewSubsets:
+class ViewSubsets:
     """Scenes' views, row-indexable like :class:`_Rows`: row ``i`` is ``views`` of the views
     of scene ``scenes[i]``, ``([n, views, 3, H, W] in [0, 1], [n, views, 7])``. Training sets
     draw other subsets at every call (``fixed=False``); scoring sets keep the ones ``seed``
@@ -123,7 +123,7 @@ class _ViewSubsets:
         return images, self.viewpoints[scenes, chosen]
 
 
-def _fit_supervised(model: nn.Module, inputs_fit: Any, y_fit: np.ndarray, inputs_val: Any,
+def fit_supervised(model: nn.Module, inputs_fit: Any, y_fit: np.ndarray, inputs_val: Any,
                     y_val: np.ndarray, *, epochs: int, patience: int, batch_size: int,
                     lr: float, seed: int,
                     on_epoch: Callable[[int, float], None] | None = None,
@@ -150,7 +150,7 @@ def _fit_supervised(model: nn.Module, inputs_fit: Any, y_fit: np.ndarray, inputs
     return ImageReadout(predict, curve)
 
 
-def _image_rows(images: np.ndarray, extra: np.ndarray) -> _Rows:
+def image_rows(images: np.ndarray, extra: np.ndarray) -> _Rows:
     """uint8 images ``[N, H, W, 3]`` and extra features ``[N, E]`` as model inputs."""
     return _Rows(torch.as_tensor(images).permute(0, 3, 1, 2).float() / 255,
                  torch.as_tensor(extra, dtype=torch.float32))
@@ -166,10 +166,10 @@ def fit_image_model(make_model: Callable[[int], nn.Module], images_fit: np.ndarr
     Targets ``[N, T]`` may hold NaN entries (left out of the loss). The readout predicts from
     ``(images, extra)``."""
     model = seeded(seed, lambda: make_model(y_fit.shape[1]))
-    fitted = _fit_supervised(model, _image_rows(images_fit, extra_fit), y_fit,
-                             _image_rows(images_val, extra_val), y_val, epochs=epochs,
+    fitted = fit_supervised(model, image_rows(images_fit, extra_fit), y_fit,
+                             image_rows(images_val, extra_val), y_val, epochs=epochs,
                              patience=patience, batch_size=batch_size, lr=lr, seed=seed)
-    return ImageReadout(lambda images, extra: fitted.predict(_image_rows(images, extra)),
+    return ImageReadout(lambda images, extra: fitted.predict(image_rows(images, extra)),
                         fitted.curve)
 
 
@@ -184,7 +184,7 @@ def fit_cnn(images_fit: np.ndarray, extra_fit: np.ndarray, y_fit: np.ndarray,
         images_fit, extra_fit, y_fit, images_val, extra_val, y_val, **training)
 
 
-def _architecture_readout(config: GQNConfig, outputs: int) -> _ArchitectureReadout:
+def architecture_readout(config: GQNConfig, outputs: int) -> _ArchitectureReadout:
     """``config``'s representation network, fresh, with the MLP readout to ``outputs``."""
     return _ArchitectureReadout(make_representation(config),
                                 config.r_dim * config.r_size ** 2, outputs)
@@ -197,7 +197,7 @@ def fit_architecture(config: GQNConfig, images_fit: np.ndarray, viewpoints_fit: 
     initialised, trained end to end with the MLP readout from one view ``[N, H, W, 3]`` and
     its viewpoint ``[N, 7]`` to the targets. What any GQN with this network could at best put
     into ``r`` (:func:`fit_image_model` for the training arguments)."""
-    return fit_image_model(lambda outputs: _architecture_readout(config, outputs), images_fit,
+    return fit_image_model(lambda outputs: architecture_readout(config, outputs), images_fit,
                            viewpoints_fit, y_fit, images_val, viewpoints_val, y_val, **training)
 
 
@@ -214,12 +214,12 @@ def fit_architecture_views(config: GQNConfig, views: int, images: np.ndarray,
     readout predicts from ``(images, viewpoints, scene indices [n], seed)`` laid out as here:
     ``samples`` subsets of each scene drawn by ``seed``, ``[n samples, T]`` in scene order."""
     def subsets(scenes: np.ndarray, subset_seed: int, fixed: bool,
-                source: tuple[np.ndarray, np.ndarray] = (images, viewpoints)) -> _ViewSubsets:
-        return _ViewSubsets(*source, np.repeat(scenes, samples if fixed else 1), views,
+                source: tuple[np.ndarray, np.ndarray] = (images, viewpoints)) -> ViewSubsets:
+        return ViewSubsets(*source, np.repeat(scenes, samples if fixed else 1), views,
                             subset_seed, fixed)
 
-    model = seeded(seed, lambda: _architecture_readout(config, y.shape[1]))
-    fitted = _fit_supervised(model, subsets(fit, seed, False), y[fit],
+    model = seeded(seed, lambda: architecture_readout(config, y.shape[1]))
+    fitted = fit_supervised(model, subsets(fit, seed, False), y[fit],
                              subsets(val, seed + 1, True), np.repeat(y[val], samples, 0),
                              epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
                              seed=seed)

@@ -63,6 +63,8 @@ def train_early_stopped(model: nn.Module, inputs_fit: torch.Tensor, y_fit: torch
         order = torch.randperm(len(y_fit), generator=generator)
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
+            if len(rows) < 2 < len(order):  # a one-row batch: batch norm cannot train on it
+                continue
             optimiser.zero_grad()
             loss_fn(model(inputs_fit[rows]), y_fit[rows]).backward()
             optimiser.step()
@@ -81,7 +83,7 @@ def train_early_stopped(model: nn.Module, inputs_fit: torch.Tensor, y_fit: torch
         waited += 1
         if waited < patience:
             continue
-        if drops == lr_drops:
+        if drops == lr_drops or best_state is None:  # no finite loss yet: nothing to go back to
             break
         drops, waited = drops + 1, 0
         model.load_state_dict(best_state)

@@ -241,16 +241,25 @@ def test_the_report_separates_the_encoder_from_the_task_with_the_perfect_encoder
 def test_the_report_places_each_gqn_kind_between_pixels_aug_and_its_ceiling(
         tmp_path: Path) -> None:
     scores = {"pixels-aug": -80.0, "gqn-ceiling": -40.0, "gqn-frozen": -70.0,
-              "gqn-frozen-cameras": -60.0, "gqn-ceiling-cameras": -20.0}
+              "gqn-frozen-cameras": -60.0, "gqn-ceiling-cameras": -20.0,
+              "gqn-ceiling-trunk": -30.0, "perfect-encoder-r2-0.5": -10.0}
+    ARM_V1 = "gqn_rl/ArmReach-v1"  # the family with a shipped ceiling
     for seed in range(2):
-        write_result(tmp_path, Cell(ARM, "random", "rl", seed), -100.0)
-        write_result(tmp_path, Cell(ARM, "state", "rl", seed, steps=64), 0.0)
+        write_result(tmp_path, Cell(ARM_V1, "random", "rl", seed), -100.0)
+        write_result(tmp_path, Cell(ARM_V1, "state", "rl", seed, steps=64), 0.0)
         for encoder, score in scores.items():
-            write_result(tmp_path, Cell(ARM, encoder, "rl", seed, steps=64), score)
+            write_result(tmp_path, Cell(ARM_V1, encoder, "rl", seed, steps=64), score)
     text = write_report(tmp_path).read_text()
     assert ("Place between `pixels-aug` (0, 20.0) and the downstream ceiling `gqn-ceiling` "
             "(1, 60.0), by IQM: `gqn-frozen` 0.25.") in text
     assert "`gqn-ceiling-cameras` (1, 80.0), by IQM: `gqn-frozen-cameras` 0.33." in text
+    assert "| perfect-encoder-r2-0.5 |" in text  # a blurred reference's name reads too
+    from agents.pages import Pages, write_pages
+    from agents.report import compose_report
+
+    [page] = write_pages(compose_report(tmp_path), Pages(tmp_path / "pages", tmp_path,
+                                                         published=False))
+    assert "perfect-encoder-r2-0.5" in page.read_text()  # in the grid's command too
 
 
 def test_the_camera_shift_table_compares_each_kind_with_pixels_aug_under_each_camera(

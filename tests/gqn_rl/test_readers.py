@@ -41,6 +41,8 @@ def test_a_reader_refuses_an_r_of_another_shape_or_an_unknown_reading() -> None:
         RReader(space(35), (4, 3, 3))
     with pytest.raises(ValueError, match="reading must be one of"):
         RReader(space(), (4, 3, 3), "flatten")
+    with pytest.raises(ValueError, match="keypoints reading needs a map; this r is 36x1x1"):
+        RReader(space(), (36, 1, 1), "keypoints")
 
 
 @pytest.mark.slow  # 15-30 s each: renders ArmReach and encodes every step
