@@ -27,7 +27,7 @@ dataset cameras: ``arm`` 1.3-1.7, ``arm_near`` 1.0-1.25)."""
 @functools.cache
 def target_spread(family: ArmFamily) -> np.ndarray:
     """Standard deviation of the target's position over ``family``'s scenes, per axis, metres
-    ``[3]`` (2,000 scenes of a fixed seed; ``arm_near``: 0.28, 0.28, 0.16)."""
+    ``[3]``, from 2,000 scenes of a fixed seed."""
     rng = np.random.default_rng(0)
     return np.std([family.sample_spec(rng).target_position for _ in range(2000)], axis=0)
 
