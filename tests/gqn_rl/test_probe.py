@@ -122,7 +122,7 @@ def test_a_ceiling_from_several_views_sums_what_each_view_holds() -> None:
     scores = {}
     for k in (1, views):
         readout = fit_architecture_views(config, k, images, viewpoints, level, fit, val,
-                                         samples=2, epochs=30, patience=5)
+                                         samples=2, epochs=80, patience=10)
         predicted = readout.predict(images, viewpoints, test, 7)
         assert predicted.shape == (2 * len(test), 1)
         scores[k] = r2_score(predicted, np.repeat(level[test], 2, 0))
