@@ -184,8 +184,10 @@ def test_a_killed_ray_grid_leaves_no_ray_process_behind(stop: int, tmp_path: Pat
     grid). After SIGTERM nothing of its Ray is left; after SIGKILL Ray's node agents
     (dashboard, runtime env) and idle workers, which write nothing, take about a minute."""
     pytest.importorskip("ray")
-    driver = subprocess.Popen(gqn_rl(*GRID, "--executor", "ray", "--out", str(tmp_path)),
-                              env={**os.environ, "OMP_NUM_THREADS": "1",
+    home = tmp_path / "home"  # a local ray.init writes ~/.ray/auth_token, which then makes
+    home.mkdir()              # `ray start --address` (the cluster fixture) fail to connect
+    driver = subprocess.Popen(gqn_rl(*GRID, "--executor", "ray", "--out", str(tmp_path / "grid")),
+                              env={**os.environ, "OMP_NUM_THREADS": "1", "HOME": str(home),
                                    "RAY_USAGE_STATS_ENABLED": "0"},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
