@@ -144,9 +144,9 @@ def _samples(scenes: Scenes, rows: np.ndarray, views: int, seed: int, fixed: boo
     if views == 1:
         images, viewpoints = scenes.images[rows], scenes.viewpoints[rows]
         return image_rows(images.reshape(-1, *images.shape[2:]),
-                           viewpoints.reshape(-1, viewpoints.shape[-1]))
+                          viewpoints.reshape(-1, viewpoints.shape[-1]))
     return ViewSubsets(scenes.images, scenes.viewpoints,
-                        np.repeat(rows, _per_scene(scenes, views)), views, seed, fixed)
+                       np.repeat(rows, _per_scene(scenes, views)), views, seed, fixed)
 
 
 def _per_sample(scenes: Scenes, rows: np.ndarray, views: int) -> np.ndarray:

@@ -167,8 +167,8 @@ def fit_image_model(make_model: Callable[[int], nn.Module], images_fit: np.ndarr
     ``(images, extra)``."""
     model = seeded(seed, lambda: make_model(y_fit.shape[1]))
     fitted = fit_supervised(model, image_rows(images_fit, extra_fit), y_fit,
-                             image_rows(images_val, extra_val), y_val, epochs=epochs,
-                             patience=patience, batch_size=batch_size, lr=lr, seed=seed)
+                            image_rows(images_val, extra_val), y_val, epochs=epochs,
+                            patience=patience, batch_size=batch_size, lr=lr, seed=seed)
     return ImageReadout(lambda images, extra: fitted.predict(image_rows(images, extra)),
                         fitted.curve)
 
@@ -216,13 +216,13 @@ def fit_architecture_views(config: GQNConfig, views: int, images: np.ndarray,
     def subsets(scenes: np.ndarray, subset_seed: int, fixed: bool,
                 source: tuple[np.ndarray, np.ndarray] = (images, viewpoints)) -> ViewSubsets:
         return ViewSubsets(*source, np.repeat(scenes, samples if fixed else 1), views,
-                            subset_seed, fixed)
+                           subset_seed, fixed)
 
     model = seeded(seed, lambda: architecture_readout(config, y.shape[1]))
     fitted = fit_supervised(model, subsets(fit, seed, False), y[fit],
-                             subsets(val, seed + 1, True), np.repeat(y[val], samples, 0),
-                             epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
-                             seed=seed)
+                            subsets(val, seed + 1, True), np.repeat(y[val], samples, 0),
+                            epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
+                            seed=seed)
 
     def predict(images_of: np.ndarray, viewpoints_of: np.ndarray, scenes: np.ndarray,
                 subset_seed: int) -> np.ndarray:
