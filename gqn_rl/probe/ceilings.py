@@ -124,10 +124,10 @@ class ViewSubsets:
 
 
 def fit_supervised(model: nn.Module, inputs_fit: Any, y_fit: np.ndarray, inputs_val: Any,
-                    y_val: np.ndarray, *, epochs: int, patience: int, batch_size: int,
-                    lr: float, seed: int,
-                    on_epoch: Callable[[int, float], None] | None = None,
-                    lr_drops: int = 0) -> ImageReadout:
+                   y_val: np.ndarray, *, epochs: int, patience: int, batch_size: int,
+                   lr: float, seed: int,
+                   on_epoch: Callable[[int, float], None] | None = None,
+                   lr_drops: int = 0) -> ImageReadout:
     """Train ``model`` on row-indexable inputs and standardised targets ``[N, T]`` (NaN
     entries left out), early-stopped on the validation set; its predictions come back in the
     targets' units from inputs of the same kind."""
