@@ -44,8 +44,27 @@ def save_checkpoint(path: Path, model: GQN, optimizer: torch.optim.Optimizer, st
         "metrics": metrics or {},
         "data": data or {},
     }
+    _write(path, state)
+
+
+def save_weights(path: Path, model_config: GQNConfig, weights: dict[str, torch.Tensor],
+                 data: dict[str, Any], **records: Any) -> None:
+    """Write a weights-only checkpoint (no optimiser or RNG state, step 0, the default
+    training config), as :func:`export_weights` writes one, of a model assembled other than by
+    pretraining; ``records``: further entries of the file (e.g. a downstream ceiling's)."""
+    _write(path, {"format": CHECKPOINT_FORMAT, "package_version": gqn.__version__,
+                  "model_config": dataclasses.asdict(model_config),
+                  "train_config": dataclasses.asdict(TrainConfig()), "model": weights,
+                  "optimizer": None, "step": 0, "rng": None, "metrics": {}, "data": data,
+                  **records})
+
+
+def _write(path: Path, state: dict[str, Any]) -> None:
+    """``state`` saved by ``torch.save``, atomically (a crash mid-write keeps the previous
+    file)."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
@@ -121,10 +140,7 @@ def export_weights(src: Path, dst: Path, scene: str | None = None) -> None:
     state.update(optimizer=None, rng=None, data=data,
                  model_config=dataclasses.asdict(state["model_config"]),
                  train_config=dataclasses.asdict(state["train_config"]))
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(Path(dst), lambda f: f.write(buffer.getbuffer()))
+    _write(dst, state)
 
 
 def load_model(path: Path, config: GQNConfig | None = None, device: str | torch.device = "cpu"

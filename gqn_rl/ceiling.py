@@ -17,7 +17,6 @@ data and the time.
 from __future__ import annotations
 
 import dataclasses
-import io
 import platform
 import time
 from collections.abc import Callable
@@ -28,10 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-import gqn
 from gqn import GQN, GQNConfig
-from gqn.checkpoint import CHECKPOINT_FORMAT
-from gqn.config import TrainConfig
+from gqn.checkpoint import save_weights
 from gqn.data import SceneDataset
 from gqn.fileio import atomic_write, check_output, write_json
 from gqn.precision import autocast
@@ -257,19 +254,9 @@ def save_ceiling(path: Path | str, ceiling: Ceiling, base: GQNCheckpoint | None,
                 torch.manual_seed(derive_seed(seed, "ceiling-base"))
                 model = GQN(architecture)
         weights = {**model.state_dict(), **representation}
-    state = {
-        "format": CHECKPOINT_FORMAT, "package_version": gqn.__version__,
-        "model_config": dataclasses.asdict(architecture),
-        "train_config": dataclasses.asdict(TrainConfig()),
-        "model": weights, "optimizer": None, "step": 0, "rng": None, "metrics": {},
-        "data": {"scene": ceiling.record["data"]["scene"]},
-        "base": {"file": base.path.name, "sha256": base.sha256} if beside else None,
-        "ceiling": ceiling.record,
-    }
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+    save_weights(path, architecture, weights, {"scene": ceiling.record["data"]["scene"]},
+                 base={"file": base.path.name, "sha256": base.sha256} if beside else None,
+                 ceiling=ceiling.record)
 
 
 RECORD_FILE, CURVE_FILE, CARD_FILE = "ceiling.json", "ceiling_curve.png", "CEILING.md"

@@ -126,8 +126,11 @@ def _base_weights(path: Path, base: dict) -> dict:
     base GQN holds only its representation network): those of the file ``base["file"]``
     beside it, whose SHA-256 must be ``base["sha256"]``."""
     beside = path.parent / base["file"]
-    if beside.is_file() and hashlib.sha256(beside.read_bytes()).hexdigest() == base["sha256"]:
-        return load_checkpoint(beside)["model"]
+    if beside.is_file():  # read and hashed once, as every reader of the base reads it
+        stat = beside.stat()
+        handle, state = _read(beside.resolve(), stat.st_mtime_ns, stat.st_size)
+        if handle.sha256 == base["sha256"]:
+            return state["model"]
     raise ValueError(f"{path} holds a representation network only: it needs its base GQN "
                      f"{beside} with SHA-256 {base['sha256'][:12]}... beside it")
 
