@@ -281,8 +281,9 @@ def make_ceiling_checkpoint(data: Path | str, out: Path | str, save: Path | str,
                   f"({time.strftime('%H:%M:%S')})", flush=True)
 
     ceiling = train_ceiling(data, architecture, config, family, on_epoch=report)
-    ceiling.record.update(command=command, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                          base=None if base is None else str(base.path))
+    ceiling.record.update(  # the base by name and digest: a checkpoint names no machine
+        command=command, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        base=None if base is None else {"file": base.path.name, "sha256": base.sha256})
     save_ceiling(save, ceiling, base, architecture, config.seed)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / RECORD_FILE, ceiling.record)
@@ -308,6 +309,13 @@ def _plot_curve(curve: list[float], path: Path) -> None:
     plt.close(figure)
 
 
+def _base_words(base: dict[str, str] | str | None) -> str:
+    """The base GQN of a ceiling's record, in words."""
+    if isinstance(base, dict):
+        return f"`{base['file']}`, SHA-256 `{base['sha256']}`"
+    return f"`{base}`" if base else "a fresh GQN of the architecture"
+
+
 def model_card(record: dict[str, Any], path: Path, architecture: GQNConfig) -> str:
     """A model card for a ceiling checkpoint: what it is, the exact command, data, epochs,
     time, machine and test R² per target with its interval."""
@@ -326,7 +334,7 @@ def model_card(record: dict[str, Any], path: Path, architecture: GQNConfig) -> s
         "only (the benchmark's `gqn-ceiling` kinds); its generator is the base GQN's and does "
         "not match `r`.", "",
         f"- **Command**: `{record.get('command') or 'gqn-rl ceiling ... --save-checkpoint'}`",
-        f"- **Base**: `{record.get('base')}` (architecture and the rest of the GQN)",
+        f"- **Base**: {_base_words(record.get('base'))} (architecture and the rest of the GQN)",
         f"- **Model**: `{architecture.representation}`, r_dim {architecture.r_dim}, "
         f"{architecture.image_size}x{architecture.image_size} images; `r` summed over "
         f"{views} view{'s' if views > 1 else ''} a sample",

@@ -68,6 +68,7 @@ def test_cli_ceiling_save_checkpoint_writes_checkpoint_record_and_card(
     assert record["epochs"] == len(record["curve"]) <= 3 and "--save-checkpoint" in \
         record["command"]
     assert open_checkpoint(save).config == TINY_MODEL
+    assert record["base"] == {"file": "base.pt", "sha256": open_checkpoint(base).sha256}
     assert "| wall_colour |" in (out / "CEILING.md").read_text()
     assert (out / "ceiling_curve.png").is_file() and "wall_colour" in capsys.readouterr().out
 
