@@ -316,7 +316,7 @@ def run_benchmark(config: BenchmarkConfig, root: Path, progress: bool = True,
     root.mkdir(parents=True, exist_ok=True)
     lock = lock_directory(root, LOCK_NAME)  # one grid per directory; released however it ends
     try:
-        return _run_grid(config, root, progress, executor, address, address_timeout)
+        return _run_grid(config, root, progress, executor, address)
     finally:
         lock.close()
 
@@ -336,7 +336,7 @@ def _check_grid_directory(root: Path) -> None:
 
 
 def _run_grid(config: BenchmarkConfig, root: Path, progress: bool, executor: str,
-              address: str | None, address_timeout: float = 30.0) -> Path:
+              address: str | None) -> Path:
     """:func:`run_benchmark` in a directory this process holds."""
     check_grid_checkpoints(root, config)
     check_grid_budgets(root, config)
@@ -368,7 +368,7 @@ def _run_grid(config: BenchmarkConfig, root: Path, progress: bool, executor: str
     work = functools.partial(run_cell, root=root, config=config)
     with bar:
         if executor == "ray":
-            run_on_ray(todo, work, root, address, done, config.workers, address_timeout)
+            run_on_ray(todo, work, root, address, done, config.workers)
         else:
             run_local(todo, work, workers, done)
     path = write_results_csv(root)

@@ -140,20 +140,19 @@ def check_address(address: str, timeout: float) -> None:
 
 
 def run_on_ray(cells: Sequence[Any], work: Work, root: Path, address: str | None,
-               done: Done, workers: int | None = None, timeout: float = 30.0) -> None:
+               done: Done, workers: int | None = None) -> None:
     """The cells as Ray tasks of one CPU each, at most ``workers`` at once (None: all), on
-    the cluster at ``address`` (a local one when None; one that does not answer within
-    ``timeout`` seconds is refused). ``root`` must be on storage every node shares: each node
-    checks that it can write there before any cell starts. A cell whose worker or node dies
-    runs again (:data:`RAY_RETRIES` times) and resumes from its checkpoints."""
+    the cluster at ``address`` (a local one when None; :func:`check_address` it first, as
+    :func:`agents.benchmark.run_benchmark` does). ``root`` must be on storage every node
+    shares: each node checks that it can write there before any cell starts. A cell whose
+    worker or node dies runs again (:data:`RAY_RETRIES` times) and resumes from its
+    checkpoints."""
     try:
         import ray
     except ImportError:
         raise ValueError("--executor ray needs Ray: pip install -e '.[cluster]'") from None
     started_here = not ray.is_initialized()
     if started_here:
-        if address is not None:
-            check_address(address, timeout)
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
     try:
