@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from agents import reaper
+
 EXECUTORS = ("local", "ray")
 RAY_RETRIES = 3
 """Times Ray runs a cell again when its worker process or node dies."""
@@ -152,6 +154,7 @@ def run_on_ray(cells: Sequence[Any], work: Work, root: Path, address: str | None
     except ImportError:
         raise ValueError("--executor ray needs Ray: pip install -e '.[cluster]'") from None
     started_here = not ray.is_initialized()
+    watcher = reaper.start() if started_here and address is None else None
     if started_here:
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
@@ -181,6 +184,9 @@ def run_on_ray(cells: Sequence[Any], work: Work, root: Path, address: str | None
     finally:
         if started_here:
             ray.shutdown()
+        if watcher is not None:
+            watcher.terminate()
+            watcher.wait()
 
 
 def _check_shared(ray: Any, root: str) -> None:

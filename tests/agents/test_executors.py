@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from agents import reaper
 from agents.executors import CellFailed, _can_write, one_thread, run_local
 
 GRID = ["benchmark", "--env", "gqn_rl/MentalRotation-v0", "--encoder", "random", "state",
@@ -163,6 +164,31 @@ def test_a_worker_whose_parent_died_while_it_started_exits() -> None:
         assert worker.exitcode == code, parent
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the watcher reads /proc")
+def test_the_watcher_kills_what_a_killed_process_had_started() -> None:
+    """A parent killed by SIGKILL leaves its grandchild to init; the watcher kills it."""
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time; from agents import reaper; reaper.start(); "
+        "subprocess.Popen(['sleep', '600']); print('ready', flush=True); time.sleep(600)")],
+        stdout=subprocess.PIPE, text=True)
+    sleeper = None
+    try:
+        assert parent.stdout.readline().strip() == "ready"
+        time.sleep(4 * reaper.INTERVAL_S)
+        below = reaper.descendants(parent.pid)
+        sleeper = next(p for p in below if _cmdline(p).startswith("sleep"))
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while reaper._stat(sleeper) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert reaper._stat(sleeper) is None, "the orphan outlived its grid"
+    finally:
+        parent.kill()
+        if sleeper is not None and reaper._stat(sleeper) is not None:
+            os.kill(sleeper, signal.SIGKILL)
+
+
 def _descendants(pid: int) -> set[int]:
     """Every process below ``pid`` (its children, theirs, ...)."""
     found, frontier = set(), [pid]
@@ -181,8 +207,9 @@ def test_a_killed_ray_grid_leaves_no_ray_process_behind(stop: int, tmp_path: Pat
     """A grid with its own local Ray (``--executor ray`` without ``--address``), stopped
     mid-cell: no Ray worker running a cell outlives it by more than a few seconds, even after
     SIGKILL, which no cleanup code hears (one went on for about a minute, able to write the
-    grid). After SIGTERM nothing of its Ray is left; after SIGKILL Ray's node agents
-    (dashboard, runtime env) and idle workers, which write nothing, take about a minute."""
+    grid). Nothing of its Ray is left either way: after SIGKILL its watcher
+    (:mod:`agents.reaper`) kills what the grid had started (node agents and idle workers took
+    about a minute to go without it)."""
     pytest.importorskip("ray")
     home = tmp_path / "home"  # a local ray.init writes ~/.ray/auth_token, which then makes
     home.mkdir()              # `ray start --address` (the cluster fixture) fail to connect
@@ -195,9 +222,8 @@ def test_a_killed_ray_grid_leaves_no_ray_process_behind(stop: int, tmp_path: Pat
         while not any("_on_ray_worker" in _cmdline(p) for p in _descendants(driver.pid)):
             assert driver.poll() is None and time.monotonic() < deadline, "no cell started"
             time.sleep(0.2)
+        time.sleep(1)  # the watcher has seen them
         started = _descendants(driver.pid)
-        if stop == signal.SIGKILL:  # the workers running cells (idle ones write nothing)
-            started = {p for p in started if "_on_ray_worker" in _cmdline(p)}
         driver.send_signal(stop)
         driver.wait(timeout=60)
         time.sleep(5)  # the processes shutdown stops may take a moment to go
