@@ -344,8 +344,8 @@ def _run_grid(config: BenchmarkConfig, root: Path, progress: bool, executor: str
     finished = {c for c in cells if c.finished(root)}
     todo = [c for c in cells if c not in finished]
     cores = os.cpu_count() or 1
-    workers = min(config.workers, cores)
-    if executor == "local" and workers < config.workers:
+    workers = min(config.workers or 1, cores)
+    if executor == "local" and workers < (config.workers or 1):
         print(f"--workers {config.workers} capped at this machine's {cores} cores",
               file=sys.stderr)
     bar = GridProgress(cells, finished, root, enabled=progress)  # environment steps, time left

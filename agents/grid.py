@@ -127,9 +127,10 @@ class BenchmarkConfig:
     for kinds that read images, :class:`agents.hyperparams.Recipe`)."""
     demos: tuple[int, ...] = (10, 50, 200)
     """Demonstration counts of the bc track."""
-    workers: int = 1
+    workers: int | None = None
     """Cells running at once, one torch thread each: local processes (at most the cores),
-    or with ``--executor ray`` Ray tasks in flight."""
+    or with ``--executor ray`` Ray tasks in flight. None: one locally; on Ray, every cell
+    (the cluster's CPUs decide)."""
     eval_every: int | None = None
     """RL steps between evaluations; None: a tenth of the budget, at least a rollout."""
     eval_episodes: int = 20

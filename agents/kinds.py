@@ -136,12 +136,12 @@ for _kind in (
     # passes in bf16 where the CPU computes it natively (GQNExtractor's precision).
     EncoderKind("gqn-joint", {"policy": "MultiInputPolicy",
                               "encoder_kwargs": {"context": "current", "lr_scale": 0.3,
-                                                 "precision": "native"}},
+                                                 "precision": "auto"}},
                 gqn=True, extractor=GQNExtractor),
     # As gqn-joint, plus the GQN's negative ELBO on the step's views (context cameras).
     EncoderKind("gqn-aux", {"policy": "MultiInputPolicy", "env_kwargs": {"context_cameras": 2},
                             "encoder_kwargs": {"context": "current", "lr_scale": 0.3,
-                                               "aux_weight": 1e-3, "precision": "native"}},
+                                               "aux_weight": 1e-3, "precision": "auto"}},
                 gqn=True, extractor=GQNExtractor),
     # r summed over the episode's views, with the frozen GQN's inference core's belief and
     # surprise about each new view (VecGQNInferenceObservation); beta: see INTRINSIC_BETA.

@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -116,15 +117,30 @@ class DirectoryBusyError(OSError):
     """Another process holds the directory's lock."""
 
 
+LOCK_WAIT_S = 1.0
+"""Seconds a writer waits for a lock: a reader (:func:`lock_holder`) holds it for a moment."""
+
+
+def _flock_within(lock: BinaryIO, seconds: float) -> bool:
+    """Take an exclusive ``flock`` on ``lock``, trying for ``seconds``; False if held still."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+
 def lock_directory(root: Path, name: str, error: type[DirectoryBusyError] = DirectoryBusyError
                    ) -> BinaryIO:
     """An exclusive ``flock`` on ``root/name``, held while the returned file is open and
     released however the process ends; the file names the holder (pid, host, command). Raises
     ``error`` naming the holder when another process has it."""
     lock = open(Path(root) / name, "a+b")  # noqa: SIM115 - held open for the holder's life
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not _flock_within(lock, LOCK_WAIT_S):
         lock.seek(0)
         holder = lock.read().decode(errors="replace").strip() or "another process"
         lock.close()
@@ -151,6 +167,7 @@ def lock_holder(root: Path, name: str) -> str | None:
             fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = lock.read().decode(errors="replace").strip() or "another process"
-            return None if holder.startswith(f"pid {os.getpid()} on ") else holder
+            mine = f"pid {os.getpid()} on {socket.gethostname()} "
+            return None if holder.startswith(mine) else holder
         fcntl.flock(lock, fcntl.LOCK_UN)
     return None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 from agents.cli.args import key_value, positive_int
@@ -19,14 +18,12 @@ def _benchmark(args: argparse.Namespace) -> int:
     demos = BenchmarkConfig.demos if args.demos is None else tuple(args.demos)
     config = BenchmarkConfig(envs=tuple(args.env), encoders=tuple(args.encoder),
                              seeds=args.seeds, track=args.track, steps=args.steps, demos=demos,
-                             workers=args.workers or 1, eval_every=args.eval_every,
+                             workers=args.workers, eval_every=args.eval_every,
                              eval_episodes=args.eval_episodes,
                              final_episodes=args.final_episodes,
                              overrides=dict(args.hyperparams or []),
                              checkpoint=None if args.checkpoint is None else str(args.checkpoint),
                              keep_buffers=not args.drop_buffers, extend=args.extend)
-    if args.executor == "ray" and args.workers is None:  # the cluster's CPUs decide
-        config = dataclasses.replace(config, workers=max(1, len(config.cells())))
     if args.address_timeout is not None and args.address is None:
         raise ValueError("--address-timeout is the wait for --address")
     path = run_benchmark(config, args.out, progress=not args.no_progress,

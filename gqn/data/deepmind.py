@@ -263,7 +263,8 @@ def import_deepmind(
 
     Image size and views are read from the data; every record must agree (ValueError naming
     the file and record). ``meta`` is ``{"source": "deepmind-gqn-datasets", "dataset": <name
-    of src>}``. Shards already registered in ``out`` are kept, so a killed import run again
+    of src>, "scene": "deepmind/<name of src>"}``: a GQN pretrained on it records that scene
+    family, which no environment of this project shows. Shards already registered in ``out`` are kept, so a killed import run again
     writes the missing shards only; a shard is registered only once its files are complete.
     """
     src, out = Path(src), Path(out)
@@ -273,7 +274,7 @@ def import_deepmind(
     splits = _find_splits(src)
     name = src.resolve().name
     size, views, reference = _dataset_shape(src, splits, skip_corrupt)
-    meta: dict[str, Any] = {"source": SOURCE, "dataset": name}
+    meta: dict[str, Any] = {"source": SOURCE, "dataset": name, "scene": f"deepmind/{name}"}
     if scenes_per_shard is not None:
         meta["scenes_per_shard"] = scenes_per_shard
     with DatasetWriter(out, image_size=size, views=views, meta=meta) as writer:

@@ -320,6 +320,21 @@ def test_same_seed_same_batches(tmp_path: Path) -> None:
     assert all(torch.equal(x, y) for x, y in zip(fields(first), fields(again), strict=True))
 
 
+def test_a_writer_waits_out_a_reader_s_look_at_the_lock(tmp_path: Path) -> None:
+    """A reader (lock_holder) holds the lock shared for a moment; a writer starting then
+    waits for it instead of refusing, naming a holder that has finished."""
+    import fcntl
+    import threading
+
+    from gqn.fileio import lock_directory
+
+    lock_directory(tmp_path, "lock").close()  # an earlier writer, finished
+    with open(tmp_path / "lock", "rb") as reader:
+        fcntl.flock(reader, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        threading.Timer(0.3, fcntl.flock, (reader, fcntl.LOCK_UN)).start()
+        lock_directory(tmp_path, "lock").close()
+
+
 def test_readers_refuse_a_dataset_another_process_is_writing(tmp_path: Path) -> None:
     """A reader of a dataset that is still being written would train on part of it: the
     writer's lock (held by another process) refuses it, naming the writer; the writing

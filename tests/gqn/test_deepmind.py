@@ -278,7 +278,8 @@ def test_import_is_exact(tmp_path: Path, packed: bool) -> None:
     for split, files in written.items():
         ds = SceneDataset(tmp_path / "out", split, verify=True)
         assert (ds.image_size, ds.views, len(ds)) == (SIZE, VIEWS, RECORDS * len(files))
-        assert ds.meta == {"source": "deepmind-gqn-datasets", "dataset": NAME}
+        assert ds.meta == {"source": "deepmind-gqn-datasets", "dataset": NAME,
+                           "scene": f"deepmind/{NAME}"}
         scene = 0
         for _, scenes in files:  # shard order = sorted file order
             for jpegs, cameras in scenes:
