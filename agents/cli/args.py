@@ -35,6 +35,17 @@ positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
 
 def key_value(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` with VALUE a Python literal (a bare word stays a string)."""

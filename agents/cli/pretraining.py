@@ -1,4 +1,5 @@
-"""``gqn-rl pretrain``, ``export``, ``probe`` and ``ceiling``: a GQN trained and judged."""
+"""``gqn-rl pretrain``, ``export``, ``probe``, ``curve`` and ``ceiling``: a GQN trained and
+judged."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from agents.cli.args import non_negative_int, positive_int, with_given
+from agents.cli.args import non_negative_int, positive_float, positive_int, with_given
 from gqn import PRESETS
 from gqn.config import PRECISIONS, REPRESENTATIONS
 
@@ -77,6 +78,21 @@ def _probe(args: argparse.Namespace) -> int:
     s = results["surprise"]
     print(f"surprise {s['own_scene_nats']:.3f} nats (own scene) vs {s['other_scene_nats']:.3f} "
           f"(another); report {args.out / REPORT_FILE}")
+    return 0
+
+
+def _curve(args: argparse.Namespace) -> int:
+    from gqn_rl.probe import ProbeConfig
+    from gqn_rl.probe.curve import FRACTION, probe_curve, snapshots
+
+    config = with_given(ProbeConfig(cnn=False), scenes=args.scenes, seed=args.seed,
+                        readout_scenes=args.readout_scenes)
+    curve = probe_curve(snapshots(args.run_dir), args.data, args.out, config, args.ceiling,
+                        args.step_seconds, args.fit_from, progress=not args.no_progress)
+    for target, fit in curve.get("fits", {}).items():
+        print(f"{target}: {FRACTION:.0%} of the ceiling at {fit['steps']:,.0f} steps "
+              f"(90% interval {fit['steps_90'][0]:,.0f} to {fit['steps_90'][1]:,.0f})")
+    print(f"curve: {args.out / 'curve.md'}")
     return 0
 
 
@@ -171,6 +187,34 @@ def _add_ceiling(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_ceiling)
 
 
+def _add_curve(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "curve", help="probe every snapshot of a pretraining run: R² against steps",
+        description="Probe each RUN/snapshots/step-N.pt on one dataset (as gqn-rl probe "
+                    "--no-cnn, into OUT/step-N; done snapshots are skipped, so a curve "
+                    "resumes) and write OUT/curve.json, curve.md and curve.png; with "
+                    "--ceiling, fit R² against log-steps and say how many steps reach 90%% of "
+                    "the ceiling.")
+    p.add_argument("--run", type=Path, required=True, dest="run_dir",
+                   help="pretraining run directory holding snapshots/step-N.pt")
+    p.add_argument("--data", type=Path, required=True,
+                   help="dataset probed (one no snapshot trained on)")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--ceiling", type=Path,
+                   help="a gqn-rl ceiling --save-checkpoint checkpoint: its test R² is the line")
+    p.add_argument("--step-seconds", type=positive_float,
+                   help="seconds a training step takes on one thread (gqn-rl speed "
+                        "train-step): CPU-hours on the figure")
+    p.add_argument("--fit-from", type=non_negative_int, default=0,
+                   help="fit on snapshots from this step on (default: all)")
+    p.add_argument("--scenes", type=positive_int, help="scenes probed (default 1000)")
+    p.add_argument("--readout-scenes", type=positive_int,
+                   help="train-split scenes the readouts learn from (default 3000)")
+    p.add_argument("--seed", type=non_negative_int, help="seed (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_curve)
+
+
 def _add_probe(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "probe", help="measure what a GQN's representation holds, next to baselines",
@@ -257,4 +301,5 @@ def add(commands: argparse._SubParsersAction) -> None:
     """Declare the group's commands."""
     _add_pretrain(commands)
     _add_probe(commands)
+    _add_curve(commands)
     _add_ceiling(commands)

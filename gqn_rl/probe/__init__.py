@@ -25,7 +25,8 @@ Modules: :mod:`~gqn_rl.probe.scenes` (config, scenes, targets), :mod:`~gqn_rl.pr
 (the readouts and their scores), :mod:`~gqn_rl.probe.ceilings` (the supervised ceilings),
 :mod:`~gqn_rl.probe.fitting` (early-stopped training), :mod:`~gqn_rl.probe.measures` (the
 measurements and :func:`probe`), :mod:`~gqn_rl.probe.quick` (:class:`QuickProbe`, for
-pretraining) and :mod:`~gqn_rl.probe.report` (the files); the objects' masks come from
+pretraining), :mod:`~gqn_rl.probe.report` (the files) and :mod:`~gqn_rl.probe.curve`
+(``gqn-rl curve``: every snapshot of a run probed, R² against steps, fitted); the objects' masks come from
 :mod:`gqn_rl.foreground`.
 """
 

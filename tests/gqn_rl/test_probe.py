@@ -379,3 +379,45 @@ def test_cli_ceiling_writes_each_architecture_and_the_cnn(tmp_path: Path, capsys
     # a file as --out is refused before any fit
     assert main(["ceiling", "--data", str(data), "--out", str(tmp_path / "file")]) == 2
     assert "is a file: --out takes a directory" in capsys.readouterr().err
+
+
+def test_fit_steps_finds_where_a_log_line_reaches_the_goal() -> None:
+    from gqn_rl.probe.curve import fit_steps
+
+    points = [(s, 0.1 + 0.05 * np.log(s), 0.005) for s in (1000, 2000, 4000, 8000)]
+    fit = fit_steps(points, goal=0.1 + 0.05 * np.log(50_000))
+    assert fit["steps"] == pytest.approx(50_000, rel=1e-6)
+    assert fit["steps_90"][0] < 50_000 < fit["steps_90"][1]
+    flat = fit_steps([(1000, 0.3, 0.01), (2000, 0.3, 0.01), (4000, 0.29, 0.01)], goal=0.7)
+    assert flat["steps"] == float("inf")
+
+
+@pytest.mark.slow
+def test_cli_curve_probes_each_snapshot_once_and_fits_the_ceiling(tmp_path: Path) -> None:
+    data = write_arm_like_dataset(tmp_path / "data")
+    (tmp_path / "run" / "snapshots").mkdir(parents=True)
+    for step in (10, 20):
+        model = GQN(TINY_MODEL)
+        save_checkpoint(tmp_path / "run" / "snapshots" / f"step-{step}.pt", model,
+                        torch.optim.Adam(model.parameters()), step, TrainConfig(), rng={},
+                        data={"scene": "arm"})
+    ceiling = tmp_path / "ceiling.pt"
+    state = torch.load(tmp_path / "run" / "snapshots" / "step-10.pt", weights_only=False)
+    state["ceiling"] = {"r2": {"target_position": 0.8, "hand_position": 0.9},
+                        "r2_interval": {"target_position": (0.78, 0.82),
+                                        "hand_position": (0.88, 0.92)}}
+    torch.save(state, ceiling)
+    out = tmp_path / "curve"
+    args = ["curve", "--run", str(tmp_path / "run"), "--data", str(data), "--out", str(out),
+            "--ceiling", str(ceiling), "--step-seconds", "0.4", "--scenes", "40",
+            "--no-progress"]
+    assert main(args) == 0
+    curve = json.loads((out / "curve.json").read_text())
+    assert [p["step"] for p in curve["points"]] == [10, 20]
+    assert curve["points"][1]["cpu_hours"] == pytest.approx(20 * 0.4 / 3600)
+    assert set(curve["fits"]) == {"target_position", "hand_position"}
+    assert curve["ceiling"]["hand_position"]["r2"] == 0.9
+    assert (out / "curve.png").stat().st_size > 0 and "| 20 |" in (out / "curve.md").read_text()
+    probed = (out / "step-10" / "probe.json").stat().st_mtime_ns
+    assert main(args) == 0  # resumed: the snapshots already probed are not probed again
+    assert (out / "step-10" / "probe.json").stat().st_mtime_ns == probed
