@@ -164,7 +164,8 @@ def _processor() -> str:
 
 def train_ceiling(data: Path | str, architecture: GQNConfig,
                   config: CeilingConfig = CeilingConfig(), family: str | None = None,
-                  on_epoch: Callable[[int, float], None] | None = None) -> Ceiling:
+                  on_epoch: Callable[[int, float], None] | None = None,
+                  resume: Path | None = None) -> Ceiling:
     """Train ``architecture``'s representation network, fresh, supervised on ``data``'s truth.
 
     Args:
@@ -174,6 +175,8 @@ def train_ceiling(data: Path | str, architecture: GQNConfig,
         config: views per sample, training and scoring settings.
         family: the scene family the network is meant for (refused when the data's differs).
         on_epoch: called with (epoch, validation loss) after each epoch.
+        resume: a file holding the training's state after each epoch: an interrupted
+            ceiling started again with the same settings goes on from its last epoch.
     """
     train_set, test_set = SceneDataset(data, "train"), SceneDataset(data, "test")
     shown = train_set.meta.get("scene")
@@ -199,7 +202,10 @@ def train_ceiling(data: Path | str, architecture: GQNConfig,
         _samples(learn, learn.parts["val"], config.views, config.seed + 1, fixed=True),
         _per_sample(learn, learn.parts["val"], config.views),
         epochs=config.epochs, patience=config.patience, batch_size=config.batch_size,
-        lr=config.lr, seed=config.seed, on_epoch=on_epoch, lr_drops=config.lr_drops)
+        lr=config.lr, seed=config.seed, on_epoch=on_epoch, lr_drops=config.lr_drops,
+        resume=resume, settings={"config": dataclasses.asdict(config),
+                                 "architecture": dataclasses.asdict(architecture),
+                                 "data": str(Path(data).resolve())})
     predicted = fitted.predict(_samples(test, test.parts["test"], config.views,
                                         derive_seed(config.seed, "ceiling-test"), fixed=True))
     truth = _per_sample(test, test.parts["test"], config.views)
@@ -262,34 +268,40 @@ def save_ceiling(path: Path | str, ceiling: Ceiling, base: GQNCheckpoint | None,
 RECORD_FILE, CURVE_FILE, CARD_FILE = "ceiling.json", "ceiling_curve.png", "CEILING.md"
 """The files of ``--out``: the record, the curve, and a draft card (``CEILING.md``, as it ships
 beside a family's pretrained GQN and its ``MODEL_CARD.md``)."""
+RESUME_FILE = "ceiling-state.pt"
+"""In ``--out`` while a ceiling trains: its state after the last epoch, to resume from."""
 
 
 def make_ceiling_checkpoint(data: Path | str, out: Path | str, save: Path | str,
                             base: GQNCheckpoint | None, architecture: GQNConfig,
-                            config: CeilingConfig = CeilingConfig(), command: str = "",
-                            progress: bool = True) -> Ceiling:
+                            config: CeilingConfig = CeilingConfig(), command: str = ""
+                            ) -> Ceiling:
     """``gqn-rl ceiling --save-checkpoint``: train a ceiling of ``architecture`` (``base``'s
     when given) on ``data``, write it to ``save`` and its record, curve and a draft model
-    card to ``out``."""
+    card to ``out``, a line for each epoch to stdout. Started again after an interruption,
+    it goes on from its last epoch (:data:`RESUME_FILE`)."""
     out = check_output(Path(out))
     save = check_output(Path(save), "--save-checkpoint", "file")
     family = None if base is None else base.family
 
     def report(epoch: int, loss: float) -> None:
-        if progress:
-            print(f"epoch {epoch}: validation loss {loss:.4f} "
-                  f"({time.strftime('%H:%M:%S')})", flush=True)
+        print(f"epoch {epoch}: validation loss {loss:.4f} ({time.strftime('%H:%M:%S')})",
+              flush=True)
 
-    ceiling = train_ceiling(data, architecture, config, family, on_epoch=report)
+    out.mkdir(parents=True, exist_ok=True)
+    resume = out / RESUME_FILE
+    if resume.exists():
+        print(f"resuming from {resume}", flush=True)
+    ceiling = train_ceiling(data, architecture, config, family, on_epoch=report, resume=resume)
     ceiling.record.update(  # the base by name and digest: a checkpoint names no machine
         command=command, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         base=None if base is None else {"file": base.path.name, "sha256": base.sha256})
     save_ceiling(save, ceiling, base, architecture, config.seed)
-    out.mkdir(parents=True, exist_ok=True)
     write_json(out / RECORD_FILE, ceiling.record)
     _plot_curve(ceiling.record["curve"], out / CURVE_FILE)
     card = model_card(ceiling.record, save, architecture)
     atomic_write(out / CARD_FILE, lambda f: f.write(card.encode()))
+    resume.unlink()
     return ceiling
 
 

@@ -134,8 +134,7 @@ def _ceiling_checkpoint(args: argparse.Namespace) -> int:
     config = with_given(CeilingConfig(), views=args.views, scenes=args.scenes, seed=args.seed,
                         patience=args.patience, epochs=args.epochs, precision=args.precision)
     ceiling = make_ceiling_checkpoint(args.data, args.out, args.save_checkpoint, base,
-                                      architecture, config, command=args.command_line,
-                                      progress=not args.no_progress)
+                                      architecture, config, command=args.command_line)
     for target, r2 in ceiling.record["r2"].items():
         print(f"{target:<18} R² {r2:.3f}")
     print(f"wrote {args.save_checkpoint} after {ceiling.record['epochs']} epochs; record and "

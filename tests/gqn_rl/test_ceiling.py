@@ -70,7 +70,9 @@ def test_cli_ceiling_save_checkpoint_writes_checkpoint_record_and_card(
     assert open_checkpoint(save).config == TINY_MODEL
     assert record["base"] == {"file": "base.pt", "sha256": open_checkpoint(base).sha256}
     assert "| wall_colour |" in (out / "CEILING.md").read_text()
-    assert (out / "ceiling_curve.png").is_file() and "wall_colour" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert (out / "ceiling_curve.png").is_file() and "wall_colour" in printed
+    assert "epoch 1: validation loss" in printed and not (out / "ceiling-state.pt").exists()
 
 
 def test_a_ceiling_saved_beside_its_base_holds_its_representation_only(tmp_path: Path) -> None:
@@ -113,6 +115,42 @@ def test_early_stopping_drops_the_learning_rate_on_a_plateau_before_it_stops() -
 
     plain, dropped = fit(0), fit(2)
     assert len(dropped) > len(plain) and min(dropped) < min(plain)
+
+
+def test_an_interrupted_fit_resumes_where_it_stopped(tmp_path: Path) -> None:
+    """Killed after its third epoch and started again, the fit goes on from that epoch and
+    ends as an uninterrupted one does; other settings are refused by name."""
+    from gqn_rl.probe.fitting import train_early_stopped
+
+    rng = np.random.default_rng(0)
+    x = torch.as_tensor(rng.normal(size=(200, 4)), dtype=torch.float32)
+    y = x[:, :1] + 0.3 * torch.as_tensor(rng.normal(size=(200, 1)), dtype=torch.float32)
+
+    def fit(resume: Path | None, on_epoch=None, lr: float = 0.3) -> tuple[list[float], dict]:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 1)
+        curve = train_early_stopped(model, x[:150], y[:150], x[150:], y[150:], epochs=40,
+                                    patience=2, batch_size=8, lr=lr, seed=0,
+                                    loss_fn=torch.nn.functional.mse_loss, lr_drops=2,
+                                    on_epoch=on_epoch, resume=resume, settings={"lr": lr})
+        return curve, model.state_dict()
+
+    whole, weights = fit(None)
+
+    def stop_at_3(epoch: int, loss: float) -> None:
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    state = tmp_path / "state.pt"
+    with pytest.raises(KeyboardInterrupt):
+        fit(state, stop_at_3)
+    seen = []
+    resumed, resumed_weights = fit(state, lambda e, loss: seen.append(e))
+    assert seen[0] == 3  # the interrupted epoch runs again; the two before it do not
+    assert resumed == whole
+    torch.testing.assert_close(resumed_weights, weights)
+    with pytest.raises(ValueError, match=r"state.pt: .*lr 0.3 -> 0.1"):
+        fit(state, lr=0.1)
 
 
 def test_a_saved_ceiling_holds_no_subnormal_weights(tmp_path: Path) -> None:
