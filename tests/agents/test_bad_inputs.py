@@ -33,9 +33,9 @@ def tiny_checkpoint(path: Path, scene: str | None) -> Path:
 # -- 8: every checkpoint records its scene family, and every reader checks it -----------------
 
 
-WITH_A_PATH = ("arm", "arm_near")
-"""Shipped checkpoints that still record their data's path: the ArmReach grids' results name
-their SHA-256, which a re-export would change."""
+WITH_A_PATH = ("arm_near",)
+"""Shipped checkpoints that still record their data's path: the downstream ceilings beside it
+name its SHA-256, which a re-export would change (it goes with its next version)."""
 
 
 @pytest.mark.parametrize("family", sorted(p.parent.name for p in SHIPPED.glob("*/checkpoint.pt")))
