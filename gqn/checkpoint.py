@@ -11,6 +11,7 @@ The schedules are pure functions of ``step`` and ``train_config``, so they need 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import pickle
 from pathlib import Path
@@ -30,8 +31,9 @@ CHECKPOINT_FORMAT = "gqn-rl-checkpoint-v1"
 def save_checkpoint(path: Path, model: GQN, optimizer: torch.optim.Optimizer, step: int,
                     train_config: TrainConfig, rng: dict[str, Any],
                     metrics: dict[str, float] | None = None,
-                    data: dict[str, Any] | None = None) -> None:
-    """Write a checkpoint atomically (a crash mid-write keeps the previous file)."""
+                    data: dict[str, Any] | None = None, **records: Any) -> None:
+    """Write a checkpoint atomically (a crash mid-write keeps the previous file);
+    ``records``: further entries of the file (e.g. ``objective``, ``start``)."""
     state = {
         "format": CHECKPOINT_FORMAT,
         "package_version": gqn.__version__,
@@ -43,6 +45,7 @@ def save_checkpoint(path: Path, model: GQN, optimizer: torch.optim.Optimizer, st
         "rng": rng,
         "metrics": metrics or {},
         "data": data or {},
+        **records,
     }
     _write(path, state)
 
@@ -115,6 +118,27 @@ def load_checkpoint(path: Path, model_config: GQNConfig | None = None,
                              f"{'; '.join(config_diff(state[name], expected))} "
                              "(checkpoint != requested)")
     return state
+
+
+def continue_from(path: Path, model: GQN, optimizer: torch.optim.Optimizer
+                  ) -> tuple[int, dict[str, Any]]:
+    """Load checkpoint ``path`` into a new run's ``model`` and ``optimizer``: every weight
+    whose shape matches (the others keep their fresh initialisation, e.g. after a smaller
+    ``z_dim``), and the optimiser's state when every weight did. Returns its step and the
+    record of the start (file, SHA-256, step, the weights initialised afresh)."""
+    path = check_checkpoint_path(path)
+    content = path.read_bytes()
+    state = load_checkpoint(path, content=content)
+    own = model.state_dict()
+    fresh = sorted(k for k in own if k not in state["model"]
+                   or state["model"][k].shape != own[k].shape)
+    model.load_state_dict({**own, **{k: v for k, v in state["model"].items()
+                                     if k in own and k not in fresh}})
+    if not fresh and state["optimizer"] is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    return state["step"], {"file": path.name, "sha256": hashlib.sha256(content).hexdigest(),
+                           "step": state["step"], "fresh_weights": fresh,
+                           "fresh_optimizer": bool(fresh) or state["optimizer"] is None}
 
 
 def export_weights(src: Path, dst: Path, scene: str | None = None) -> None:

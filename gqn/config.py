@@ -120,6 +120,14 @@ class TrainConfig:
     kl_weight: float = 1.0
     """Weight of the KL term in the training loss (1: the ELBO). Above 1, the latents cost
     more than ``r`` (which costs nothing), so what the context can tell goes into ``r``."""
+    prior_weight: float = 0.0
+    """Weight of a second likelihood term whose latents come from the prior, not the
+    posterior (the hybrid objective of Sohn et al. 2015): what the generator renders without
+    seeing the query must come from ``r``. It costs a second generator pass a step."""
+    geco_target: float | None = None
+    """GECO (Rezende and Viola 2018): the per-pixel squared error the reconstruction is held
+    to. The pixel precision 1/sigma² becomes a Lagrange multiplier, raised while the error is
+    above the target and lowered below it, in place of the sigma schedule."""
     seed: int = 0
     """Seed of weights, batches and latent samples."""
     log_every: int = 100
@@ -145,6 +153,11 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.object_weight must be > 0, got {self.object_weight}")
         if not self.kl_weight > 0:
             raise ValueError(f"TrainConfig.kl_weight must be > 0, got {self.kl_weight}")
+        if not self.prior_weight >= 0:
+            raise ValueError(f"TrainConfig.prior_weight must be >= 0, got {self.prior_weight}")
+        if self.geco_target is not None and not 0 < self.geco_target < 1:
+            raise ValueError(f"TrainConfig.geco_target (a per-pixel squared error of images in "
+                             f"[0, 1]) must be in (0, 1), got {self.geco_target}")
         for name in ("lr_anneal_fraction", "sigma_anneal_fraction"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"TrainConfig.{name} must be in (0, 1], got {getattr(self, name)}")

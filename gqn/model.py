@@ -33,6 +33,8 @@ class GQNOutput:
     """``[B]`` negative ELBO in bits per dimension of the 8-bit image."""
     mean: torch.Tensor
     """``[B, 3, H, W]`` predicted image (observation mean), in [0, 1]."""
+    prior_mean: torch.Tensor | None = None
+    """``[B, 3, H, W]`` the image rendered with latents from the prior (``prior_pass``)."""
 
 
 @dataclass
@@ -115,13 +117,16 @@ class GQN(nn.Module):
     # -- public interface -------------------------------------------------------------------
 
     def forward(self, context_x: torch.Tensor, context_v: torch.Tensor, query_x: torch.Tensor,
-                query_v: torch.Tensor, sigma: float | torch.Tensor = 2.0) -> GQNOutput:
+                query_v: torch.Tensor, sigma: float | torch.Tensor = 2.0,
+                prior_pass: bool = False) -> GQNOutput:
         """Negative ELBO of the query view given the context, sampling from the posterior.
 
         Args:
             context_x: ``[B, K, 3, H, W]``; context_v: ``[B, K, 7]``.
             query_x: ``[B, 3, H, W]``; query_v: ``[B, 7]``.
             sigma: pixel standard deviation of the observation model.
+            prior_pass: also render the query with latents from the prior
+                (``GQNOutput.prior_mean``, with gradients).
         """
         if not bool((torch.as_tensor(sigma) > 0).all()):
             raise ValueError(f"sigma (the pixel standard deviation) must be > 0, got {sigma}")
@@ -135,7 +140,8 @@ class GQN(nn.Module):
         dims = query_x[0].numel()
         return GQNOutput(loss=(nll + kl).mean(), nll=nll, kl=kl, kl_per_step=rollout.kl,
                          mse=(query_x - mean).pow(2).flatten(1).mean(1),
-                         bits_per_dim=bits_per_dim(nll + kl, dims), mean=mean)
+                         bits_per_dim=bits_per_dim(nll + kl, dims), mean=mean,
+                         prior_mean=self._rollout(r, query_v).mean if prior_pass else None)
 
     def represent(self, context_x: torch.Tensor, context_v: torch.Tensor) -> torch.Tensor:
         """Scene representation: the sum of per-view representations.

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import shutil
 import sys
 import time
@@ -28,7 +27,13 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from gqn.checkpoint import check_same_data, dataset_record, load_checkpoint, save_checkpoint
+from gqn.checkpoint import (
+    check_same_data,
+    continue_from,
+    dataset_record,
+    load_checkpoint,
+    save_checkpoint,
+)
 from gqn.config import (
     BOOKKEEPING,
     PRESETS,
@@ -37,9 +42,10 @@ from gqn.config import (
     config_diff,
 )
 from gqn.data import Batch, SceneDataset
+from gqn.distributed import Process, gather, mean_over_processes, start_process
 from gqn.fileio import atomic_write, check_output
-from gqn.losses import gaussian_nll
 from gqn.model import GQN, GQNOutput
+from gqn.objectives import Geco, training_loss
 from gqn.precision import autocast, resolved_precision
 from gqn.schedules import learning_rate, pixel_sigma
 from gqn.seeding import derive_rng, derive_seed
@@ -67,40 +73,7 @@ class PretrainResult:
     """This process's rank (0 alone writes files and should print)."""
 
 
-@dataclass
-class _Process:
-    """Where this process stands in a (possibly distributed) run."""
-
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def _start_process(device: str | None) -> _Process:
-    """Join the process group when launched by torchrun; pick the device."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: CUDA requested but " + (
-            "this torch build has no CUDA" if torch.version.cuda is None
-            else "no CUDA device is visible (CUDA_VISIBLE_DEVICES, the driver)"))
-    cuda = torch.cuda.is_available() and device in (None, "cuda")
-    if world_size > 1:
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if cuda else "gloo")
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        rank = dist.get_rank()
-        if cuda:
-            torch.cuda.set_device(local_rank)
-            return _Process(rank, world_size, torch.device("cuda", local_rank))
-        return _Process(rank, world_size, torch.device("cpu"))
-    return _Process(device=torch.device(device or ("cuda" if cuda else "cpu")))
-
-
-def _autocast(process: _Process, config: TrainConfig) -> tuple[Any, torch.amp.GradScaler | None]:
+def _autocast(process: Process, config: TrainConfig) -> tuple[Any, torch.amp.GradScaler | None]:
     """The pretraining step's precision, ``config.precision`` on this process's device, and
     a gradient scaler for fp16 (None otherwise). Refuses early, naming what the device lacks."""
     precision = resolved_precision(process.device, config.precision)
@@ -120,15 +93,6 @@ def _check_room_for_checkpoints(out: Path, model: GQN) -> None:
         raise OSError(errno.ENOSPC, f"no space left for checkpoints under {out}: "
                                     f"{free / 1e6:.1f} MB free, two need "
                                     f"{need / 1e6:.1f} MB")
-
-
-def _gather(value: Any, process: _Process) -> list[Any]:
-    """The value of every process (a one-element list when not distributed)."""
-    if process.world_size == 1:
-        return [value]
-    values: list[Any] = [None] * process.world_size
-    dist.all_gather_object(values, value)
-    return values
 
 
 def _image_grid(rows: list[torch.Tensor]) -> torch.Tensor:
@@ -166,20 +130,6 @@ def evaluate(model: GQN, dataset: SceneDataset, config: TrainConfig, sigma: floa
     return totals, grid
 
 
-def training_loss(output: GQNOutput, batch: Batch, sigma: float,
-                  config: TrainConfig) -> torch.Tensor:
-    """What the optimiser minimises: the negative ELBO (``output.loss``), or with
-    ``config.object_weight`` the objects' pixels weighted in the likelihood and with
-    ``config.kl_weight`` the KL weighted. The logged figures stay the ELBO's."""
-    if config.object_weight == 1 and config.kl_weight == 1:
-        return output.loss
-    nll = output.nll
-    if config.object_weight != 1:
-        weight = 1 + (config.object_weight - 1) * batch.query_mask[:, None].float()
-        nll = gaussian_nll(batch.query_x.float() / 255, output.mean, sigma, weight)
-    return (nll + config.kl_weight * output.kl).mean()
-
-
 def _write_metrics(path: Path, lines: list[dict[str, float]]) -> None:
     text = "".join(json.dumps(line) + "\n" for line in lines)
     atomic_write(path, lambda f: f.write(text.encode()))
@@ -202,13 +152,17 @@ def _read_metrics(path: Path, up_to_step: int) -> list[dict[str, float]]:
     return [line for line in lines if line["step"] <= up_to_step]
 
 
-def starting_configs(out: Path | str, preset: str | None = None,
-                     resume: bool = False) -> tuple[GQNConfig, TrainConfig]:
-    """The configs a pretraining run into ``out`` starts from: when resuming without a named
-    preset, the run's own (from its checkpoint); else ``preset``'s (default ``cpu-small``)."""
+def starting_configs(out: Path | str, preset: str | None = None, resume: bool = False,
+                     start_from: Path | str | None = None) -> tuple[GQNConfig, TrainConfig]:
+    """The configs a pretraining run into ``out`` starts from: without a named preset, when
+    resuming the run's own (from its checkpoint), when continuing another's
+    (``start_from``) that one's; else ``preset``'s (default ``cpu-small``)."""
     checkpoint = Path(out) / CHECKPOINT_NAME
     if preset is None and resume and checkpoint.is_file():
         state = load_checkpoint(checkpoint)
+        return state["model_config"], state["train_config"]
+    if preset is None and start_from is not None:
+        state = load_checkpoint(Path(start_from))
         return state["model_config"], state["train_config"]
     chosen = PRESETS[preset or "cpu-small"]
     return chosen.model, chosen.train
@@ -217,7 +171,8 @@ def starting_configs(out: Path | str, preset: str | None = None,
 def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
              train_config: TrainConfig, *, resume: bool = False, until: int | None = None,
              device: str | None = None, progress: bool = True,
-             probe: Callable[[GQN], dict[str, float]] | None = None) -> PretrainResult:
+             probe: Callable[[GQN], dict[str, float]] | None = None,
+             start_from: Path | str | None = None) -> PretrainResult:
     """Train a GQN on a dataset directory, writing checkpoints and logs under ``out``.
 
     Args:
@@ -235,13 +190,17 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
             the figures it returns are logged under ``probe/`` (TensorBoard and
             ``metrics.jsonl``). It must leave the global random streams as it found them,
             so that a resumed run stays exact (e.g. :class:`gqn_rl.probe.QuickProbe`).
+        start_from: a new run that continues another's checkpoint (its weights, optimiser
+            state and step; :func:`gqn.checkpoint.continue_from`) with this run's configs,
+            e.g. to measure an objective lever against a plain continuation. Ignored when
+            resuming this run.
     """
     data, out = Path(data), Path(out)
     stop = train_config.steps if until is None else until
     if not 0 < stop <= train_config.steps:
         raise ValueError(f"until must be in 1..steps={train_config.steps}, got {until}")
     check_output(out, "--out")
-    process = _start_process(device)
+    process = start_process(device)
     autocast, scaler = _autocast(process, train_config)  # refuses bf16 where it is emulated
     if train_config.batch_size % process.world_size:
         raise ValueError(f"TrainConfig.batch_size={train_config.batch_size} must be divisible "
@@ -270,7 +229,7 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
         _check_room_for_checkpoints(out, model)
     batch_rng = derive_rng(train_config.seed, "batches", process.rank)
     torch.manual_seed(derive_seed(train_config.seed, "latents", process.rank))
-    step = 0
+    step, start = 0, None
     if resume:
         state = load_checkpoint(checkpoint_path, model_config)
         check_same_data(state.get("data") or {}, dataset_record(train_set, test_set), data,
@@ -295,6 +254,13 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
         torch.set_rng_state(state["rng"]["torch"][process.rank])
         if process.device.type == "cuda" and state["rng"].get("cuda"):
             torch.cuda.set_rng_state(state["rng"]["cuda"][process.rank], process.device)
+        start = state.get("start")
+    elif start_from is not None:
+        step, start = continue_from(Path(start_from), model, optimizer)
+    geco = (None if train_config.geco_target is None
+            else Geco(train_config.geco_target, pixel_sigma(step, train_config)))
+    if geco is not None and resume and state.get("objective"):
+        geco.load_state_dict(state["objective"])
     if step >= stop:
         return PretrainResult(step, [], checkpoint_path, process.rank)
 
@@ -310,13 +276,14 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
     data_record = dataset_record(train_set, test_set)
 
     def checkpoint(metrics: dict[str, float]) -> None:
-        rng = {"batches": _gather(batch_rng.bit_generator.state, process),
-               "torch": _gather(torch.get_rng_state(), process),
-               "cuda": (_gather(torch.cuda.get_rng_state(process.device), process)
+        rng = {"batches": gather(batch_rng.bit_generator.state, process),
+               "torch": gather(torch.get_rng_state(), process),
+               "cuda": (gather(torch.cuda.get_rng_state(process.device), process)
                         if process.device.type == "cuda" else None)}
         if process.is_main:
             save_checkpoint(checkpoint_path, model, optimizer, step, train_config, rng,
-                            metrics, data_record)
+                            metrics, data_record, start=start,
+                            objective=None if geco is None else geco.state_dict())
             _write_metrics(out / METRICS_NAME, metrics_lines)
 
     history: list[dict[str, float]] = []
@@ -325,14 +292,16 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
     window_start, window_scenes = time.perf_counter(), 0
     model.train()
     while step < stop:
-        lr, sigma = learning_rate(step, train_config), pixel_sigma(step, train_config)
+        lr = learning_rate(step, train_config)
+        sigma = pixel_sigma(step, train_config) if geco is None else geco.sigma
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch: Batch = train_set.sample_batch(
             local_batch, batch_rng, train_config.max_context).to(process.device)
         with autocast():
             output: GQNOutput = trained(batch.context_x, batch.context_v, batch.query_x,
-                                        batch.query_v, sigma)
+                                        batch.query_v, sigma,
+                                        prior_pass=train_config.prior_weight > 0)
         loss = training_loss(output, batch, sigma, train_config)
         finite = torch.isfinite(loss.detach()).float()
         if process.world_size > 1:
@@ -357,6 +326,8 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
                    **{name: getattr(output, name).detach().float().mean().item()
                       for name in SCALARS}}
         history.append(scalars)
+        if geco is not None:  # every process hears the same error, so keeps the same sigma
+            geco.update(float(mean_over_processes(output.mse.detach().float().mean(), process)))
         bar.update(1)
         bar.set_postfix(loss=f"{scalars['loss']:.1f}", kl=f"{scalars['kl']:.1f}")
         if not process.is_main:

@@ -17,13 +17,17 @@ from gqn.config import PRECISIONS, REPRESENTATIONS
 def _pretrain(args: argparse.Namespace) -> int:
     from gqn.train import pretrain, starting_configs
 
-    model_config, train_config = starting_configs(args.out, args.preset, args.resume)
-    model_config = with_given(model_config, representation=args.representation)
+    model_config, train_config = starting_configs(args.out, args.preset, args.resume,
+                                                  args.start_from)
+    model_config = with_given(model_config, representation=args.representation,
+                              z_dim=args.z_dim)
     train_config = with_given(train_config, steps=args.steps, batch_size=args.batch_size,
                                seed=args.seed, max_context=args.max_context,
                                checkpoint_every=args.checkpoint_every,
                                precision=args.precision, kl_weight=args.kl_weight,
-                               sigma_end=args.sigma_end, object_weight=args.object_weight)
+                               sigma_start=args.sigma_start, sigma_end=args.sigma_end,
+                               object_weight=args.object_weight,
+                               prior_weight=args.prior_weight, geco_target=args.geco_target)
     probe = None
     if not args.no_probe:
         from gqn.data import SceneDataset
@@ -37,7 +41,7 @@ def _pretrain(args: argparse.Namespace) -> int:
                 print(f"no quick probes while pretraining: {error}", file=sys.stderr)
     result = pretrain(args.data, args.out, model_config, train_config, resume=args.resume,
                       until=args.until, device=args.device, progress=not args.no_progress,
-                      probe=probe)
+                      probe=probe, start_from=args.start_from)
     if result.rank != 0:
         return 0
     last = result.history[-1] if result.history else {}
@@ -269,8 +273,24 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--object-weight", type=float,
                    help="weight of the objects' pixels in the likelihood (default 1; needs "
                         "gqn-rl data masks DATA)")
+    p.add_argument("--sigma-start", type=positive_float,
+                   help="pixel standard deviation at step 0 (default: the preset's); equal "
+                        "to --sigma-end holds it from the start")
     p.add_argument("--sigma-end", type=float,
                    help="final pixel standard deviation (default: the preset's)")
+    p.add_argument("--from", type=Path, dest="start_from", metavar="CHECKPOINT",
+                   help="a new run that continues CHECKPOINT (weights, optimiser state, step; "
+                        "its configs unless a preset or flags say otherwise): an objective "
+                        "lever against a plain continuation; later pieces --resume")
+    p.add_argument("--prior-weight", type=float,
+                   help="weight of a second likelihood term with latents from the prior, so "
+                        "that what is rendered must come from r (default 0)")
+    p.add_argument("--geco-target", type=positive_float,
+                   help="GECO: hold the per-pixel squared error to this target, the pixel "
+                        "precision as its Lagrange multiplier (replaces the sigma schedule)")
+    p.add_argument("--z-dim", type=positive_int,
+                   help="latent channels (default: the preset's); with --from, the weights "
+                        "whose shape changes start afresh")
     p.add_argument("--precision", choices=PRECISIONS,
                    help="forward-pass arithmetic (default: the preset's, fp32, on every "
                         "device); bf16 needs a CPU with AVX512-BF16 or AMX, or a GPU; fp16 a "

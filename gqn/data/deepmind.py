@@ -264,8 +264,9 @@ def import_deepmind(
     Image size and views are read from the data; every record must agree (ValueError naming
     the file and record). ``meta`` is ``{"source": "deepmind-gqn-datasets", "dataset": <name
     of src>, "scene": "deepmind/<name of src>"}``: a GQN pretrained on it records that scene
-    family, which no environment of this project shows. Shards already registered in ``out`` are kept, so a killed import run again
-    writes the missing shards only; a shard is registered only once its files are complete.
+    family, which no environment of this project shows. Shards already registered in ``out``
+    are kept, so a killed import run again writes the missing shards only; a shard is
+    registered only once its files are complete.
     """
     src, out = Path(src), Path(out)
     check_int(workers, "workers", at_least=1)

@@ -26,8 +26,8 @@ Modules: :mod:`~gqn_rl.probe.scenes` (config, scenes, targets), :mod:`~gqn_rl.pr
 :mod:`~gqn_rl.probe.fitting` (early-stopped training), :mod:`~gqn_rl.probe.measures` (the
 measurements and :func:`probe`), :mod:`~gqn_rl.probe.quick` (:class:`QuickProbe`, for
 pretraining), :mod:`~gqn_rl.probe.report` (the files) and :mod:`~gqn_rl.probe.curve`
-(``gqn-rl curve``: every snapshot of a run probed, R² against steps, fitted); the objects' masks come from
-:mod:`gqn_rl.foreground`.
+(``gqn-rl curve``: every snapshot of a run probed, R² against steps, fitted); the objects'
+masks come from :mod:`gqn_rl.foreground`.
 """
 
 from gqn_rl.probe.measures import architecture_ceilings, probe

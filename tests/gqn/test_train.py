@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import gqn.config
+import gqn.distributed
 import gqn.model
 import gqn.precision
 import gqn.train
@@ -19,10 +20,12 @@ from agents.cli import main
 from gqn import GQNConfig, TrainConfig
 from gqn.checkpoint import DATA_FIELDS, load_checkpoint, load_model
 from gqn.data import SceneDataset
+from gqn.losses import gaussian_nll
 from gqn.model import GQN
+from gqn.objectives import training_loss
 from gqn.precision import autocast, missing_bf16_support
 from gqn.schedules import learning_rate, pixel_sigma
-from gqn.train import NonFiniteLossError, pretrain, training_loss
+from gqn.train import NonFiniteLossError, pretrain
 from tests.gqn.conftest import write_synthetic_dataset
 
 MODEL = GQNConfig(image_size=16, representation="pool", r_dim=16, h_dim=8, z_dim=4, L=2,
@@ -124,6 +127,14 @@ def test_cli_pretrain_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) 
                  "--no-progress"]) == 0
     assert "step 4: checkpoint" in capsys.readouterr().out
     assert load_checkpoint(run / "checkpoint.pt")["step"] == 4
+    lever = tmp_path / "lever"  # a continuation of the run's step 4 with its configs, levers on
+    assert main(["pretrain", "--data", str(data), "--out", str(lever), "--from",
+                 str(run / "checkpoint.pt"), "--steps", "8", "--until", "5", "--prior-weight",
+                 "0.5", "--geco-target", "0.02", "--sigma-start", "0.7", "--no-progress"]) == 0
+    state = load_checkpoint(lever / "checkpoint.pt")
+    assert state["step"] == 5 and state["start"]["step"] == 4
+    assert (state["train_config"].prior_weight, state["train_config"].geco_target,
+            state["train_config"].batch_size) == (0.5, 0.02, 2)
 
 
 @pytest.mark.slow
@@ -220,7 +231,7 @@ def test_precision_is_one_knob_and_fp32_means_fp32_everywhere(monkeypatch: pytes
     assert "amp" not in {f.name for f in dataclasses.fields(TrainConfig)}
     assert gqn.config.PRECISIONS == ("fp32", "bf16", "fp16", "auto")
     monkeypatch.setattr(gqn.precision, "missing_bf16_support", lambda device="cpu": None)
-    process = gqn.train._Process(device=torch.device("cuda", 0))
+    process = gqn.distributed.Process(device=torch.device("cuda", 0))
     context, scaler = gqn.train._autocast(process, TRAIN)  # fp32 on a GPU
     assert scaler is None and isinstance(context(), type(contextlib.nullcontext()))
     assert gqn.precision.resolved_precision("cuda", "auto") == "bf16"
@@ -290,3 +301,71 @@ def test_pretrain_refuses_a_disk_without_room_for_its_checkpoints(
     with pytest.raises(OSError, match=r"no space left for checkpoints under .*run"):
         pretrain(dataset, tmp_path / "run", MODEL, TRAIN, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+# -- objective levers and continuations ----------------------------------------------------
+
+
+def test_the_prior_pass_adds_the_likelihood_of_a_rendering_from_the_prior(dataset: Path) -> None:
+    batch = SceneDataset(dataset, "train").sample_batch(4, np.random.default_rng(3))
+    model = GQN(MODEL)
+    out = model(batch.context_x, batch.context_v, batch.query_x, batch.query_v, 0.5,
+                prior_pass=True)
+    assert out.prior_mean.shape == out.mean.shape and out.prior_mean.requires_grad
+    config = dataclasses.replace(TRAIN, prior_weight=0.5)
+    prior_nll = gaussian_nll(batch.query_x.float() / 255, out.prior_mean, 0.5)
+    torch.testing.assert_close(training_loss(out, batch, 0.5, config),
+                               (out.nll + out.kl + 0.5 * prior_nll).mean())
+    training_loss(out, batch, 0.5, config).backward()  # r learns from the prior's rendering
+    assert model.representation.parameters().__next__().grad is not None
+    plain = model(batch.context_x, batch.context_v, batch.query_x, batch.query_v, 0.5)
+    with pytest.raises(ValueError, match="prior_pass"):
+        training_loss(plain, batch, 0.5, config)
+
+
+def test_geco_raises_the_pixel_precision_while_the_error_is_above_its_target() -> None:
+    from gqn.objectives import Geco
+
+    geco = Geco(target=0.01, sigma=0.5)
+    assert geco.sigma == pytest.approx(0.5)
+    for _ in range(50):
+        geco.update(0.02)
+    assert geco.sigma < 0.5
+    low = geco.sigma
+    for _ in range(500):
+        geco.update(0.005)
+    assert geco.sigma > low
+    with pytest.raises(ValueError, match="GECO state for target 0.01"):
+        Geco(target=0.02, sigma=0.5).load_state_dict(geco.state_dict())
+
+
+def test_a_geco_run_with_the_prior_pass_resumes_exactly(dataset: Path, tmp_path: Path) -> None:
+    config = dataclasses.replace(TRAIN, geco_target=0.05, prior_weight=1.0)
+    whole = pretrain(dataset, tmp_path / "whole", MODEL, config, progress=False)
+    pretrain(dataset, tmp_path / "split", MODEL, config, until=3, progress=False)
+    rest = pretrain(dataset, tmp_path / "split", MODEL, config, resume=True, progress=False)
+    assert [h["sigma"] for h in whole.history][3:] == [h["sigma"] for h in rest.history]
+    assert len({h["sigma"] for h in whole.history}) > 1  # GECO moves sigma
+    assert load_checkpoint(rest.checkpoint)["objective"]["target"] == 0.05
+
+
+def test_a_continuation_starts_from_another_run_s_weights_and_step(dataset: Path,
+                                                                   tmp_path: Path) -> None:
+    base = pretrain(dataset, tmp_path / "base", MODEL, TRAIN, until=3, progress=False)
+    plain = pretrain(dataset, tmp_path / "plain", MODEL, TRAIN, until=5, progress=False,
+                     start_from=base.checkpoint)
+    assert plain.step == 5 and [h["step"] for h in plain.history] == [4, 5]
+    start = load_checkpoint(plain.checkpoint)["start"]
+    assert start["step"] == 3 and start["file"] == "checkpoint.pt"
+    assert start["fresh_weights"] == [] and not start["fresh_optimizer"]
+    smaller = GQNConfig(**{**MODEL.__dict__, "z_dim": 2})
+    lever = pretrain(dataset, tmp_path / "z2", smaller, TRAIN, until=4, progress=False,
+                     start_from=base.checkpoint)
+    start = load_checkpoint(lever.checkpoint)["start"]
+    assert start["fresh_weights"] and all("density" in k or "core" in k
+                                          for k in start["fresh_weights"])
+    assert start["fresh_optimizer"]
+    shared = load_checkpoint(base.checkpoint)["model"]
+    kept = load_model(tmp_path / "z2" / "checkpoint.pt").state_dict()
+    assert not any(k.startswith("representation") for k in start["fresh_weights"])
+    assert set(kept) == set(shared)
