@@ -155,38 +155,46 @@ def run_on_ray(cells: Sequence[Any], work: Work, root: Path, address: str | None
         raise ValueError("--executor ray needs Ray: pip install -e '.[cluster]'") from None
     started_here = not ray.is_initialized()
     watcher = reaper.start() if started_here and address is None else None
-    if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
     try:
-        _check_shared(ray, str(Path(root).resolve()))
-        task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(_on_ray_worker)
-        waiting, pending = list(cells), {}
-
-        def submit() -> None:  # keep at most ``workers`` cells in flight
-            while waiting and (workers is None or len(pending) < workers):
-                cell = waiting.pop(0)
-                pending[task.remote(work, cell)] = cell
-
-        submit()
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            cell = pending.pop(ready[0])
-            submit()
-            try:
-                ray.get(ready[0])
-            except Exception as error:  # noqa: BLE001 - a task's failure, reported by done
-                cause = getattr(error, "cause", None)
-                done(cell, cause if isinstance(cause, CellFailed) else CellFailed(
-                    f"{cell}: {type(error).__name__}: {' '.join(str(error).split())[:500]}"))
-            else:
-                done(cell, None)
-    finally:
         if started_here:
-            ray.shutdown()
-        if watcher is not None:
-            watcher.terminate()
-            watcher.wait()
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+        _run_tasks(ray, cells, work, root, done, workers)
+    finally:
+        try:
+            if started_here:
+                ray.shutdown()
+        finally:
+            if watcher is not None:
+                watcher.terminate()
+                watcher.wait()
+
+
+def _run_tasks(ray: Any, cells: Sequence[Any], work: Work, root: Path, done: Done,
+               workers: int | None) -> None:
+    """:func:`run_on_ray`'s loop on a connected Ray."""
+    _check_shared(ray, str(Path(root).resolve()))
+    task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(_on_ray_worker)
+    waiting, pending = list(cells), {}
+
+    def submit() -> None:  # keep at most ``workers`` cells in flight
+        while waiting and (workers is None or len(pending) < workers):
+            cell = waiting.pop(0)
+            pending[task.remote(work, cell)] = cell
+
+    submit()
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        cell = pending.pop(ready[0])
+        submit()
+        try:
+            ray.get(ready[0])
+        except Exception as error:  # noqa: BLE001 - a task's failure, reported by done
+            cause = getattr(error, "cause", None)
+            done(cell, cause if isinstance(cause, CellFailed) else CellFailed(
+                f"{cell}: {type(error).__name__}: {' '.join(str(error).split())[:500]}"))
+        else:
+            done(cell, None)
 
 
 def _check_shared(ray: Any, root: str) -> None:

@@ -47,9 +47,10 @@ def descendants(pid: int) -> dict[int, str]:
 def watch(pid: int, interval: float = INTERVAL_S) -> None:
     """Remember ``pid``'s descendants while it lives; once it is gone, kill those still alive
     (not this watcher)."""
+    watched = _stat(pid)
     known: dict[int, str] = {}
-    while _stat(pid) is not None:
-        known.update(descendants(pid))
+    while watched is not None and (now := _stat(pid)) is not None and now[1] == watched[1]:
+        known.update(descendants(pid))  # (a later process given the same pid is not the grid)
         time.sleep(interval)
     known.pop(os.getpid(), None)
     for child, started in known.items():
