@@ -120,25 +120,32 @@ def load_checkpoint(path: Path, model_config: GQNConfig | None = None,
     return state
 
 
-def continue_from(path: Path, model: GQN, optimizer: torch.optim.Optimizer
-                  ) -> tuple[int, dict[str, Any]]:
+def continue_from(path: Path, model: GQN, optimizer: torch.optim.Optimizer,
+                  scene: str | None) -> tuple[int, dict[str, Any], dict[str, Any] | None]:
     """Load checkpoint ``path`` into a new run's ``model`` and ``optimizer``: every weight
     whose shape matches (the others keep their fresh initialisation, e.g. after a smaller
-    ``z_dim``), and the optimiser's state when every weight did. Returns its step and the
-    record of the start (file, SHA-256, step, the weights initialised afresh)."""
+    ``z_dim``), and the optimiser's state when the weights are the same set of the same
+    shapes. A checkpoint pretrained on another scene family than ``scene`` (the new run's
+    data) is refused. Returns its step, the record of the start (file, SHA-256, step, the
+    weights initialised afresh) and its objective's state (GECO's, or None)."""
     path = check_checkpoint_path(path)
     content = path.read_bytes()
     state = load_checkpoint(path, content=content)
+    trained_on = (state.get("data") or {}).get("scene")
+    if None not in (trained_on, scene) and trained_on != scene:
+        raise ValueError(f"--from {path} was pretrained on {trained_on} scenes; the data shows "
+                         f"{scene} scenes")
     own = model.state_dict()
     fresh = sorted(k for k in own if k not in state["model"]
                    or state["model"][k].shape != own[k].shape)
     model.load_state_dict({**own, **{k: v for k, v in state["model"].items()
                                      if k in own and k not in fresh}})
-    if not fresh and state["optimizer"] is not None:
+    fresh_optimizer = bool(fresh) or set(own) != set(state["model"]) or not state["optimizer"]
+    if not fresh_optimizer:
         optimizer.load_state_dict(state["optimizer"])
-    return state["step"], {"file": path.name, "sha256": hashlib.sha256(content).hexdigest(),
-                           "step": state["step"], "fresh_weights": fresh,
-                           "fresh_optimizer": bool(fresh) or state["optimizer"] is None}
+    record = {"file": path.name, "sha256": hashlib.sha256(content).hexdigest(),
+              "step": state["step"], "fresh_weights": fresh, "fresh_optimizer": fresh_optimizer}
+    return state["step"], record, state.get("objective")
 
 
 def export_weights(src: Path, dst: Path, scene: str | None = None) -> None:

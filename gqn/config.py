@@ -87,7 +87,7 @@ PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "auto")
 ``bf16`` autocast (refused where the device would emulate it); ``fp16`` autocast with a
 gradient scaler (GPU only); ``auto``: bf16 where the device computes it natively, else fp32."""
 
-BOOKKEEPING = ("log_every", "eval_every", "checkpoint_every")
+BOOKKEEPING = ("log_every", "eval_every", "checkpoint_every", "snapshot_at")
 """TrainConfig fields that change what a run writes, not how it trains."""
 
 
@@ -138,6 +138,9 @@ class TrainConfig:
     """Batches of the test split per evaluation."""
     checkpoint_every: int = 1000
     """Steps between checkpoints (one is also written at the end)."""
+    snapshot_at: tuple[int, ...] = ()
+    """Steps at which a copy of the checkpoint is kept as ``snapshots/step-N.pt`` (e.g.
+    log-spaced, for ``gqn-rl curve``)."""
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     """Arithmetic of the forward pass, the one precision knob (:data:`PRECISIONS`): ``fp32``
     is fp32 on every device, CPU or GPU."""
@@ -164,6 +167,10 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"TrainConfig.precision must be one of {PRECISIONS}, "
                              f"got {self.precision!r}")
+        object.__setattr__(self, "snapshot_at", tuple(sorted(set(self.snapshot_at))))
+        if any(step < 1 for step in self.snapshot_at):
+            raise ValueError(f"TrainConfig.snapshot_at steps must be >= 1, got "
+                             f"{self.snapshot_at}")
         if self.max_context is not None and self.max_context < 1:
             raise ValueError(f"TrainConfig.max_context must be >= 1, got {self.max_context}")
 

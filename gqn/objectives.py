@@ -20,6 +20,9 @@ GECO_SMOOTHING = 0.99
 GECO_RATE = 0.01
 """GECO's multiplier grows by ``exp(GECO_RATE * c)`` a step, ``c`` the smoothed relative
 excess of the error over its target (Rezende and Viola 2018's update)."""
+GECO_SIGMA_FLOOR = 0.05
+"""GECO's sigma stays above this fraction of ``TrainConfig.sigma_start``: a target below
+what the model can reach would otherwise shrink it until the loss overflows."""
 
 
 def training_loss(output: GQNOutput, batch: Batch, sigma: float,
@@ -45,13 +48,16 @@ def training_loss(output: GQNOutput, batch: Batch, sigma: float,
 
 class Geco:
     """GECO's Lagrange multiplier on the reconstruction error, as the pixel precision:
-    ``sigma = multiplier ** -0.5``. After each step :meth:`update` raises it while the error
-    is above ``target`` and lowers it below, through a moving average of the relative excess.
-    Its state goes into the checkpoint, so that a resumed run goes on exactly."""
+    ``sigma = multiplier ** -0.5``, kept within ``[GECO_SIGMA_FLOOR * largest, largest]``.
+    After each step :meth:`update` raises it while the error is above ``target`` and lowers
+    it below, through a moving average of the relative excess. Its state goes into the
+    checkpoint, so that a resumed run goes on exactly. The ELBO figures logged under it are
+    at its own sigma: compare runs by their probes, not their losses."""
 
-    def __init__(self, target: float, sigma: float) -> None:
+    def __init__(self, target: float, sigma: float, largest: float) -> None:
         self.target = target
-        self.multiplier = sigma ** -2
+        self.bounds = (largest ** -2, (GECO_SIGMA_FLOOR * largest) ** -2)
+        self.multiplier = min(max(sigma ** -2, self.bounds[0]), self.bounds[1])
         self.excess: float | None = None
 
     @property
@@ -64,7 +70,8 @@ class Geco:
         excess = mse / self.target - 1
         self.excess = excess if self.excess is None else (
             GECO_SMOOTHING * self.excess + (1 - GECO_SMOOTHING) * excess)
-        self.multiplier *= math.exp(GECO_RATE * self.excess)
+        self.multiplier = min(max(self.multiplier * math.exp(GECO_RATE * self.excess),
+                                  self.bounds[0]), self.bounds[1])
 
     def state_dict(self) -> dict[str, Any]:
         return {"target": self.target, "multiplier": self.multiplier, "excess": self.excess}

@@ -51,6 +51,8 @@ from gqn.schedules import learning_rate, pixel_sigma
 from gqn.seeding import derive_rng, derive_seed
 
 CHECKPOINT_NAME = "checkpoint.pt"
+SNAPSHOTS = "snapshots"
+"""Subfolder of the copies kept at ``TrainConfig.snapshot_at``."""
 METRICS_NAME = "metrics.jsonl"
 SCALARS = ("loss", "nll", "kl", "mse", "bits_per_dim")
 
@@ -128,6 +130,12 @@ def evaluate(model: GQN, dataset: SceneDataset, config: TrainConfig, sigma: floa
                             batch.query_x[shown].float() / 255, out.mean[shown], sample])
     model.train(was_training)
     return totals, grid
+
+
+def _keep_snapshot(checkpoint: Path, snapshot: Path) -> None:
+    """A copy of ``checkpoint`` at ``snapshot``, written atomically."""
+    snapshot.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(snapshot, lambda f: f.write(checkpoint.read_bytes()))
 
 
 def _write_metrics(path: Path, lines: list[dict[str, float]]) -> None:
@@ -229,7 +237,7 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
         _check_room_for_checkpoints(out, model)
     batch_rng = derive_rng(train_config.seed, "batches", process.rank)
     torch.manual_seed(derive_seed(train_config.seed, "latents", process.rank))
-    step, start = 0, None
+    step, start, objective = 0, None, None
     if resume:
         state = load_checkpoint(checkpoint_path, model_config)
         check_same_data(state.get("data") or {}, dataset_record(train_set, test_set), data,
@@ -255,12 +263,18 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
         if process.device.type == "cuda" and state["rng"].get("cuda"):
             torch.cuda.set_rng_state(state["rng"]["cuda"][process.rank], process.device)
         start = state.get("start")
+        objective = state.get("objective")
     elif start_from is not None:
-        step, start = continue_from(Path(start_from), model, optimizer)
+        step, start, objective = continue_from(Path(start_from), model, optimizer,
+                                               train_set.meta.get("scene"))
+        if step >= stop:
+            raise ValueError(f"--from {start_from} is at step {step}: --until (or --steps) "
+                             f"{stop} leaves nothing to train")
     geco = (None if train_config.geco_target is None
-            else Geco(train_config.geco_target, pixel_sigma(step, train_config)))
-    if geco is not None and resume and state.get("objective"):
-        geco.load_state_dict(state["objective"])
+            else Geco(train_config.geco_target, pixel_sigma(step, train_config),
+                      train_config.sigma_start))
+    if geco is not None and objective and objective.get("target") == geco.target:
+        geco.load_state_dict(objective)  # resumed, or continued from a run with this target
     if step >= stop:
         return PretrainResult(step, [], checkpoint_path, process.rank)
 
@@ -331,7 +345,8 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
         bar.update(1)
         bar.set_postfix(loss=f"{scalars['loss']:.1f}", kl=f"{scalars['kl']:.1f}")
         if not process.is_main:
-            if step % train_config.checkpoint_every == 0 or step == stop:
+            if (step % train_config.checkpoint_every == 0 or step == stop
+                    or step in train_config.snapshot_at):
                 checkpoint(scalars)
             continue
         if step % train_config.log_every == 0 or step == stop:
@@ -358,9 +373,12 @@ def pretrain(data: Path | str, out: Path | str, model_config: GQNConfig,
                 for name, value in figures.items():
                     writer.add_scalar(name, value, step)
                 metrics_lines.append({"step": step, **figures})
-        if step % train_config.checkpoint_every == 0 or step == stop:
+        if (step % train_config.checkpoint_every == 0 or step == stop
+                or step in train_config.snapshot_at):
             checkpoint(scalars)
             writer.flush()
+            if step in train_config.snapshot_at:
+                _keep_snapshot(checkpoint_path, out / SNAPSHOTS / f"step-{step}.pt")
     bar.close()
     if writer is not None:
         writer.close()

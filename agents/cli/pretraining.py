@@ -24,6 +24,8 @@ def _pretrain(args: argparse.Namespace) -> int:
     train_config = with_given(train_config, steps=args.steps, batch_size=args.batch_size,
                                seed=args.seed, max_context=args.max_context,
                                checkpoint_every=args.checkpoint_every,
+                               snapshot_at=None if args.snapshot_at is None
+                               else tuple(args.snapshot_at),
                                precision=args.precision, kl_weight=args.kl_weight,
                                sigma_start=args.sigma_start, sigma_end=args.sigma_end,
                                object_weight=args.object_weight,
@@ -268,6 +270,9 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--until", type=positive_int,
                    help="stop after this many total steps (schedules still follow --steps)")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
+    p.add_argument("--snapshot-at", type=positive_int, nargs="+", metavar="STEP",
+                   help="keep a copy of the checkpoint at these steps as "
+                        "RUN/snapshots/step-N.pt (e.g. 1000 2000 4000 8000, for gqn-rl curve)")
     p.add_argument("--kl-weight", type=float,
                    help="weight of the KL term in the training loss (default: the preset's, 1)")
     p.add_argument("--object-weight", type=float,

@@ -326,7 +326,7 @@ def test_the_prior_pass_adds_the_likelihood_of_a_rendering_from_the_prior(datase
 def test_geco_raises_the_pixel_precision_while_the_error_is_above_its_target() -> None:
     from gqn.objectives import Geco
 
-    geco = Geco(target=0.01, sigma=0.5)
+    geco = Geco(target=0.01, sigma=0.5, largest=2.0)
     assert geco.sigma == pytest.approx(0.5)
     for _ in range(50):
         geco.update(0.02)
@@ -336,7 +336,10 @@ def test_geco_raises_the_pixel_precision_while_the_error_is_above_its_target() -
         geco.update(0.005)
     assert geco.sigma > low
     with pytest.raises(ValueError, match="GECO state for target 0.01"):
-        Geco(target=0.02, sigma=0.5).load_state_dict(geco.state_dict())
+        Geco(target=0.02, sigma=0.5, largest=2.0).load_state_dict(geco.state_dict())
+    for _ in range(5000):  # an unreachable target: sigma stops at its floor
+        geco.update(1.0)
+    assert geco.sigma == pytest.approx(0.05 * 2.0)
 
 
 def test_a_geco_run_with_the_prior_pass_resumes_exactly(dataset: Path, tmp_path: Path) -> None:
@@ -369,3 +372,16 @@ def test_a_continuation_starts_from_another_run_s_weights_and_step(dataset: Path
     kept = load_model(tmp_path / "z2" / "checkpoint.pt").state_dict()
     assert not any(k.startswith("representation") for k in start["fresh_weights"])
     assert set(kept) == set(shared)
+    with pytest.raises(ValueError, match="at step 3: --until .* 3 leaves nothing"):
+        pretrain(dataset, tmp_path / "late", MODEL, TRAIN, until=3, progress=False,
+                 start_from=base.checkpoint)
+
+
+def test_snapshots_are_kept_at_the_steps_asked_for(dataset: Path, tmp_path: Path) -> None:
+    config = dataclasses.replace(TRAIN, snapshot_at=(5, 2))
+    pretrain(dataset, tmp_path / "run", MODEL, config, until=4, progress=False)
+    pretrain(dataset, tmp_path / "run", MODEL, config, resume=True, progress=False)
+    kept = sorted((tmp_path / "run" / "snapshots").glob("step-*.pt"))
+    assert [p.name for p in kept] == ["step-2.pt", "step-5.pt"]
+    assert [load_checkpoint(p)["step"] for p in kept] == [2, 5]
+    assert config.snapshot_at == (2, 5)
