@@ -56,6 +56,7 @@ EXEMPT = {
 ELLIPSIS = {
     # a documented command with "...": what the "..." stands for
     "gqn-rl pretrain ... --precision bf16": "--data data/sm7 --out runs/sm7-bf16",
+    "gqn-rl pretrain ... --snapshot-at 1000 2000 4000 8000": "--data data/sm7 --out runs/sm7-long",
     "gqn-rl train ... --resume": "--env gqn_rl/ArmReach-v1 --encoder gqn-frozen --algo sac "
                                  "--steps 40000 --seed 0 --out runs/arm-frozen",
     "gqn-rl benchmark ... --hyperparams gamma=0.98 --eval-every 4000":
@@ -83,6 +84,7 @@ SHRINK = [
                                             "--no-progress"),  # what ceiling needs at least
     (r"data generate", "--scenes 4 --test-scenes 2 --workers 1 --no-progress"),
     (r"data (masks|import-deepmind)", "--workers 1 --no-progress"),
+    (r"pretrain .*--from", "--steps 8 --until 4 --batch-size 2 --no-progress"),  # from step 2
     (r"pretrain", "--steps 2 --batch-size 2 --no-progress"),
     (r"gqn-rl train", f"--steps 64 --eval-every 64 --eval-episodes 1 {TINY_SAC} --no-progress"),
     (r"gqn-rl evaluate", "--episodes 1"),
