@@ -176,7 +176,9 @@ def train_ceiling(data: Path | str, architecture: GQNConfig,
         family: the scene family the network is meant for (refused when the data's differs).
         on_epoch: called with (epoch, validation loss) after each epoch.
         resume: a file holding the training's state after each epoch: an interrupted
-            ceiling started again with the same settings goes on from its last epoch.
+            ceiling started again with the same settings goes on from its last epoch (with
+            ``views`` above 1 its random view subsets then differ from an uninterrupted
+            run's; one view at a time, it ends as that run does).
     """
     train_set, test_set = SceneDataset(data, "train"), SceneDataset(data, "test")
     shown = train_set.meta.get("scene")

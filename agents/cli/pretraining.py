@@ -89,15 +89,15 @@ def _probe(args: argparse.Namespace) -> int:
 
 def _curve(args: argparse.Namespace) -> int:
     from gqn_rl.probe import ProbeConfig
-    from gqn_rl.probe.curve import FRACTION, probe_curve, snapshots
+    from gqn_rl.probe.curve import FRACTION, interval_text, probe_curve, snapshots, steps_text
 
     config = with_given(ProbeConfig(cnn=False), scenes=args.scenes, seed=args.seed,
                         readout_scenes=args.readout_scenes)
     curve = probe_curve(snapshots(args.run_dir), args.data, args.out, config, args.ceiling,
                         args.step_seconds, args.fit_from, progress=not args.no_progress)
     for target, fit in curve.get("fits", {}).items():
-        print(f"{target}: {FRACTION:.0%} of the ceiling at {fit['steps']:,.0f} steps "
-              f"(90% interval {fit['steps_90'][0]:,.0f} to {fit['steps_90'][1]:,.0f})")
+        print(f"{target}: {FRACTION:.0%} of the ceiling at {steps_text(fit['steps'])} steps "
+              f"({interval_text(fit['steps_90'])})")
     print(f"curve: {args.out / 'curve.md'}")
     return 0
 
@@ -188,7 +188,8 @@ def _add_ceiling(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16"),
                    help="with --save-checkpoint: arithmetic of the training (default fp32)")
     p.add_argument("--seed", type=non_negative_int, help="seed (default 0)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (--save-checkpoint prints a line an epoch either way)")
     p.set_defaults(run=_ceiling)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -127,11 +128,12 @@ def fit_supervised(model: nn.Module, inputs_fit: Any, y_fit: np.ndarray, inputs_
                    y_val: np.ndarray, *, epochs: int, patience: int, batch_size: int,
                    lr: float, seed: int,
                    on_epoch: Callable[[int, float], None] | None = None,
-                   lr_drops: int = 0, **resume: Any) -> ImageReadout:
+                   lr_drops: int = 0, resume: Path | None = None,
+                   settings: dict[str, Any] | None = None) -> ImageReadout:
     """Train ``model`` on row-indexable inputs and standardised targets ``[N, T]`` (NaN
     entries left out), early-stopped on the validation set; its predictions come back in the
-    targets' units from inputs of the same kind. ``resume``: ``resume`` and ``settings`` of
-    :func:`~gqn_rl.probe.fitting.train_early_stopped`."""
+    targets' units from inputs of the same kind. ``resume``, ``settings``: as
+    :func:`~gqn_rl.probe.fitting.train_early_stopped`'s."""
     y_scaler = Standardiser(np.nanmean(y_fit, 0), np.nanstd(y_fit, 0) + 1e-6)
 
     def tensor(a: np.ndarray) -> torch.Tensor:
@@ -140,7 +142,7 @@ def fit_supervised(model: nn.Module, inputs_fit: Any, y_fit: np.ndarray, inputs_
     curve = train_early_stopped(model, inputs_fit, tensor(y_fit), inputs_val, tensor(y_val),
                                  epochs=epochs, patience=patience, batch_size=batch_size,
                                  lr=lr, seed=seed, loss_fn=_masked_mse, on_epoch=on_epoch,
-                                 lr_drops=lr_drops, **resume)
+                                 lr_drops=lr_drops, resume=resume, settings=settings)
 
     def predict(inputs: Any) -> np.ndarray:
         with torch.no_grad():

@@ -8,6 +8,7 @@ steps reach 90% of the ceiling, with that estimate's spread."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -18,11 +19,14 @@ from typing import Any
 import numpy as np
 
 from gqn.checkpoint import load_checkpoint
-from gqn.fileio import atomic_write, write_json
+from gqn.fileio import atomic_write, sha256, write_json
 from gqn_rl.probe.report import PROBE_FILE, run_probe
 from gqn_rl.probe.scenes import ProbeConfig
 
 CURVE_FILE = "curve.json"
+SETTINGS_FILE = "curve-settings.json"
+"""Beside each snapshot's ``probe.json``: the snapshot's SHA-256, the data and the probe's
+settings, so that a resumed curve reuses only what it would measure again."""
 TARGETS = ("target_position", "hand_position")
 """The probed quantities on the curve (``arm`` families)."""
 FRACTION = 0.9
@@ -71,27 +75,35 @@ def _point(step: int, probed: dict[str, Any], step_seconds: float | None) -> dic
     return row
 
 
-def fit_steps(points: Sequence[tuple[int, float, float]], goal: float, draws: int = 2000,
-              seed: int = 0) -> dict[str, Any]:
-    """Fit R² = a + b ln(step) to ``(step, R², sd)`` points; the steps where the line reaches
-    ``goal``, with a 90% interval from refits to points redrawn within their own spread and
-    the fit's residual spread. Infinite when the line does not rise."""
+def fit_steps(points: Sequence[tuple[int, float, float]], goal: float, goal_sd: float = 0.0,
+              draws: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Fit R² = a + b ln(step) to ``(step, R², sd)`` points (steps >= 1; weighted by 1/sd
+    where every point has a spread); the steps where the line reaches ``goal``, with a 90%
+    interval from refits to points redrawn within the fit's residual spread (each point's own
+    spread when there are only two) and the goal redrawn within ``goal_sd``. Infinite when the
+    line does not rise; no interval (None) when nothing says how far the points could move."""
     steps, r2, sd = (np.asarray(c, float) for c in zip(*points, strict=True))
+    if len(steps) < 2 or (steps < 1).any():
+        raise ValueError(f"a fit needs two or more snapshots at step 1 or later, got {steps}")
     x = np.log(steps)
-    b, a = np.polyfit(x, r2, 1)
+    weights = 1 / sd if (sd > 0).all() else None
+    b, a = np.polyfit(x, r2, 1, w=weights)
     residual = float(np.std(r2 - (a + b * x), ddof=2)) if len(x) > 2 else 0.0
-    noise = np.sqrt(sd ** 2 + residual ** 2)
+    noise = np.full_like(r2, residual) if len(x) > 2 else sd
 
-    def reach(aa: float, bb: float) -> float:  # beyond NEVER steps: never
-        return math.exp((goal - aa) / bb) if bb > 0 and (goal - aa) / bb < NEVER else math.inf
+    def reach(aa: float, bb: float, target: float) -> float:  # beyond NEVER steps: never
+        ratio = (target - aa) / bb if bb > 0 else math.inf
+        return math.exp(ratio) if ratio < NEVER else math.inf
 
-    rng = np.random.default_rng(seed)
-    draws_at = [reach(*np.polyfit(x, r2 + rng.normal(0, noise), 1)[::-1])
-                for _ in range(draws)]
-    low, high = (float(q) if q < math.exp(NEVER) else math.inf
-                 for q in np.quantile(np.minimum(draws_at, math.exp(NEVER)), [0.05, 0.95]))
+    interval = None
+    if (noise > 0).any() or goal_sd > 0:
+        rng = np.random.default_rng(seed)
+        draws_at = [reach(*np.polyfit(x, r2 + rng.normal(0, noise), 1, w=weights)[::-1],
+                          goal + rng.normal(0, goal_sd)) for _ in range(draws)]
+        interval = [float(q) if q < math.exp(NEVER) else math.inf for q in
+                    np.quantile(np.minimum(draws_at, math.exp(NEVER)), [0.05, 0.95])]
     return {"intercept": float(a), "slope_per_ln_step": float(b), "residual_sd": residual,
-            "goal": goal, "steps": reach(a, b), "steps_90": [low, high]}
+            "goal": goal, "steps": reach(a, b, goal), "steps_90": interval}
 
 
 def probe_curve(checkpoints: Sequence[tuple[int, Path]], data: Path, out: Path,
@@ -105,9 +117,17 @@ def probe_curve(checkpoints: Sequence[tuple[int, Path]], data: Path, out: Path,
     rows = []
     for step, path in checkpoints:
         folder = out / f"step-{step}"
-        if not (folder / PROBE_FILE).exists():
+        settings = {"checkpoint_sha256": sha256(Path(path)), "data": str(Path(data).resolve()),
+                    "config": dataclasses.asdict(config)}
+        if (folder / PROBE_FILE).exists():
+            _check_settings(folder / SETTINGS_FILE, settings)
+        else:
             run_probe(path, data, folder, config, progress=progress)
-        rows.append(_point(step, json.loads((folder / PROBE_FILE).read_text()), step_seconds))
+            write_json(folder / SETTINGS_FILE, settings)
+        probed = json.loads((folder / PROBE_FILE).read_text())
+        if not any(t in (probed.get("state") or {}) for t in TARGETS):
+            raise ValueError(f"{data}: its scenes hold none of the curve's targets {TARGETS}")
+        rows.append(_point(step, probed, step_seconds))
     curve: dict[str, Any] = {"data": str(data), "step_seconds": step_seconds,
                              "fit_from": fit_from, "points": rows,
                              "checkpoints": {str(s): str(p) for s, p in checkpoints}}
@@ -119,13 +139,23 @@ def probe_curve(checkpoints: Sequence[tuple[int, Path]], data: Path, out: Path,
             points = [(r["step"], r[f"{target} 1"], _sd(r[f"{target} 1 interval"]))
                       for r in rows if r["step"] >= fit_from and f"{target} 1" in r]
             if len(points) >= 2:
-                goal = FRACTION * curve["ceiling"][target]["r2"]
-                curve["fits"][target] = fit_steps(points, goal)
+                best, interval = (curve["ceiling"][target][k] for k in ("r2", "interval"))
+                curve["fits"][target] = fit_steps(points, FRACTION * best,
+                                                  FRACTION * _sd(interval))
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / CURVE_FILE, curve)
     atomic_write(out / "curve.md", lambda f: f.write(curve_markdown(curve).encode()))
     _plot(curve, out / "curve.png")
     return curve
+
+
+def _check_settings(path: Path, settings: dict[str, Any]) -> None:
+    """Refuse to reuse a snapshot's probe made with other settings, naming them."""
+    before = json.loads(path.read_text()) if path.exists() else {}
+    changed = [k for k in settings if before.get(k) != settings[k]]
+    if changed:
+        raise ValueError(f"{path.parent}: probed with other {', '.join(changed)} (or by "
+                         "another command); remove it or choose another --out")
 
 
 def _sd(interval: Sequence[float] | None) -> float:
@@ -151,13 +181,20 @@ def curve_markdown(curve: dict[str, Any]) -> str:
         lines += ["", f"{target}: ceiling {ceiling:.3f}; R² = {fit['intercept']:.3f} + "
                   f"{fit['slope_per_ln_step']:.4f} ln(step) (snapshots from step "
                   f"{curve['fit_from']}) reaches {FRACTION:.0%} of it ({fit['goal']:.3f}) at "
-                  f"{_steps(fit['steps'])} steps (90% interval {_steps(fit['steps_90'][0])} "
-                  f"to {_steps(fit['steps_90'][1])})"]
+                  f"{steps_text(fit['steps'])} steps ({interval_text(fit['steps_90'])})"]
     return "\n".join(lines) + "\n"
 
 
-def _steps(steps: float) -> str:
+def steps_text(steps: float) -> str:
+    """A step count in words: ``12,345``, or ``never``."""
     return "never" if not math.isfinite(steps) else f"{steps:,.0f}"
+
+
+def interval_text(interval: Sequence[float] | None) -> str:
+    """A fit's 90% interval in words."""
+    if interval is None:
+        return "no interval: the points' spread is unknown"
+    return f"90% interval {steps_text(interval[0])} to {steps_text(interval[1])}"
 
 
 def _plot(curve: dict[str, Any], path: Path) -> None:

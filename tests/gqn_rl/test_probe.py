@@ -384,12 +384,17 @@ def test_cli_ceiling_writes_each_architecture_and_the_cnn(tmp_path: Path, capsys
 def test_fit_steps_finds_where_a_log_line_reaches_the_goal() -> None:
     from gqn_rl.probe.curve import fit_steps
 
-    points = [(s, 0.1 + 0.05 * np.log(s), 0.005) for s in (1000, 2000, 4000, 8000)]
-    fit = fit_steps(points, goal=0.1 + 0.05 * np.log(50_000))
-    assert fit["steps"] == pytest.approx(50_000, rel=1e-6)
-    assert fit["steps_90"][0] < 50_000 < fit["steps_90"][1]
+    exact = [(s, 0.1 + 0.05 * np.log(s), 0.005) for s in (1000, 2000, 4000, 8000)]
+    assert fit_steps(exact, goal=0.1 + 0.05 * np.log(50_000))["steps"] == pytest.approx(50_000)
+    noisy = [(s, r2 + e, sd) for (s, r2, sd), e in zip(exact, (4e-3, -3e-3, 2e-3, -4e-3), strict=True)]
+    fit = fit_steps(noisy, goal=0.1 + 0.05 * np.log(50_000))
+    assert fit["steps"] == pytest.approx(50_000, rel=0.3)
+    assert fit["steps_90"][0] < fit["steps"] < fit["steps_90"][1]
     flat = fit_steps([(1000, 0.3, 0.01), (2000, 0.3, 0.01), (4000, 0.29, 0.01)], goal=0.7)
     assert flat["steps"] == float("inf")
+    assert fit_steps([(1000, 0.1, 0.0), (2000, 0.2, 0.0)], goal=0.3)["steps_90"] is None
+    with pytest.raises(ValueError, match="step 1 or later"):
+        fit_steps([(0, 0.1, 0.01), (2000, 0.2, 0.01)], goal=0.3)
 
 
 @pytest.mark.slow
@@ -421,3 +426,4 @@ def test_cli_curve_probes_each_snapshot_once_and_fits_the_ceiling(tmp_path: Path
     probed = (out / "step-10" / "probe.json").stat().st_mtime_ns
     assert main(args) == 0  # resumed: the snapshots already probed are not probed again
     assert (out / "step-10" / "probe.json").stat().st_mtime_ns == probed
+    assert main([*args, "--scenes", "30"]) == 2  # other settings: refused, not mixed in
