@@ -386,7 +386,8 @@ def test_fit_steps_finds_where_a_log_line_reaches_the_goal() -> None:
 
     exact = [(s, 0.1 + 0.05 * np.log(s), 0.005) for s in (1000, 2000, 4000, 8000)]
     assert fit_steps(exact, goal=0.1 + 0.05 * np.log(50_000))["steps"] == pytest.approx(50_000)
-    noisy = [(s, r2 + e, sd) for (s, r2, sd), e in zip(exact, (4e-3, -3e-3, 2e-3, -4e-3), strict=True)]
+    errors = (4e-3, -3e-3, 2e-3, -4e-3)
+    noisy = [(s, r2 + e, sd) for (s, r2, sd), e in zip(exact, errors, strict=True)]
     fit = fit_steps(noisy, goal=0.1 + 0.05 * np.log(50_000))
     assert fit["steps"] == pytest.approx(50_000, rel=0.3)
     assert fit["steps_90"][0] < fit["steps"] < fit["steps_90"][1]
