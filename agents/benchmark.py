@@ -52,7 +52,6 @@ from agents.grid import (
     asked_checkpoint,
     get_contender,
     read_result,
-    reads_checkpoint,
 )
 from agents.imitation import clone_and_evaluate
 from agents.kinds import get_kind
@@ -92,10 +91,11 @@ def _reference(cell: Cell, config: BenchmarkConfig) -> dict[str, Any]:
 
 def check_grid_checkpoints(root: Path, config: BenchmarkConfig) -> None:
     """Refuse a grid directory whose GQN runs (finished or interrupted) were made with
-    another GQN checkpoint than ``config``'s, naming the run and both SHA-256 digests."""
-    expected = {env: config.checkpoint_sha256(env) for env in config.envs}
+    another GQN checkpoint than ``config``'s (a ceiling's: another ceiling file), naming the
+    run and both SHA-256 digests."""
     for cell in config.cells():
-        if not reads_checkpoint(get_contender(cell.encoder)):
+        expected = config.cell_checkpoint_sha256(cell)
+        if expected is None:
             continue
         out = cell.directory(root)
         result = read_result(out / RESULT_FILE)
@@ -105,12 +105,12 @@ def check_grid_checkpoints(root: Path, config: BenchmarkConfig) -> None:
             found, source = ResolvedRun.load(out / RUN_FILE).checkpoint_sha256, out / RUN_FILE
         else:
             continue
-        if found != expected[cell.env]:
+        if found != expected:
             raise ValueError(
                 f"{source} was made with GQN checkpoint "
                 f"{'(not recorded)' if found is None else found[:12] + '...'}, this grid asks "
-                f"for {str(expected[cell.env])[:12]}... ({config.checkpoint or 'the shipped one'}):"
-                " a directory holds one checkpoint's grid; choose another --out")
+                f"for {expected[:12]}... ({config.checkpoint or 'the shipped one'}): a "
+                "directory holds one checkpoint's grid; choose another --out")
 
 
 def check_grid_budgets(root: Path, config: BenchmarkConfig) -> None:
@@ -179,8 +179,7 @@ def run_cell(cell: Cell, root: Path, config: BenchmarkConfig) -> dict[str, Any]:
     else:
         row = _bc(cell, config)
     result = {"cell": dataclasses.asdict(cell), **row,
-              "checkpoint_sha256": (config.checkpoint_sha256(cell.env)
-                                    if reads_checkpoint(get_contender(cell.encoder)) else None),
+              "checkpoint_sha256": config.cell_checkpoint_sha256(cell),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     out = cell.directory(root)
     out.mkdir(parents=True, exist_ok=True)

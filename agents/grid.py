@@ -203,6 +203,15 @@ class BenchmarkConfig:
         kinds = [get_contender(e).kind for e in self.encoders if reads_checkpoint(get_contender(e))]
         return _checkpoint_digest(env_id, kinds[0], self.checkpoint) if kinds else None
 
+    def cell_checkpoint_sha256(self, cell: Cell) -> str | None:
+        """SHA-256 of the GQN checkpoint ``cell``'s run reads: the grid's, or for a
+        ``gqn-ceiling`` contender its shipped ceiling; None when it reads none."""
+        contender = get_contender(cell.encoder)
+        if contender.ceiling:
+            return _checkpoint_digest(cell.env, contender.kind,
+                                      ceiling_checkpoint(contender, cell.env))
+        return self.checkpoint_sha256(cell.env) if reads_checkpoint(contender) else None
+
     def cells(self) -> list[Cell]:
         """Every run of the grid, references first."""
         ordered = sorted(self.encoders, key=lambda e: get_contender(e).kind is not None)

@@ -32,6 +32,7 @@ from agents.report import UNDEFINED_SCORE, improvement, interval, write_report
 from gqn import GQN, GQNConfig, TrainConfig
 from gqn.checkpoint import save_checkpoint
 from gqn.fileio import DirectoryBusyError, lock_directory
+from gqn_rl.encoders import SHIPPED_CHECKPOINTS, open_checkpoint
 
 ROTATION = "gqn_rl/MentalRotation-v0"  # true-state runs render nothing: fast
 ROOM = "gqn_rl/RoomNavigation-v0"
@@ -325,6 +326,19 @@ def test_checkpoints_are_checked_before_anything_trains_and_key_the_grid(
     assert {r["encoder"]: r["checkpoint_sha256"] for r in csv_rows} == {
         "random": "", "gqn-frozen": digest}
     assert f"{ARM} `{digest[:16]}`" in write_report(tmp_path / "grid").read_text()
+
+
+def test_a_ceiling_run_is_keyed_on_its_ceiling_file(tmp_path: Path) -> None:
+    """A gqn-ceiling run reads the shipped ceiling, not the grid's checkpoint: its result
+    records the ceiling's digest, and a run made with another ceiling file is refused."""
+    config = BenchmarkConfig(("gqn_rl/ArmReach-v1",), ("gqn-ceiling",), seeds=1)
+    cell = config.cells()[0]
+    digest = config.cell_checkpoint_sha256(cell)
+    assert digest == open_checkpoint(SHIPPED_CHECKPOINTS / "arm_near" / "ceiling.pt").sha256
+    assert config.checkpoint_sha256("gqn_rl/ArmReach-v1") is None  # no kind reads the grid's
+    write_result(tmp_path / "grid", cell, -5.0, checkpoint_sha256="0" * 64)
+    with pytest.raises(ValueError, match=f"asks for {digest[:12]}"):
+        run_benchmark(config, tmp_path / "grid", progress=False)
 
 
 def test_image_agents_get_the_recipe_s_image_budget() -> None:
