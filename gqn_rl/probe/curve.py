@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from gqn.checkpoint import load_checkpoint
+from gqn.data import SceneDataset
 from gqn.fileio import atomic_write, sha256, write_json
 from gqn_rl.probe.report import PROBE_FILE, run_probe
 from gqn_rl.probe.scenes import ProbeConfig
@@ -114,6 +115,9 @@ def probe_curve(checkpoints: Sequence[tuple[int, Path]], data: Path, out: Path,
     against ``ceiling``'s R² (a ``gqn-rl ceiling`` checkpoint) on the snapshots from step
     ``fit_from``; writes ``out/curve.json``, ``curve.md``, ``curve.png``; returns the curve."""
     out = Path(out)
+    truth = SceneDataset(data, "test").truth(0) or {}
+    if not any(t in truth for t in TARGETS):
+        raise ValueError(f"{data}: its scenes hold none of the curve's targets {TARGETS}")
     rows = []
     for step, path in checkpoints:
         folder = out / f"step-{step}"
@@ -121,13 +125,11 @@ def probe_curve(checkpoints: Sequence[tuple[int, Path]], data: Path, out: Path,
                     "config": dataclasses.asdict(config)}
         if (folder / PROBE_FILE).exists():
             _check_settings(folder / SETTINGS_FILE, settings)
-        else:
-            run_probe(path, data, folder, config, progress=progress)
+        else:  # the settings first: a probe killed half-way is probed again, not refused
+            folder.mkdir(parents=True, exist_ok=True)
             write_json(folder / SETTINGS_FILE, settings)
-        probed = json.loads((folder / PROBE_FILE).read_text())
-        if not any(t in (probed.get("state") or {}) for t in TARGETS):
-            raise ValueError(f"{data}: its scenes hold none of the curve's targets {TARGETS}")
-        rows.append(_point(step, probed, step_seconds))
+            run_probe(path, data, folder, config, progress=progress)
+        rows.append(_point(step, json.loads((folder / PROBE_FILE).read_text()), step_seconds))
     curve: dict[str, Any] = {"data": str(data), "step_seconds": step_seconds,
                              "fit_from": fit_from, "points": rows,
                              "checkpoints": {str(s): str(p) for s, p in checkpoints}}
