@@ -33,18 +33,25 @@ def tiny_checkpoint(path: Path, scene: str | None) -> Path:
 # -- 8: every checkpoint records its scene family, and every reader checks it -----------------
 
 
-WITH_A_PATH = ("arm_near",)
-"""Shipped checkpoints that still record their data's path: the downstream ceilings beside it
-name its SHA-256, which a re-export would change (it goes with its next version)."""
-
-
 @pytest.mark.parametrize("family", sorted(p.parent.name for p in SHIPPED.glob("*/checkpoint.pt")))
 def test_each_shipped_checkpoint_records_its_family_and_its_card_its_digest(family: str) -> None:
     path = SHIPPED / family / "checkpoint.pt"
     handle = open_checkpoint(path)
     assert handle.family == family
     assert handle.sha256 in (SHIPPED / family / "MODEL_CARD.md").read_text()
-    assert ("path" in load_checkpoint(path)["data"]) == (family in WITH_A_PATH)
+    assert "path" not in load_checkpoint(path)["data"]  # a checkpoint names no machine
+
+
+@pytest.mark.parametrize("name", sorted(str(p.relative_to(SHIPPED))
+                                        for p in SHIPPED.glob("*/ceiling*.pt")))
+def test_each_shipped_ceiling_loads_beside_its_base_and_its_card_gives_its_digest(name: str
+                                                                                  ) -> None:
+    path = SHIPPED / name
+    handle = open_checkpoint(path)  # completes itself from checkpoint.pt: its digest matches
+    assert handle.family == path.parent.name
+    card = path.with_name(path.stem.replace("ceiling", "CEILING") + ".md")
+    assert handle.sha256 in card.read_text()
+    assert open_checkpoint(path.parent / "checkpoint.pt").sha256 in card.read_text()
 
 
 def test_a_shepard_metzler_gqn_is_refused_on_the_arm(tmp_path: Path,
