@@ -119,7 +119,7 @@ class BenchmarkConfig:
     encoders: tuple[str, ...]
     """Names of :func:`contenders`."""
     seeds: int
-    """Seeds 0..seeds-1 of every (environment, encoder)."""
+    """Seeds ``first_seed``..``first_seed + seeds - 1`` of every (environment, encoder)."""
     track: str = "rl"
     """``rl`` or ``bc``."""
     steps: int | None = None
@@ -127,6 +127,9 @@ class BenchmarkConfig:
     for kinds that read images, :class:`agents.hyperparams.Recipe`)."""
     demos: tuple[int, ...] = (10, 50, 200)
     """Demonstration counts of the bc track."""
+    first_seed: int = 0
+    """The first seed: a grid's seeds can be run in pieces (another machine, another folder)
+    and reported together."""
     workers: int | None = None
     """Cells running at once, one torch thread each: local processes (at most the cores),
     or with ``--executor ray`` Ray tasks in flight. None: one locally; on Ray, every cell
@@ -177,6 +180,8 @@ class BenchmarkConfig:
         for name in ("seeds", "workers", "eval_episodes", "bc_episodes", "final_episodes"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.first_seed < 0:
+            raise ValueError(f"--first-seed must be >= 0, got {self.first_seed}")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"--steps must be >= 1, got {self.steps}")
         if self.track == "bc" and self.steps is not None:
@@ -222,7 +227,7 @@ class BenchmarkConfig:
                 demos = (0,) if self.track == "rl" or reference else self.demos
                 steps = 0 if reference else self.budget(env_id, encoder)
                 for n in demos:
-                    for seed in range(self.seeds):
+                    for seed in range(self.first_seed, self.first_seed + self.seeds):
                         cells.append(Cell(env_id, encoder, self.track, seed, n, steps))
         return cells
 

@@ -86,7 +86,9 @@ def benchmark_command(report: Report, out: str) -> str:
                    key=lambda e: (order.index(e) if e in order else len(order), e))
     track = cells[0].track
     words = ["gqn-rl benchmark", "--env", *envs, "--encoder", *kinds,
-             "--seeds", str(max(c.seed for c in cells) + 1)]
+             "--seeds", str(max(c.seed for c in cells) + 1 - min(c.seed for c in cells))]
+    if min(c.seed for c in cells):
+        words += ["--first-seed", str(min(c.seed for c in cells))]
     if track == "bc":
         demos = sorted({c.demos for c in cells if c.demos})
         words += ["--track", "bc"] + (["--demos", *map(str, demos)] if demos else [])

@@ -61,6 +61,8 @@ ELLIPSIS = {
                                  "--steps 40000 --seed 0 --out runs/arm-frozen",
     "gqn-rl benchmark ... --hyperparams gamma=0.98 --eval-every 4000":
         "--env gqn_rl/ArmReach-v1 --encoder state --seeds 5 --out runs/bench-gamma",
+    "gqn-rl benchmark ... --seeds 2 --first-seed 3":
+        "--env gqn_rl/ArmReach-v1 --encoder state --out runs/bench-later",
     "gqn-rl ceiling ... --views 3 --save-checkpoint checkpoints/arm_near/ceiling-cameras.pt":
         "--data data/near32 --out runs/ceiling-cameras",
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agents.cli.args import key_value, positive_int
+from agents.cli.args import key_value, non_negative_int, positive_int
 
 
 def _benchmark(args: argparse.Namespace) -> int:
@@ -17,7 +17,8 @@ def _benchmark(args: argparse.Namespace) -> int:
                          "takes --steps")
     demos = BenchmarkConfig.demos if args.demos is None else tuple(args.demos)
     config = BenchmarkConfig(envs=tuple(args.env), encoders=tuple(args.encoder),
-                             seeds=args.seeds, track=args.track, steps=args.steps, demos=demos,
+                             seeds=args.seeds, first_seed=args.first_seed, track=args.track,
+                             steps=args.steps, demos=demos,
                              workers=args.workers, eval_every=args.eval_every,
                              eval_episodes=args.eval_episodes,
                              final_episodes=args.final_episodes,
@@ -82,7 +83,10 @@ def add(commands: argparse._SubParsersAction) -> None:
     b.add_argument("--encoder", nargs="+", required=True, type=_contender_name,
                    metavar="KIND", help=f"some of: {', '.join(contenders())}, or "
                                        "perfect-encoder-r2-R (its target blurred to R² R)")
-    b.add_argument("--seeds", type=positive_int, required=True, help="seeds 0..N-1")
+    b.add_argument("--seeds", type=positive_int, required=True,
+                   help="seeds 0..N-1 (K..K+N-1 with --first-seed K)")
+    b.add_argument("--first-seed", type=non_negative_int, default=0, metavar="K",
+                   help="the first seed, to run a grid's seeds in pieces (default 0)")
     b.add_argument("--track", choices=TRACKS, default="rl")
     b.add_argument("--out", type=Path, required=True, help="benchmark directory")
     b.add_argument("--steps", type=positive_int,

@@ -152,6 +152,13 @@ def test_report_statistics_come_from_rliable() -> None:
     assert np.random.random() == expected  # noqa: NPY002
 
 
+def test_a_grid_s_seeds_run_in_pieces_from_its_first_seed() -> None:
+    later = BenchmarkConfig((ARM,), ("state",), seeds=2, first_seed=3)
+    assert [c.seed for c in later.cells()] == [3, 4]
+    with pytest.raises(ValueError, match="--first-seed must be >= 0"):
+        BenchmarkConfig((ARM,), ("state",), seeds=1, first_seed=-1)
+
+
 def test_bad_grids_are_refused_with_the_flag_at_fault(tmp_path: Path,
                                                        capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(ValueError, match="--encoder: unknown"):
