@@ -35,6 +35,7 @@ from gqn.precision import autocast
 from gqn.seeding import derive_rng, derive_seed
 from gqn_rl.encoders import GQNCheckpoint
 from gqn_rl.probe.ceilings import (
+    HEADS,
     ViewSubsets,
     architecture_readout,
     fit_supervised,
@@ -70,6 +71,10 @@ class CeilingConfig:
     lr_drops: int = 2
     """Tenfold drops of the learning rate on a plateau before training stops: a constant
     rate leaves the validation loss wandering round its floor."""
+    head: str = "mlp"
+    """The readout the network is supervised through (:data:`gqn_rl.probe.ceilings.HEADS`):
+    ``linear`` asks for an ``r`` that holds the truth linearly, for readers that learn from
+    few scenes."""
     batch_size: int = 128
     lr: float = 1e-3
     precision: str = "fp32"
@@ -87,6 +92,8 @@ class CeilingConfig:
             raise ValueError(f"ceiling scenes must be >= 20, got {self.scenes}")
         if not 0 < self.val_fraction < 0.5:
             raise ValueError(f"ceiling val_fraction must be in (0, 0.5), got {self.val_fraction}")
+        if self.head not in HEADS:
+            raise ValueError(f"ceiling head must be one of {HEADS}, got {self.head!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"ceiling precision must be fp32 or bf16, got {self.precision!r}")
 
@@ -196,7 +203,8 @@ def train_ceiling(data: Path | str, architecture: GQNConfig,
                                              seed=config.seed))
     test.parts = {"test": np.arange(len(test.images))}
     outputs = learn.target_matrix().shape[1]
-    readout = seeded(config.seed, lambda: architecture_readout(architecture, outputs))
+    readout = seeded(config.seed,
+                     lambda: architecture_readout(architecture, outputs, config.head))
     fitted = fit_supervised(
         _Autocast(readout, config.precision),
         _samples(learn, learn.parts["fit"], config.views, config.seed, fixed=False),
@@ -351,7 +359,9 @@ def model_card(record: dict[str, Any], path: Path, architecture: GQNConfig) -> s
         f"- **Base**: {_base_words(record.get('base'))} (architecture and the rest of the GQN)",
         f"- **Model**: `{architecture.representation}`, r_dim {architecture.r_dim}, "
         f"{architecture.image_size}x{architecture.image_size} images; `r` summed over "
-        f"{views} view{'s' if views > 1 else ''} a sample",
+        f"{views} view{'s' if views > 1 else ''} a sample; learnt through "
+        f"{'a linear readout' if config.get('head') == 'linear' else 'a two-layer MLP readout'}"
+        " (not kept)",
         f"- **Data**: {data['train_scenes']} train scenes ({data['val_scenes']} held out for "
         f"early stopping) x {data['views']} views, dataset seed {data['seed']}; scored on "
         f"{data['test_scenes']} test scenes, every view",

@@ -12,6 +12,7 @@ from pathlib import Path
 from agents.cli.args import non_negative_int, positive_float, positive_int, with_given
 from gqn import PRESETS
 from gqn.config import PRECISIONS, REPRESENTATIONS
+from gqn_rl.probe.ceilings import HEADS
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -105,6 +106,10 @@ def _curve(args: argparse.Namespace) -> int:
 def _ceiling(args: argparse.Namespace) -> int:
     if args.save_checkpoint is not None:
         return _ceiling_checkpoint(args)
+    given = [f"--{name}" for name in ("checkpoint", "epochs", "precision", "head")
+             if getattr(args, name) is not None]
+    if given:
+        raise ValueError(f"{' '.join(given)}: only with --save-checkpoint")
     from gqn_rl.probe import REPORT_FILE, ProbeConfig, run_ceilings
 
     config = with_given(ProbeConfig(), scenes=args.scenes, seed=args.seed,
@@ -138,7 +143,8 @@ def _ceiling_checkpoint(args: argparse.Namespace) -> int:
                              "with --checkpoint or one --representation")
         architecture = dataclasses.replace(PRESETS[args.preset].model, representation=chosen)
     config = with_given(CeilingConfig(), views=args.views, scenes=args.scenes, seed=args.seed,
-                        patience=args.patience, epochs=args.epochs, precision=args.precision)
+                        patience=args.patience, epochs=args.epochs, precision=args.precision,
+                        head=args.head)
     ceiling = make_ceiling_checkpoint(args.data, args.out, args.save_checkpoint, base,
                                       architecture, config, command=args.command_line)
     for target, r2 in ceiling.record["r2"].items():
@@ -187,6 +193,9 @@ def _add_ceiling(commands: argparse._SubParsersAction) -> None:
                    help="with --save-checkpoint: most epochs (default 100)")
     p.add_argument("--precision", choices=("fp32", "bf16"),
                    help="with --save-checkpoint: arithmetic of the training (default fp32)")
+    p.add_argument("--head", choices=HEADS,
+                   help="with --save-checkpoint: the readout it learns through (default mlp; "
+                        "linear: the truth linear in r, for readers that learn from few scenes)")
     p.add_argument("--seed", type=non_negative_int, help="seed (default 0)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (--save-checkpoint prints a line an epoch either way)")

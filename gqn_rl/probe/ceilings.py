@@ -67,6 +67,11 @@ class ImageReadout:
     """Validation loss (standardised MSE) of every epoch; training stopped at the end of it."""
 
 
+HEADS = ("mlp", "linear")
+"""Readouts a representation network is supervised through: ``mlp``, two hidden layers of 256;
+``linear``, one linear layer, so that the truth must lie linearly in ``r`` (standardised)."""
+
+
 class _ArchitectureReadout(nn.Module):
     """A GQN representation network with the MLP readout of :func:`fit_mlp` on its flattened
     output, standardised as that readout standardises its features (batch statistics):
@@ -76,12 +81,16 @@ class _ArchitectureReadout(nn.Module):
     training stalls at the mean."""
 
     def __init__(self, representation: nn.Module, r_features: int, outputs: int,
-                 hidden: int = 256) -> None:
+                 hidden: int = 256, head: str = "mlp") -> None:
         super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"ceiling head must be one of {HEADS}, got {head!r}")
         self.representation = representation
-        self.head = nn.Sequential(nn.BatchNorm1d(r_features, affine=False),
-                                  nn.Linear(r_features, hidden), nn.ReLU(),
-                                  nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, outputs))
+        layers = [nn.Linear(r_features, outputs)]
+        if head == "mlp":
+            layers = [nn.Linear(r_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
+                      nn.ReLU(), nn.Linear(hidden, outputs)]
+        self.head = nn.Sequential(nn.BatchNorm1d(r_features, affine=False), *layers)
 
     def forward(self, inputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         images, viewpoints = inputs
@@ -187,10 +196,12 @@ def fit_cnn(images_fit: np.ndarray, extra_fit: np.ndarray, y_fit: np.ndarray,
         images_fit, extra_fit, y_fit, images_val, extra_val, y_val, **training)
 
 
-def architecture_readout(config: GQNConfig, outputs: int) -> _ArchitectureReadout:
-    """``config``'s representation network, fresh, with the MLP readout to ``outputs``."""
+def architecture_readout(config: GQNConfig, outputs: int, head: str = "mlp"
+                         ) -> _ArchitectureReadout:
+    """``config``'s representation network, fresh, with a readout (:data:`HEADS`) to
+    ``outputs``."""
     return _ArchitectureReadout(make_representation(config),
-                                config.r_dim * config.r_size ** 2, outputs)
+                                config.r_dim * config.r_size ** 2, outputs, head=head)
 
 
 def fit_architecture(config: GQNConfig, images_fit: np.ndarray, viewpoints_fit: np.ndarray,

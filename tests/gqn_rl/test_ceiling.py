@@ -44,6 +44,16 @@ def test_a_ceiling_over_several_views_sums_them(tmp_path: Path) -> None:
         train_ceiling(data, TINY_MODEL, CeilingConfig(views=5))
 
 
+def test_a_ceiling_through_a_linear_head_puts_the_truth_linearly_into_r(tmp_path: Path
+                                                                         ) -> None:
+    data = write_arm_like_dataset(tmp_path / "data")
+    ceiling = train_ceiling(data, TINY_MODEL, CeilingConfig(**{**TINY.__dict__, "head": "linear"}))
+    assert ceiling.record["config"]["head"] == "linear"
+    assert ceiling.record["r2"]["wall_colour"] > 0.5  # the planted colour, read linearly
+    with pytest.raises(ValueError, match="ceiling head must be one of"):
+        CeilingConfig(head="deep")
+
+
 def test_a_ceiling_refuses_another_family_or_image_size(tmp_path: Path) -> None:
     data = write_arm_like_dataset(tmp_path / "data")
     with pytest.raises(ValueError, match="holds arm-like scenes, the ceiling is for arm_near"):
@@ -61,6 +71,9 @@ def test_cli_ceiling_save_checkpoint_writes_checkpoint_record_and_card(
             "--representation", "pool", "--epochs", "3", "--patience", "1"]
     assert main(args) == 2  # the preset's architecture reads 32x32: refused by name
     assert "16x16 images, the architecture reads 32x32" in capsys.readouterr().err
+    unsaved = [a for a in args if a not in ("--save-checkpoint", str(save))]
+    assert main([*unsaved, "--head", "linear"]) == 2  # meaningless without a checkpoint
+    assert "--epochs --head: only with --save-checkpoint" in capsys.readouterr().err
     base = tmp_path / "base.pt"
     save_ceiling(base, train_ceiling(data, TINY_MODEL, TINY), None, TINY_MODEL)
     assert main([*args, "--checkpoint", str(base), "--no-progress"]) == 0
