@@ -85,10 +85,11 @@ def benchmark_command(report: Report, out: str) -> str:
     kinds = sorted({c.encoder for c in cells},  # names like perfect-encoder-r2-R last
                    key=lambda e: (order.index(e) if e in order else len(order), e))
     track = cells[0].track
+    seeds = sorted({c.seed for c in cells})
     words = ["gqn-rl benchmark", "--env", *envs, "--encoder", *kinds,
-             "--seeds", str(max(c.seed for c in cells) + 1 - min(c.seed for c in cells))]
-    if min(c.seed for c in cells):
-        words += ["--first-seed", str(min(c.seed for c in cells))]
+             "--seeds", str(seeds[-1] + 1 - seeds[0])]
+    if seeds[0]:
+        words += ["--first-seed", str(seeds[0])]
     if track == "bc":
         demos = sorted({c.demos for c in cells if c.demos})
         words += ["--track", "bc"] + (["--demos", *map(str, demos)] if demos else [])
