@@ -49,15 +49,21 @@ REFERENCES = {"random": Contender(None), "scripted": Contender(None)}
 """Contenders that are reference policies, not agents (their steps are 0)."""
 CAMERAS = {"env_kwargs": {"context_cameras": 2}, "encoder_kwargs": {"context": "cameras"}}
 """``r`` summed over the agent's view and two context cameras' (``context="cameras"``)."""
+CEILING_READINGS = {"": {}, **{f"-{reading}": {"reading": reading} for reading in READINGS[1:]},
+                    "-standardised": {"normalize": {"norm_obs": True, "norm_reward": False}}}
+"""How the ``gqn-ceiling`` contenders read ``r``, by the end of their names: flat (none),
+through a reader of :mod:`gqn_rl.readers` (``-trunk``, ``-keypoints``), or flat and
+standardised by running statistics (``-standardised``: SB3's ``VecNormalize``)."""
 VARIANTS: dict[str, Contender] = {
     "gqn-frozen-episode": Contender("gqn-frozen", overrides={"encoder_kwargs": {
         "context": "episode", "memory_views": MEMORY_VIEWS}}),
     "gqn-frozen-fresh": Contender("gqn-frozen", fresh=True),
     "gqn-frozen-cameras": Contender("gqn-frozen", overrides=CAMERAS),
-    "gqn-ceiling": Contender("gqn-frozen", ceiling=1),
-    **{f"gqn-ceiling-{reading}": Contender("gqn-frozen", overrides={"reading": reading},
-                                           ceiling=1) for reading in READINGS[1:]},
-    "gqn-ceiling-cameras": Contender("gqn-frozen", overrides=CAMERAS, ceiling=3),
+    **{f"gqn-ceiling{how}": Contender("gqn-frozen", overrides=reading, ceiling=1)
+       for how, reading in CEILING_READINGS.items()},
+    **{f"gqn-ceiling-cameras{how}": Contender("gqn-frozen", overrides={**CAMERAS, **reading},
+                                              ceiling=3)
+       for how, reading in CEILING_READINGS.items()},
     "gqn-inference-bonus": Contender("gqn-inference", intrinsic_bonus=True),
     "pixels-context-aug": Contender("pixels-context", overrides={"augment": "shift"}),
 }

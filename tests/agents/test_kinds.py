@@ -76,13 +76,13 @@ ARM = "gqn_rl/ArmReach-v1"
 
 
 def test_the_ceiling_camera_and_blurred_variants_and_how_they_resolve(tmp_path: Path) -> None:
-    from agents.grid import BenchmarkConfig, Cell, get_contender
+    from agents.grid import CAMERAS, BenchmarkConfig, Cell, get_contender
     from agents.runs import resolve_run
 
     assert {"gqn-ceiling", "gqn-ceiling-cameras", "gqn-frozen-cameras",
             "pixels-context-aug"} <= set(contenders())
     config = BenchmarkConfig((ARM,), ("gqn-frozen-cameras", "pixels-context-aug",
-                                      "perfect-encoder-r2-0.77"), seeds=1)
+                                      "perfect-encoder-r2-0.77", "gqn-ceiling-standardised"), seeds=1)
     cameras = resolve_run(config.run_config(Cell(ARM, "gqn-frozen-cameras", "rl", 0)))
     assert cameras.hyperparams["env_kwargs"]["context_cameras"] == 2
     assert cameras.hyperparams["encoder_kwargs"]["context"] == "cameras"
@@ -96,6 +96,10 @@ def test_the_ceiling_camera_and_blurred_variants_and_how_they_resolve(tmp_path: 
     assert get_contender("gqn-ceiling").ceiling == 1
     assert get_contender("gqn-ceiling-keypoints").overrides == {"reading": "keypoints"}
     assert get_contender("gqn-ceiling-trunk").ceiling == 1
+    both = get_contender("gqn-ceiling-cameras-keypoints")
+    assert both.ceiling == 3 and both.overrides == {**CAMERAS, "reading": "keypoints"}
+    standardised = resolve_run(config.run_config(Cell(ARM, "gqn-ceiling-standardised", "rl", 0)))
+    assert standardised.hyperparams["normalize"] == {"norm_obs": True, "norm_reward": False}
     for bad in ("perfect-encoder-r2-1.5", "gqn-nope"):
         with pytest.raises(ValueError, match="perfect-encoder-r2-R"):
             get_contender(bad)
