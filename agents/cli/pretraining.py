@@ -68,13 +68,15 @@ def _probe(args: argparse.Namespace) -> int:
 
     config = with_given(ProbeConfig(), scenes=args.scenes, seed=args.seed,
                          views_per_scene=args.views_per_scene,
-                         readout_scenes=args.readout_scenes)
+                         readout_scenes=args.readout_scenes,
+                         targets=tuple(args.targets) if args.targets else None)
     if args.views_per_scene is not None:  # probe.json records what was measured
         views = SceneDataset(args.data, args.split).views
         if args.views_per_scene > views:
             raise ValueError(f"--views-per-scene {args.views_per_scene}: {args.data} has "
                              f"{views} views per scene")
-    config = dataclasses.replace(config, mlp=not args.no_mlp, cnn=not args.no_cnn)
+    config = dataclasses.replace(config, mlp=not args.no_mlp, cnn=not args.no_cnn,
+                                 fresh=not args.no_fresh)
     results = run_probe(args.checkpoint, args.data, args.out, config, split=args.split,
                         progress=not args.no_progress)
     for target, row in (results["state"] or {}).items():
@@ -89,10 +91,16 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def _curve(args: argparse.Namespace) -> int:
-    from gqn_rl.probe import ProbeConfig
-    from gqn_rl.probe.curve import FRACTION, interval_text, probe_curve, snapshots, steps_text
+    from gqn_rl.probe.curve import (
+        FRACTION,
+        PROBE,
+        interval_text,
+        probe_curve,
+        snapshots,
+        steps_text,
+    )
 
-    config = with_given(ProbeConfig(cnn=False), scenes=args.scenes, seed=args.seed,
+    config = with_given(PROBE, scenes=args.scenes, seed=args.seed,
                         readout_scenes=args.readout_scenes)
     curve = probe_curve(snapshots(args.run_dir), args.data, args.out, config, args.ceiling,
                         args.step_seconds, args.fit_from, progress=not args.no_progress)
@@ -206,7 +214,8 @@ def _add_curve(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "curve", help="probe every snapshot of a pretraining run: R² against steps",
         description="Probe each RUN/snapshots/step-N.pt on one dataset (as gqn-rl probe "
-                    "--no-cnn, into OUT/step-N; done snapshots are skipped, so a curve "
+                    "--no-cnn, reading the arm's target and hand, without the fresh "
+                    "control, into OUT/step-N; done snapshots are skipped, so a curve "
                     "resumes) and write OUT/curve.json, curve.md and curve.png; with "
                     "--ceiling, fit R² against log-steps and say how many steps reach 90%% of "
                     "the ceiling.")
@@ -255,6 +264,11 @@ def _add_probe(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--no-mlp", action="store_true", help="ridge probes only")
     p.add_argument("--no-cnn", action="store_true",
                    help="no ceilings (supervised CNN and supervised architecture)")
+    p.add_argument("--targets", nargs="+", metavar="TARGET",
+                   help="state targets read, e.g. target_position hand_position (default: "
+                        "every one the scene family gives)")
+    p.add_argument("--no-fresh", action="store_true",
+                   help="without the freshly initialised control")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_probe)
 

@@ -30,6 +30,10 @@ SETTINGS_FILE = "curve-settings.json"
 settings, so that a resumed curve reuses only what it would measure again."""
 TARGETS = ("target_position", "hand_position")
 """The probed quantities on the curve (``arm`` families)."""
+PROBE = ProbeConfig(cnn=False, fresh=False, targets=TARGETS)
+"""What each snapshot's probe measures: the curve's targets, with neither the supervised
+ceilings (the curve's line is one ``gqn-rl ceiling`` checkpoint) nor the fresh control (the
+same at every snapshot)."""
 FRACTION = 0.9
 """The fraction of the ceiling whose steps the fit estimates."""
 NEVER = math.log(1e12)
@@ -108,7 +112,7 @@ def fit_steps(points: Sequence[tuple[int, float, float]], goal: float, goal_sd: 
 
 
 def probe_curve(checkpoints: Sequence[tuple[int, Path]], data: Path, out: Path,
-                config: ProbeConfig = ProbeConfig(), ceiling: Path | None = None,
+                config: ProbeConfig = PROBE, ceiling: Path | None = None,
                 step_seconds: float | None = None, fit_from: int = 0,
                 progress: bool = True) -> dict[str, Any]:
     """Probe each ``(step, checkpoint)`` on ``data`` (resuming), gather the curve, fit it
@@ -121,8 +125,9 @@ def probe_curve(checkpoints: Sequence[tuple[int, Path]], data: Path, out: Path,
     rows = []
     for step, path in checkpoints:
         folder = out / f"step-{step}"
-        settings = {"checkpoint_sha256": sha256(Path(path)), "data": str(Path(data).resolve()),
-                    "config": dataclasses.asdict(config)}
+        settings = json.loads(json.dumps(  # as the file holds them: tuples read as lists
+            {"checkpoint_sha256": sha256(Path(path)), "data": str(Path(data).resolve()),
+             "config": dataclasses.asdict(config)}))
         if (folder / PROBE_FILE).exists():
             _check_settings(folder / SETTINGS_FILE, settings)
         else:  # the settings first: a probe killed half-way is probed again, not refused

@@ -349,8 +349,9 @@ def probe(model: GQN, dataset: SceneDataset, config: ProbeConfig = ProbeConfig()
             else ReadoutData.own(scenes, config, "the probed split has no ground truth"))
     k = min(config.context_views, dataset.views - 1)
     targets = scenes.targets is not None
-    sources = 5  # gqn and fresh, each of 1 and K views; pixels
-    encoders = (("gqn", model), ("fresh", fresh_like(model, config.seed)))
+    encoders = (("gqn", model),) + ((("fresh", fresh_like(model, config.seed)),)
+                                     if config.fresh else ())
+    sources = 2 * len(encoders) + 1  # each encoder of 1 and K views; pixels
     bar = tqdm(total=len(encoders) * (1 + (targets and data.from_train))
                + targets * (sources + 2 * config.cnn + 1) + 3, desc="probe",
                disable=not progress, unit="stage")

@@ -246,11 +246,17 @@ def report_markdown(results: dict[str, Any]) -> str:
     lines += ["## Context count", "",
               f"Linear classifier of how many of {c['counts']} possible views were summed into "
               f"`r`: trained {c['gqn_accuracy']:.3f} (within one {c['gqn_within_one']:.3f}), "
-              f"fresh {c['fresh_accuracy']:.3f}, chance {c['chance']:.3f}. `r` is a sum, so "
+              f"fresh {_figure(c.get('fresh_accuracy'))}, chance {c['chance']:.3f}. `r` is a "
+              "sum, so "
               "its norm grows with the count and any encoder, a fresh one too, can pass: the "
               "check is that `r` accumulates its views.", ""]
     e = results["embedding"]
     lines += ["## Embedding", "",
               f"Silhouette of per-view `r` by scene: trained {e['gqn_silhouette']:.3f}, fresh "
-              f"{e['fresh_silhouette']:.3f}.", "", "![embedding](embedding.png)", ""]
+              f"{_figure(e.get('fresh_silhouette'))}.", "", "![embedding](embedding.png)", ""]
     return "\n".join(lines)
+
+
+def _figure(value: float | None) -> str:
+    """A measured figure to three places, or why there is none."""
+    return "not probed" if value is None else f"{value:.3f}"

@@ -62,6 +62,12 @@ class ProbeConfig:
     """Scenes in the 2-D embedding."""
     resamples: int = 1000
     """Bootstrap resamples of the test scenes behind each R²'s 95% interval (0: none)."""
+    targets: tuple[str, ...] | None = None
+    """The state targets read (None: every one the scene family gives); ``gqn-rl curve``
+    reads the task's two."""
+    fresh: bool = True
+    """Probe the same architecture freshly initialised beside the checkpoint (the control);
+    ``gqn-rl curve`` leaves it out: it is the same at every snapshot."""
     seed: int = 0
     """Seed of the split, the fresh encoder, the readouts and the latent samples."""
 
@@ -84,6 +90,10 @@ class ProbeConfig:
                 and self.fit_fraction + self.val_fraction < 1):
             raise ValueError("ProbeConfig.fit_fraction and val_fraction must be positive and "
                              f"sum to less than 1, got {self.fit_fraction}, {self.val_fraction}")
+        if self.targets is not None:
+            object.__setattr__(self, "targets", tuple(self.targets))  # a list from JSON
+            if not self.targets:
+                raise ValueError("ProbeConfig.targets: name at least one target, or None")
         if not 0 < self.readout_val_fraction < 1:
             raise ValueError("ProbeConfig.readout_val_fraction must be in (0, 1), got "
                              f"{self.readout_val_fraction}")
@@ -125,8 +135,9 @@ class Scenes:
                 for (name, t), end in zip(self.targets.items(), ends, strict=True)}
 
 
-def _read(dataset: SceneDataset, n: int) -> Scenes:
-    """The first ``n`` scenes of ``dataset``, without parts."""
+def _read(dataset: SceneDataset, n: int, wanted: tuple[str, ...] | None = None) -> Scenes:
+    """The first ``n`` scenes of ``dataset``, without parts; their state targets ``wanted``
+    (None: all)."""
     if dataset.views < 2:
         raise ValueError(f"{dataset.path}: probing needs at least 2 views per scene")
     images, poses = zip(*(dataset.scene(i) for i in range(n)), strict=True)
@@ -134,8 +145,12 @@ def _read(dataset: SceneDataset, n: int) -> Scenes:
     targets = None
     if all(t is not None for t in truths):
         per_scene = [state_targets(t) for t in truths]
+        unknown = sorted(set(wanted or ()) - set(per_scene[0]))
+        if unknown:
+            raise ValueError(f"ProbeConfig.targets: {dataset.path}'s scenes have no {unknown}; "
+                             f"their targets are {list(per_scene[0])}")
         targets = {k: np.stack([s[k] for s in per_scene]).astype(np.float32)
-                   for k in per_scene[0]}
+                   for k in per_scene[0] if wanted is None or k in wanted}
     viewpoints = pose_to_viewpoint(torch.as_tensor(np.stack(poses))).numpy()
     return Scenes(np.stack(images), viewpoints.astype(np.float32), targets, {})
 
@@ -152,7 +167,7 @@ def load_scenes(dataset: SceneDataset, config: ProbeConfig) -> Scenes:
     if n < config.scenes:
         print(f"probing all {n} scenes of {dataset.path}'s {dataset.split} split "
               f"({config.scenes} asked)", file=sys.stderr)
-    scenes = _read(dataset, n)
+    scenes = _read(dataset, n, config.targets)
     order = derive_rng(config.seed, "probe-split").permutation(n)
     n_fit = max(1, round(config.fit_fraction * n))
     n_val = max(1, round(config.val_fraction * n))
@@ -241,7 +256,7 @@ def readout_data(dataset: SceneDataset, scenes: Scenes, config: ProbeConfig) -> 
     if n < config.readout_scenes:
         print(f"the readouts learn from all {n} scenes of {dataset.path}'s train split "
               f"({config.readout_scenes} asked)", file=sys.stderr)
-    learn = _read(train, n)
+    learn = _read(train, n, config.targets)
     if learn.targets is None:
         return ReadoutData.own(scenes, config, "the train split has no ground truth")
     if scenes.targets is not None and (

@@ -17,6 +17,7 @@ from gqn.config import TrainConfig
 from gqn.data import DatasetWriter, SceneDataset
 from gqn_rl.datagen import GenerateConfig, generate
 from gqn_rl.probe import ProbeConfig, probe, report_markdown, state_targets
+from gqn_rl.probe.scenes import load_scenes
 from gqn_rl.probe.readouts import (
     bootstrap_r2,
     fit_architecture,
@@ -276,6 +277,13 @@ def test_cli_probe_writes_json_report_and_plots(tmp_path: Path) -> None:
     assert "## State probes" in report and "wall_colour" in report
     for name in ("state_probes.png", "prediction_error.png", "embedding.png"):
         assert (out / name).stat().st_size > 0
+    assert main(["probe", "--checkpoint", str(checkpoint), "--data", str(data), "--out",
+                 str(tmp_path / "two"), "--scenes", "40", "--no-mlp", "--no-cnn", "--no-fresh",
+                 "--targets", "target_position", "--no-progress"]) == 0
+    two = json.loads((tmp_path / "two" / "probe.json").read_text())
+    assert list(two["state"]) == ["target_position"]
+    assert "fresh_silhouette" not in two["embedding"]
+    assert "fresh not probed" in (tmp_path / "two" / "report.md").read_text()
 
 
 def test_foreground_masks_cover_the_objects_of_generated_scenes(tmp_path: Path) -> None:
@@ -424,7 +432,19 @@ def test_cli_curve_probes_each_snapshot_once_and_fits_the_ceiling(tmp_path: Path
     assert set(curve["fits"]) == {"target_position", "hand_position"}
     assert curve["ceiling"]["hand_position"]["r2"] == 0.9
     assert (out / "curve.png").stat().st_size > 0 and "| 20 |" in (out / "curve.md").read_text()
+    one = json.loads((out / "step-10" / "probe.json").read_text())
+    assert set(one["state"]) == {"target_position", "hand_position"}  # the curve's two targets
+    assert not any(k.startswith("fresh") for k in one["state"]["target_position"])
     probed = (out / "step-10" / "probe.json").stat().st_mtime_ns
     assert main(args) == 0  # resumed: the snapshots already probed are not probed again
     assert (out / "step-10" / "probe.json").stat().st_mtime_ns == probed
     assert main([*args, "--scenes", "30"]) == 2  # other settings: refused, not mixed in
+
+
+def test_probe_targets_must_be_the_scenes_own(tmp_path: Path) -> None:
+    data = write_arm_like_dataset(tmp_path / "data")
+    config = ProbeConfig(scenes=20, targets=("target_position", "elbow"))
+    with pytest.raises(ValueError, match=r"ProbeConfig.targets: .* have no \['elbow'\]"):
+        load_scenes(SceneDataset(data, "test"), config)
+    with pytest.raises(ValueError, match="name at least one target"):
+        ProbeConfig(targets=())
