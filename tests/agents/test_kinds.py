@@ -82,7 +82,8 @@ def test_the_ceiling_camera_and_blurred_variants_and_how_they_resolve(tmp_path: 
     assert {"gqn-ceiling", "gqn-ceiling-cameras", "gqn-frozen-cameras",
             "pixels-context-aug"} <= set(contenders())
     config = BenchmarkConfig((ARM,), ("gqn-frozen-cameras", "pixels-context-aug",
-                                      "perfect-encoder-r2-0.77", "gqn-ceiling-standardised"), seeds=1)
+                                      "perfect-encoder-r2-0.77", "gqn-ceiling-standardised"),
+                             seeds=1)
     cameras = resolve_run(config.run_config(Cell(ARM, "gqn-frozen-cameras", "rl", 0)))
     assert cameras.hyperparams["env_kwargs"]["context_cameras"] == 2
     assert cameras.hyperparams["encoder_kwargs"]["context"] == "cameras"

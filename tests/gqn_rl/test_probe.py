@@ -17,7 +17,6 @@ from gqn.config import TrainConfig
 from gqn.data import DatasetWriter, SceneDataset
 from gqn_rl.datagen import GenerateConfig, generate
 from gqn_rl.probe import ProbeConfig, probe, report_markdown, state_targets
-from gqn_rl.probe.scenes import load_scenes
 from gqn_rl.probe.readouts import (
     bootstrap_r2,
     fit_architecture,
@@ -29,6 +28,7 @@ from gqn_rl.probe.readouts import (
     r2_score,
     silhouette_score,
 )
+from gqn_rl.probe.scenes import load_scenes
 
 RNG = np.random.default_rng(0)
 
