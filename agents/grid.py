@@ -17,7 +17,7 @@ import numpy as np
 
 import envs
 from agents.hyperparams import ARM_REACH, RECIPES
-from agents.kinds import KINDS, MEMORY_VIEWS, get_kind
+from agents.kinds import KINDS, MEMORY_VIEWS, STANDARDISED, get_kind
 from agents.runs import RunConfig, check_budget, resolve_run
 from gqn_rl.ceiling import CEILING_NAMES
 from gqn_rl.encoders import shipped_checkpoint
@@ -50,7 +50,7 @@ REFERENCES = {"random": Contender(None), "scripted": Contender(None)}
 CAMERAS = {"env_kwargs": {"context_cameras": 2}, "encoder_kwargs": {"context": "cameras"}}
 """``r`` summed over the agent's view and two context cameras' (``context="cameras"``)."""
 CEILING_READINGS = {"": {}, **{f"-{reading}": {"reading": reading} for reading in READINGS[1:]},
-                    "-standardised": {"normalize": {"norm_obs": True, "norm_reward": False}}}
+                    "-standardised": {"normalize": STANDARDISED}}
 """How the ``gqn-ceiling`` contenders read ``r``, by the end of their names: flat (none),
 through a reader of :mod:`gqn_rl.readers` (``-trunk``, ``-keypoints``), or flat and
 standardised by running statistics (``-standardised``: SB3's ``VecNormalize``)."""

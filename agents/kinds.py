@@ -101,6 +101,9 @@ def get_kind(name: str) -> EncoderKind:
         raise ValueError(f"unknown encoder {name!r}; expected one of {list(KINDS)}") from None
 
 
+STANDARDISED = {"norm_obs": True, "norm_reward": False}
+"""The recipe key ``normalize`` of kinds whose observations are standardised by running
+statistics (SB3's ``VecNormalize``), rewards left as they are."""
 _FROZEN = (GQNObservation, VecGQNObservation)
 _INFERENCE = (GQNInferenceObservation, VecGQNInferenceObservation)
 for _kind in (
@@ -120,13 +123,13 @@ for _kind in (
                 network="SB3's NatureCNN"),
     # The oracle: the true low-dimensional state.
     EncoderKind("state", {"env_kwargs": {"obs_mode": "state"}, "policy": "MlpPolicy",
-                          "normalize": {"norm_obs": True, "norm_reward": False}},
+                          "normalize": STANDARDISED},
                 imitation=True, reads_images=False),
     # What a perfect scene encoder could give (obs_mode="scene"): the scene's true state
     # without the oracle's hand-crafted features (ArmReach: no hand position or offset to the
     # target; RoomNavigation: every object, not which one is the goal or where it lies).
     EncoderKind("perfect-encoder", {"env_kwargs": {"obs_mode": "scene"}, "policy": "MlpPolicy",
-                                    "normalize": {"norm_obs": True, "norm_reward": False}},
+                                    "normalize": STANDARDISED},
                 imitation=True, reads_images=False),
     # r from a frozen GQN, computed in the vector env (VecGQNObservation).
     EncoderKind("gqn-frozen", {"policy": "MultiInputPolicy",

@@ -247,9 +247,8 @@ def report_markdown(results: dict[str, Any]) -> str:
               f"Linear classifier of how many of {c['counts']} possible views were summed into "
               f"`r`: trained {c['gqn_accuracy']:.3f} (within one {c['gqn_within_one']:.3f}), "
               f"fresh {_figure(c.get('fresh_accuracy'))}, chance {c['chance']:.3f}. `r` is a "
-              "sum, so "
-              "its norm grows with the count and any encoder, a fresh one too, can pass: the "
-              "check is that `r` accumulates its views.", ""]
+              "sum, so its norm grows with the count and any encoder, a fresh one too, can "
+              "pass: the check is that `r` accumulates its views.", ""]
     e = results["embedding"]
     lines += ["## Embedding", "",
               f"Silhouette of per-view `r` by scene: trained {e['gqn_silhouette']:.3f}, fresh "

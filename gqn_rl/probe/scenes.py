@@ -91,7 +91,7 @@ class ProbeConfig:
             raise ValueError("ProbeConfig.fit_fraction and val_fraction must be positive and "
                              f"sum to less than 1, got {self.fit_fraction}, {self.val_fraction}")
         if self.targets is not None:
-            object.__setattr__(self, "targets", tuple(self.targets))  # a list from JSON
+            object.__setattr__(self, "targets", tuple(self.targets))  # any sequence given
             if not self.targets:
                 raise ValueError("ProbeConfig.targets: name at least one target, or None")
         if not 0 < self.readout_val_fraction < 1:
